@@ -1,0 +1,115 @@
+//! `cargo bench --bench train`: prints training throughput, E-step time and peak memory.
+//! Figures, not assertions. Knobs: BENCH_STEPS (default 5), BENCH_KS (default 10,100,1000),
+//! BENCH_N (default 10000), BENCH_WGPU=1 to also time the native wgpu backend.
+//! scripts/bench.sh runs this beside PyTorch CPU and faiss-cpu and prints the ratios.
+
+use std::time::Instant;
+
+use burn::prelude::*;
+use futures_lite::future::block_on;
+use pcl_studio::engine::data::planted_groups;
+use pcl_studio::engine::kmeans::{cluster_level, kmeans_restarts};
+use pcl_studio::engine::rng::Rng;
+use pcl_studio::engine::{Event, PclConfig, Trainer};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn train_img_s(device: &Device, label: &str, steps: usize) {
+    let data = planted_groups(4, 4, 48, 36, 0); // 768 images, 36 px stored
+    let config = PclConfig {
+        batch_size: 256,
+        epochs: 100,
+        warmup_epochs: 100,
+        ..PclConfig::default()
+    };
+    let mut t = Trainer::new(&config, &data, device).expect("trainer");
+    // Warm-up step (kernel compilation, allocation) not timed.
+    block_on(t.advance(&data, &mut |_| {})).expect("step");
+    let start = Instant::now();
+    let mut done = 0;
+    while done < steps {
+        if let Event::Step(_) = block_on(t.advance(&data, &mut |_| {})).expect("step") {
+            done += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "train[{label}] tiny encoder 32x32 batch 256: {:.1} img/s ({:.3} s/step)",
+        (steps * 256) as f64 / secs,
+        secs / steps as f64
+    );
+}
+
+fn estep(device: &Device, label: &str, n: usize, ks: &[usize]) {
+    let d = 128;
+    let mut rng = Rng::new(0);
+    // Gaussian blobs on the sphere: 50 true centres, noise 0.3.
+    let centres: Vec<f32> = (0..50 * d).map(|_| rng.range(-1.0, 1.0)).collect();
+    let mut x = vec![0f32; n * d];
+    for i in 0..n {
+        let c = rng.below(50);
+        for j in 0..d {
+            x[i * d + j] = centres[c * d + j] + rng.range(-0.3, 0.3);
+        }
+    }
+    pcl_studio::engine::kmeans::normalize_rows(&mut x, d);
+    let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, d]), device);
+    std::fs::write(
+        std::env::temp_dir().join("pcl-bench-x.f32"),
+        x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .ok();
+    for &k in ks {
+        let start = Instant::now();
+        let km = block_on(kmeans_restarts(&xt, &x, k, 20, 1, &mut Rng::new(1))).expect("kmeans");
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "estep[{label}] kmeans N={n} d={d} K={k} iters=20 restarts=1: {secs:.3} s inertia {:.4}",
+            km.inertia
+        );
+        let start = Instant::now();
+        let level = block_on(cluster_level(&xt, &x, k, 20, 1, 0.2, &mut Rng::new(1))).expect("level");
+        println!(
+            "estep[{label}] level with phi K={k}: {:.3} s (phi mean {:.3})",
+            start.elapsed().as_secs_f64(),
+            level.phi.iter().sum::<f32>() / k as f32
+        );
+    }
+}
+
+fn main() {
+    let steps = env("BENCH_STEPS", 5);
+    let n = env("BENCH_N", 10_000);
+    let ks: Vec<usize> = std::env::var("BENCH_KS")
+        .unwrap_or_else(|_| "10,100,1000".into())
+        .split(',')
+        .filter_map(|k| k.trim().parse().ok())
+        .collect();
+    let cpu = Device::flex();
+    train_img_s(&cpu, "cpu", steps);
+    estep(&cpu, "cpu", n, &ks);
+    if std::env::var("BENCH_WGPU").is_ok_and(|v| v == "1") {
+        match block_on(pcl_studio::compute::init_gpu(pcl_studio::compute::BackendKind::Wgpu)) {
+            Ok((gpu, info)) => {
+                println!("wgpu adapter: {} ({})", info.adapter, info.api);
+                train_img_s(&gpu, "wgpu", steps);
+                estep(&gpu, "wgpu", n, &ks);
+            }
+            Err(e) => println!("wgpu: no adapter ({e})"),
+        }
+    }
+    println!("peak memory: {:.0} MiB", peak_rss_mib());
+}

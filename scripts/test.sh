@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Command 2: install what is missing, then run every check:
+#   fmt, clippy (native and wasm32, -D warnings), native tests, the browser build, browser tests.
+# FAST=1 runs only the native checks and tests (no browser build, no Chromium).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TERM_COLOR=never
+if [ "${FAST:-0}" = 1 ]; then scripts/install-tools.sh; else scripts/install-tools.sh web test; fi
+
+t0=$(date +%s)
+phase() {
+  local now; now=$(date +%s)
+  printf '\n==> [%4ds] %s\n' $((now - t0)) "$*"
+}
+
+phase "cargo fmt --check"
+cargo fmt --all --check
+
+phase "cargo clippy (native, all targets)"
+cargo clippy --all-targets --locked -- -D warnings
+
+phase "cargo test (native: engine, CLI, golden values against numpy / scikit-learn)"
+cargo test --locked -- --test-threads=2
+
+if [ "${FAST:-0}" = 1 ]; then phase "done (FAST=1: browser build and tests skipped)"; exit 0; fi
+
+phase "cargo clippy (wasm32: the page and the worker)"
+cargo clippy --target wasm32-unknown-unknown --bins --lib --locked -- -D warnings
+
+phase "trunk build (wasm32 app + worker)"
+trunk build --locked
+
+phase "browser end-to-end tests (headless Chromium, WebGPU on SwiftShader and CPU fallback)"
+(cd tests/e2e && node --test --test-concurrency=1 --test-reporter=spec app.test.mjs)
+
+phase "all checks passed"

@@ -1,0 +1,432 @@
+//! The native command-line trainer: `pcl train --images DIR --out OUT ...`.
+
+pub mod images;
+pub mod progress;
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use serde::Serialize;
+
+use crate::compute::{BackendKind, init_or_cpu, probe_step};
+use crate::engine::{self, Event, PclConfig, Phase, Trainer};
+use progress::{Bar, format_secs};
+
+pub const USAGE: &str = "\
+pcl-studio command-line trainer
+
+USAGE:
+  pcl train --images DIR --out OUT [--epochs N] [--backend cpu|wgpu] [--config FILE]
+            [--seed S] [--eval-every N] [--info-nce-only]
+  pcl train --resume OUT [--images DIR] [--epochs N] [--backend cpu|wgpu]
+  pcl probe [--backend cpu|wgpu]
+
+  --images DIR   image folder; files in its first-level subfolders get that folder as label
+                 (labels are only used to evaluate, never to train)
+  --out OUT      writes config.json, model, metrics.json, clusters.json, embeddings.csv
+  --config FILE  JSON with any PclConfig fields (see config.json of a run)
+  --resume OUT   continue the run saved in OUT (its model file)";
+
+#[derive(Debug, Default, PartialEq)]
+pub struct TrainArgs {
+    pub images: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+    pub resume: Option<PathBuf>,
+    pub epochs: Option<usize>,
+    pub backend: Option<String>,
+    pub config: Option<PathBuf>,
+    pub seed: Option<u64>,
+    pub eval_every: usize,
+    pub info_nce_only: bool,
+}
+
+pub fn parse_train(args: &[String]) -> Result<TrainArgs, String> {
+    let mut a = TrainArgs {
+        eval_every: 1,
+        ..Default::default()
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        let num = |s: String, name: &str| {
+            s.parse::<u64>()
+                .map_err(|_| format!("{name} wants a whole number, got '{s}'"))
+        };
+        match flag.as_str() {
+            "--images" => a.images = Some(value("--images")?.into()),
+            "--out" => a.out = Some(value("--out")?.into()),
+            "--resume" => a.resume = Some(value("--resume")?.into()),
+            "--config" => a.config = Some(value("--config")?.into()),
+            "--backend" => a.backend = Some(value("--backend")?),
+            "--epochs" => a.epochs = Some(num(value("--epochs")?, "--epochs")? as usize),
+            "--seed" => a.seed = Some(num(value("--seed")?, "--seed")?),
+            "--eval-every" => a.eval_every = num(value("--eval-every")?, "--eval-every")? as usize,
+            "--info-nce-only" => a.info_nce_only = true,
+            other => return Err(format!("unknown option '{other}'\n\n{USAGE}")),
+        }
+    }
+    if a.resume.is_none() && (a.images.is_none() || a.out.is_none()) {
+        return Err(format!("train needs --images and --out (or --resume)\n\n{USAGE}"));
+    }
+    Ok(a)
+}
+
+fn device_for(backend: Option<&str>) -> Result<(Device, crate::compute::BackendInfo), String> {
+    match backend.unwrap_or("cpu") {
+        "cpu" => Ok(futures_lite::future::block_on(init_or_cpu(false, BackendKind::Wgpu))),
+        "wgpu" => {
+            let (d, info) = futures_lite::future::block_on(init_or_cpu(true, BackendKind::Wgpu));
+            if let Some(n) = &info.notice {
+                eprintln!("note: {n}");
+            }
+            Ok((d, info))
+        }
+        other => Err(format!("--backend is cpu or wgpu, not '{other}'")),
+    }
+}
+
+/// Entry point of the binary: returns the process exit code.
+pub fn main_with_args(args: Vec<String>) -> i32 {
+    let result = match args.first().map(String::as_str) {
+        Some("train") => parse_train(&args[1..]).and_then(|a| train(&a)),
+        Some("probe") => probe(&args[1..]),
+        Some("-h" | "--help" | "help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command '{other}'\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn probe(args: &[String]) -> Result<(), String> {
+    let backend = match args {
+        [] => None,
+        [f, v] if f == "--backend" => Some(v.as_str()),
+        _ => return Err(format!("probe takes only --backend\n\n{USAGE}")),
+    };
+    let (device, info) = device_for(backend)?;
+    println!("backend: {:?} adapter: {} api: {}", info.kind, info.adapter, info.api);
+    let loss = futures_lite::future::block_on(probe_step(&device)).map_err(|e| e.to_string())?;
+    println!("probe step loss: {loss:.4}");
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct EpochMetrics {
+    epoch: usize,
+    loss: f64,
+    info_nce: f64,
+    proto: Vec<f64>,
+    instance_acc: f64,
+    lr: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    knn_accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ami: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nmi: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    linear_accuracy: Option<f64>,
+    seconds: f64,
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::write(path, bytes).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+pub fn train(a: &TrainArgs) -> Result<(), String> {
+    let out = a.out.clone().or_else(|| a.resume.clone()).expect("checked in parse");
+    let resume_bytes = match &a.resume {
+        Some(dir) => Some(
+            std::fs::read(dir.join("model"))
+                .map_err(|e| format!("reading {}: {e}", dir.join("model").display()))?,
+        ),
+        None => None,
+    };
+    let mut config = match (&a.config, &resume_bytes) {
+        (Some(f), _) => {
+            let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            serde_json::from_str::<PclConfig>(&text)
+                .map_err(|e| format!("{}: not a valid config: {e}", f.display()))?
+        }
+        (None, Some(bytes)) => {
+            engine::trainer::read_checkpoint(bytes)
+                .map_err(|e| e.to_string())?
+                .0
+                .config
+        }
+        (None, None) => PclConfig::default(),
+    };
+    if let Some(e) = a.epochs {
+        config.epochs = e;
+    }
+    if let Some(s) = a.seed {
+        config.seed = s;
+    }
+    if a.info_nce_only {
+        config = config.info_nce_only();
+    }
+    let images = match (&a.images, &a.resume) {
+        (Some(i), _) => i.clone(),
+        (None, Some(dir)) => {
+            let saved: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("config.json")).map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?;
+            saved["images"]
+                .as_str()
+                .map(PathBuf::from)
+                .ok_or("config.json of the run names no images folder; pass --images")?
+        }
+        _ => unreachable!("checked in parse"),
+    };
+    let side = PclConfig::stored_size(config.image_size);
+    let mut bar = Bar::new();
+    let (data, skipped) = images::load_folder(&images, side, &mut |i, n| {
+        bar.draw(i, n, "decoding images")
+    })?;
+    let rate = data.len() as f64 / bar.elapsed().max(1e-9);
+    eprintln!("loaded {} images ({rate:.0} images/s)", data.len());
+    if !skipped.is_empty() {
+        eprintln!("skipped {} files:", skipped.len());
+        for s in &skipped {
+            eprintln!("  {}: {}", s.file, s.reason);
+        }
+    }
+    let (device, info) = device_for(a.backend.as_deref())?;
+    eprintln!("device: {} ({:?})", info.adapter, info.kind);
+
+    let mut trainer = match &resume_bytes {
+        Some(bytes) => {
+            let mut t = Trainer::load(bytes, &data, &device).map_err(|e| e.to_string())?;
+            t.config.epochs = config.epochs;
+            t
+        }
+        None => Trainer::new(&config, &data, &device).map_err(|e| e.to_string())?,
+    };
+    std::fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+    let mut saved_config = serde_json::to_value(&trainer.config).map_err(|e| e.to_string())?;
+    saved_config["images"] = serde_json::Value::String(images.to_string_lossy().into());
+    write(
+        &out.join("config.json"),
+        serde_json::to_string_pretty(&saved_config).expect("json").as_bytes(),
+    )?;
+
+    let labels = data.eval_labels().map(<[u32]>::to_vec);
+    let steps = trainer.steps_per_epoch(data.len());
+    let total_steps = steps * trainer.config.epochs;
+    // On resume, metrics.json keeps the epochs already written.
+    let mut metrics: Vec<serde_json::Value> = match &resume_bytes {
+        Some(_) => std::fs::read_to_string(out.join("metrics.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let mut epoch_steps: Vec<engine::StepRecord> = Vec::new();
+    let mut bar = Bar::new();
+    let mut epoch_start = std::time::Instant::now();
+    let b = trainer.config.batch_size;
+    loop {
+        let done_steps = trainer.epoch * steps + trainer.step;
+        let mut phase_note = String::new();
+        let event = futures_lite::future::block_on(trainer.advance(&data, &mut |p| {
+            if let Phase::KMeans { level, levels, k } = p {
+                phase_note = format!("E-step: k-means level {}/{levels} (K={k})", level + 1);
+                eprint!("\r{phase_note}\x1b[K");
+            }
+        }))
+        .map_err(|e| {
+            format!("{e}\nthe last saved state is in {}", out.join("model").display())
+        })?;
+        match event {
+            Event::Done => break,
+            Event::EStep { epoch, levels } => {
+                let ks: Vec<String> = levels
+                    .iter()
+                    .map(|l| format!("K={} inertia={:.1}", l.k, l.inertia))
+                    .collect();
+                eprintln!("\rE-step before epoch {epoch}: {}\x1b[K", ks.join(", "));
+            }
+            Event::Step(r) => {
+                let rate = (epoch_steps.len() + 1) as f64 * b as f64
+                    / epoch_start.elapsed().as_secs_f64().max(1e-9);
+                let protos: Vec<String> = r.proto.iter().map(|p| format!("{p:.3}")).collect();
+                bar.draw(
+                    done_steps + 1,
+                    total_steps,
+                    &format!(
+                        "epoch {} step {}/{} loss {:.3} (infonce {:.3} proto [{}]) {rate:.0} img/s",
+                        r.epoch + 1,
+                        r.step + 1,
+                        steps,
+                        r.loss,
+                        r.info_nce,
+                        protos.join(" ")
+                    ),
+                );
+                let epoch_done = r.epoch_done;
+                epoch_steps.push(r);
+                if epoch_done {
+                    let m = summarize(&epoch_steps, epoch_start.elapsed().as_secs_f64());
+                    epoch_steps.clear();
+                    let mut m = m;
+                    if let Some(l) = &labels
+                        && a.eval_every > 0
+                        && (trainer.epoch % a.eval_every == 0 || trainer.is_done())
+                    {
+                        let rep = futures_lite::future::block_on(engine::evaluate(
+                            &trainer, &data, l,
+                        ))
+                        .map_err(|e| e.to_string())?;
+                        m.knn_accuracy = Some(rep.knn_accuracy);
+                        m.ami = Some(rep.ami);
+                        m.nmi = Some(rep.nmi);
+                        m.linear_accuracy = Some(rep.linear_accuracy);
+                        eprintln!(
+                            "\repoch {}: kNN {:.3}  AMI {:.3}  NMI {:.3}  linear {:.3}\x1b[K",
+                            trainer.epoch, rep.knn_accuracy, rep.ami, rep.nmi, rep.linear_accuracy
+                        );
+                    }
+                    metrics.push(serde_json::to_value(&m).expect("json"));
+                    // Checkpoint after every epoch so an interrupted run loses at most one.
+                    let bytes =
+                        futures_lite::future::block_on(trainer.save()).map_err(|e| e.to_string())?;
+                    write(&out.join("model"), &bytes)?;
+                    write(
+                        &out.join("metrics.json"),
+                        serde_json::to_string_pretty(&metrics).expect("json").as_bytes(),
+                    )?;
+                    epoch_start = std::time::Instant::now();
+                }
+            }
+        }
+    }
+    eprintln!("training took {}", format_secs(bar.elapsed()));
+    write_outputs(&trainer, &data, &out)?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+fn summarize(steps: &[engine::StepRecord], seconds: f64) -> EpochMetrics {
+    let n = steps.len().max(1) as f64;
+    let mean = |f: &dyn Fn(&engine::StepRecord) -> f64| steps.iter().map(f).sum::<f64>() / n;
+    let levels = steps.last().map_or(0, |s| s.proto.len());
+    EpochMetrics {
+        epoch: steps.last().map_or(0, |s| s.epoch + 1),
+        loss: mean(&|s| s.loss as f64),
+        info_nce: mean(&|s| s.info_nce as f64),
+        proto: (0..levels)
+            .map(|m| mean(&|s| s.proto.get(m).copied().unwrap_or(0.0) as f64))
+            .collect(),
+        instance_acc: mean(&|s| s.instance_acc as f64),
+        lr: steps.last().map_or(0.0, |s| s.lr),
+        knn_accuracy: None,
+        ami: None,
+        nmi: None,
+        linear_accuracy: None,
+        seconds,
+    }
+}
+
+fn write_outputs(trainer: &Trainer, data: &engine::Dataset, out: &Path) -> Result<(), String> {
+    let bytes = futures_lite::future::block_on(trainer.save()).map_err(|e| e.to_string())?;
+    write(&out.join("model"), &bytes)?;
+    let encoder = trainer.encoder();
+    let (_, emb) = futures_lite::future::block_on(trainer.embed_all(
+        &encoder,
+        data,
+        false,
+        &mut |_| {},
+    ))
+    .map_err(|e| e.to_string())?;
+    let d = trainer.config.feature_dim;
+    let label_of = |i: usize| -> String {
+        data.labels
+            .as_ref()
+            .map(|l| data.class_names[l[i] as usize].clone())
+            .unwrap_or_default()
+    };
+    let mut csv = String::from("path,label");
+    for j in 0..d {
+        csv.push_str(&format!(",e{j}"));
+    }
+    csv.push('\n');
+    for i in 0..data.len() {
+        csv.push_str(&csv_field(&data.names[i]));
+        csv.push(',');
+        csv.push_str(&csv_field(&label_of(i)));
+        for v in &emb[i * d..(i + 1) * d] {
+            csv.push_str(&format!(",{v}"));
+        }
+        csv.push('\n');
+    }
+    write(&out.join("embeddings.csv"), csv.as_bytes())?;
+    let clusters: Vec<serde_json::Value> = trainer
+        .clustering
+        .as_ref()
+        .map(|c| {
+            c.levels
+                .iter()
+                .map(|l| {
+                    let assignment: serde_json::Map<String, serde_json::Value> = data
+                        .names
+                        .iter()
+                        .zip(&l.assignments)
+                        .map(|(n, &a)| (n.clone(), serde_json::Value::from(a)))
+                        .collect();
+                    serde_json::json!({
+                        "k": l.k,
+                        "epoch": c.epoch,
+                        "inertia": l.inertia,
+                        "phi": l.phi,
+                        "sizes": l.sizes,
+                        "assignment": assignment,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    write(
+        &out.join("clusters.json"),
+        serde_json::to_string_pretty(&serde_json::json!({ "levels": clusters }))
+            .expect("json")
+            .as_bytes(),
+    )
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_train_flags_and_rejects_bad_ones() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let a = parse_train(&s(&["--images", "d", "--out", "o", "--epochs", "3"])).unwrap();
+        assert_eq!(a.epochs, Some(3));
+        assert_eq!(a.images, Some("d".into()));
+        assert!(parse_train(&s(&["--images", "d"])).unwrap_err().contains("--out"));
+        assert!(parse_train(&s(&["--epochs", "x", "--out", "o"])).unwrap_err().contains("whole number"));
+        assert!(parse_train(&s(&["--bogus"])).unwrap_err().contains("unknown option"));
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+    }
+}

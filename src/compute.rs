@@ -1,0 +1,128 @@
+//! Choosing the compute device: the GPU through wgpu (WebGPU in a browser) when there is one,
+//! else burn's pure-Rust CPU backend (flex), and describing what was chosen.
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::EngineError;
+use crate::engine::loss::info_nce;
+use crate::engine::model::{EncoderConfig, l2_normalize};
+use crate::engine::params::{Sgd, read_all};
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// wgpu on the browser's WebGPU.
+    Webgpu,
+    /// wgpu natively (Vulkan, Metal, DX12, GL).
+    Wgpu,
+    /// burn's pure-Rust CPU backend.
+    Cpu,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BackendInfo {
+    pub kind: BackendKind,
+    /// Adapter name (e.g. "SwiftShader Device"), or "CPU" for the fallback.
+    pub adapter: String,
+    /// The graphics API under wgpu, when on a GPU.
+    pub api: String,
+    /// Key device limits, name and value.
+    pub limits: Vec<(String, u64)>,
+    /// Why the GPU is not used, when it is not.
+    pub notice: Option<String>,
+}
+
+impl BackendInfo {
+    pub fn cpu(notice: Option<String>) -> Self {
+        Self {
+            kind: BackendKind::Cpu,
+            adapter: "CPU (burn flex)".into(),
+            api: String::new(),
+            limits: Vec::new(),
+            notice,
+        }
+    }
+
+    fn from_setup(kind: BackendKind, setup: &burn::tensor::wgpu::WgpuSetup) -> Self {
+        let info = setup.adapter.get_info();
+        let l = setup.adapter.limits();
+        let name = if info.name.is_empty() {
+            format!("{:?} adapter", info.backend)
+        } else {
+            info.name.clone()
+        };
+        Self {
+            kind,
+            adapter: name,
+            api: format!("{:?}", info.backend),
+            limits: vec![
+                ("maxBufferSize".into(), l.max_buffer_size),
+                (
+                    "maxStorageBufferBindingSize".into(),
+                    l.max_storage_buffer_binding_size as u64,
+                ),
+                (
+                    "maxComputeWorkgroupSizeX".into(),
+                    l.max_compute_workgroup_size_x as u64,
+                ),
+                (
+                    "maxComputeInvocationsPerWorkgroup".into(),
+                    l.max_compute_invocations_per_workgroup as u64,
+                ),
+            ],
+            notice: None,
+        }
+    }
+}
+
+/// Initialises the GPU through wgpu; `kind` says how it is reported (Webgpu in a browser).
+pub async fn init_gpu(kind: BackendKind) -> Result<(Device, BackendInfo), String> {
+    let (device, setup) = Device::wgpu_options()
+        .init_with_setup_async()
+        .await
+        .map_err(|e| format!("{e}"))?;
+    Ok((device, BackendInfo::from_setup(kind, &setup)))
+}
+
+/// The GPU when `prefer_gpu` and one initialises, else the CPU with a notice saying why.
+pub async fn init_or_cpu(prefer_gpu: bool, gpu_kind: BackendKind) -> (Device, BackendInfo) {
+    if !prefer_gpu {
+        return (
+            Device::flex(),
+            BackendInfo::cpu(Some("GPU use is switched off; training runs on the CPU.".into())),
+        );
+    }
+    match init_gpu(gpu_kind).await {
+        Ok(pair) => pair,
+        Err(e) => (
+            Device::flex(),
+            BackendInfo::cpu(Some(format!(
+                "No usable GPU adapter ({e}); training runs on the CPU, more slowly."
+            ))),
+        ),
+    }
+}
+
+/// One real training step of a small encoder on `device` (forward, InfoNCE, backward, SGD),
+/// its loss read back asynchronously: proves the whole training path works on this device.
+pub async fn probe_step(device: &Device) -> Result<f32, EngineError> {
+    device.seed(0);
+    let ad = device.clone().autodiff();
+    let model = EncoderConfig::new(8, 16).init(&ad);
+    let dist = burn::tensor::Distribution::Default;
+    let x1 = Tensor::<4>::random([4, 3, 32, 32], dist, device);
+    let x2 = x1.clone() + Tensor::<4>::random([4, 3, 32, 32], dist, device).mul_scalar(0.1);
+    let queue = l2_normalize(Tensor::<2>::random([8, 16], dist, device));
+    let q = model.forward(x1.autodiff()); // q: [4, 16]
+    let k = model.valid().forward(x2); // k: [4, 16]
+    let (loss, _) = info_nce(q, k, queue, 0.2);
+    let grads = loss.backward();
+    let mut sgd = Sgd::new(0.9, 1e-4);
+    let model = sgd.step(model, &grads, 0.03);
+    // Reading the updated weights too makes the optimizer step actually run before we report.
+    let mut read = vec![loss.without_autodiff()];
+    read.extend(crate::engine::params::flat_params(&model).into_iter().take(1));
+    let values = read_all(read).await?;
+    Ok(values[0][0])
+}

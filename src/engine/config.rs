@@ -1,0 +1,223 @@
+//! Training configuration: every knob of PCL with the defaults that suit small data, and the
+//! rules that derive data-dependent defaults (K per level, queue size, batch) from the image count.
+
+use serde::{Deserialize, Serialize};
+
+use super::EngineError;
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtoMode {
+    /// Softmax over all K prototypes of a level (the paper's formula; exact and cheap at small K).
+    Full,
+    /// The official code's choice: the positive prototype and r sampled negative prototypes.
+    Sampled,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AugPreset {
+    /// PCL v1: RandomResizedCrop(0.2-1), ColorJitter(0.4,0.4,0.4,0.4) always, Grayscale 0.2, HFlip.
+    V1,
+    /// PCL v2 / MoCo v2: ColorJitter(0.4,0.4,0.4,0.1) p 0.8, Grayscale 0.2, blur (>= 64 px), HFlip.
+    V2,
+}
+
+/// All settings of a run. `None` / empty fields are derived from the data by [`PclConfig::resolve`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct PclConfig {
+    /// Training input side in pixels (32, 64 or 96).
+    pub image_size: usize,
+    /// Channels of the first conv layer; the three stride-2 blocks double it each time.
+    pub width: usize,
+    /// Size of the L2-normalised embedding (the MLP head's output).
+    pub feature_dim: usize,
+    pub batch_size: usize,
+    pub epochs: usize,
+    /// Epochs of InfoNCE only before the first E-step.
+    pub warmup_epochs: usize,
+    /// Run the E-step before every `estep_every`-th epoch after warm-up.
+    pub estep_every: usize,
+    pub lr: f64,
+    pub sgd_momentum: f64,
+    pub weight_decay: f64,
+    /// Cosine learning-rate schedule over all epochs (else constant).
+    pub cosine: bool,
+    /// tau: temperature of InfoNCE, and the mean of the concentrations phi.
+    pub tau: f64,
+    /// m: momentum of the key encoder's EMA.
+    pub ema_momentum: f64,
+    /// r: negatives in the queue. Derived: at most half the images.
+    pub queue_size: Option<usize>,
+    /// K per level, coarse to fine. Derived when empty.
+    pub num_clusters: Vec<usize>,
+    pub proto_mode: ProtoMode,
+    /// Weight of the prototype term (0 = InfoNCE only, the MoCo baseline).
+    pub proto_weight: f64,
+    pub kmeans_iters: usize,
+    /// Restarts of k-means per level; the lowest inertia wins.
+    pub kmeans_restarts: usize,
+    pub augmentation: AugPreset,
+    pub seed: u64,
+}
+
+impl Default for PclConfig {
+    fn default() -> Self {
+        Self {
+            image_size: 32,
+            width: 32,
+            feature_dim: 128,
+            batch_size: 256,
+            epochs: 40,
+            warmup_epochs: 5,
+            estep_every: 1,
+            lr: 0.06,
+            sgd_momentum: 0.9,
+            weight_decay: 5e-4,
+            cosine: true,
+            tau: 0.2,
+            ema_momentum: 0.99,
+            queue_size: None,
+            num_clusters: Vec::new(),
+            proto_mode: ProtoMode::Full,
+            proto_weight: 1.0,
+            kmeans_iters: 20,
+            kmeans_restarts: 3,
+            augmentation: AugPreset::V2,
+            seed: 0,
+        }
+    }
+}
+
+/// Smallest number of images the trainer accepts: below it neither a batch nor clusters make sense.
+pub const MIN_IMAGES: usize = 16;
+
+impl PclConfig {
+    /// The "InfoNCE only (MoCo)" baseline of the same settings.
+    pub fn info_nce_only(mut self) -> Self {
+        self.proto_weight = 0.0;
+        self
+    }
+
+    /// Default K per level for `n` images: three granularities, coarse to fine, each in [2, n/2].
+    pub fn default_clusters(n: usize) -> Vec<usize> {
+        let mut ks: Vec<usize> = [n / 100, n / 25, n / 10]
+            .iter()
+            .map(|&k| k.clamp(2, (n / 2).max(2)))
+            .collect();
+        ks.dedup();
+        ks
+    }
+
+    /// Fills derived fields for a data set of `n` images and checks every setting.
+    pub fn resolve(&self, n: usize) -> Result<PclConfig, EngineError> {
+        if n < MIN_IMAGES {
+            return Err(EngineError::Config(format!(
+                "{n} images loaded; training needs at least {MIN_IMAGES}"
+            )));
+        }
+        let mut c = self.clone();
+        if ![32, 64, 96].contains(&c.image_size) {
+            return Err(EngineError::Config(format!(
+                "image_size {} is not one of 32, 64, 96",
+                c.image_size
+            )));
+        }
+        if c.width == 0 || c.feature_dim == 0 || c.batch_size < 2 || c.epochs == 0 {
+            return Err(EngineError::Config(
+                "width, feature_dim, epochs must be positive and batch_size at least 2".into(),
+            ));
+        }
+        // A batch never exceeds half the data, so every epoch has at least two steps.
+        c.batch_size = c.batch_size.min(n / 2).max(2);
+        let max_queue = n / 2;
+        let r = c.queue_size.unwrap_or(4096).min(max_queue).max(c.batch_size);
+        c.queue_size = Some(r);
+        if c.num_clusters.is_empty() {
+            c.num_clusters = Self::default_clusters(n);
+        }
+        for &k in &c.num_clusters {
+            if k < 2 || k > n {
+                return Err(EngineError::Config(format!(
+                    "K = {k} clusters cannot be formed from {n} images (need 2 <= K <= {n})"
+                )));
+            }
+        }
+        if !(c.tau > 0.0) || !(0.0..1.0).contains(&c.ema_momentum) || c.lr <= 0.0 {
+            return Err(EngineError::Config(
+                "tau and lr must be positive and ema_momentum in [0, 1)".into(),
+            ));
+        }
+        c.estep_every = c.estep_every.max(1);
+        c.kmeans_restarts = c.kmeans_restarts.max(1);
+        c.kmeans_iters = c.kmeans_iters.max(1);
+        Ok(c)
+    }
+
+    /// Number of the stored (pre-crop) image side: a little larger than the training size so
+    /// that crops have room.
+    pub fn stored_size(image_size: usize) -> usize {
+        image_size * 9 / 8
+    }
+
+    /// Learning rate at fractional epoch `t` (cosine decay to 0, as MoCo v2).
+    pub fn lr_at(&self, t: f64) -> f64 {
+        if self.cosine {
+            self.lr * 0.5 * (1.0 + (std::f64::consts::PI * t / self.epochs as f64).cos())
+        } else {
+            self.lr
+        }
+    }
+
+    /// Whether the E-step runs before `epoch` (0-based).
+    pub fn estep_before(&self, epoch: usize) -> bool {
+        self.proto_weight > 0.0
+            && epoch >= self.warmup_epochs
+            && (epoch - self.warmup_epochs) % self.estep_every.max(1) == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_defaults_respect_the_data() {
+        let c = PclConfig::default().resolve(2000).unwrap();
+        assert_eq!(c.num_clusters, vec![20, 80, 200]);
+        assert_eq!(c.queue_size, Some(1000));
+        assert_eq!(c.batch_size, 256);
+        let small = PclConfig::default().resolve(40).unwrap();
+        assert_eq!(small.batch_size, 20);
+        assert!(small.queue_size.unwrap() <= 20);
+        assert!(small.num_clusters.iter().all(|&k| (2..=20).contains(&k)));
+    }
+
+    #[test]
+    fn bad_settings_are_errors_not_panics() {
+        let e = PclConfig::default().resolve(3).unwrap_err();
+        assert!(e.to_string().contains("at least 16"), "{e}");
+        let c = PclConfig {
+            num_clusters: vec![500],
+            ..Default::default()
+        };
+        let e = c.resolve(100).unwrap_err();
+        assert!(e.to_string().contains("K = 500"), "{e}");
+    }
+
+    #[test]
+    fn schedule_and_estep_timing() {
+        let c = PclConfig {
+            epochs: 10,
+            warmup_epochs: 2,
+            estep_every: 2,
+            ..Default::default()
+        };
+        assert!((c.lr_at(0.0) - c.lr).abs() < 1e-12);
+        assert!(c.lr_at(10.0).abs() < 1e-12);
+        assert!(!c.estep_before(1));
+        assert!(c.estep_before(2) && !c.estep_before(3) && c.estep_before(4));
+        assert!(!c.clone().info_nce_only().estep_before(2));
+    }
+}

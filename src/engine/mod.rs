@@ -1,0 +1,104 @@
+//! The PCL engine: model, augmentation, E-step, ProtoNCE, the training state machine,
+//! evaluation and checkpoints. It runs on any burn `Device` (flex CPU, wgpu natively, WebGPU in
+//! the browser) and knows nothing of the browser: no web types, no synchronous tensor reads.
+
+pub mod augment;
+pub mod config;
+pub mod data;
+pub mod eval;
+pub mod kmeans;
+pub mod loss;
+pub mod model;
+pub mod params;
+pub mod rng;
+pub mod trainer;
+
+pub use config::{AugPreset, PclConfig, ProtoMode};
+pub use data::Dataset;
+pub use eval::EvalReport;
+pub use trainer::{Event, Phase, StepRecord, Trainer};
+
+use burn::prelude::*;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineError {
+    /// A setting that cannot work with this data.
+    Config(String),
+    /// Mismatched sizes; the message names both.
+    Shape(String),
+    /// The loss is NaN or infinite; the model was not updated.
+    NonFinite(String),
+    /// Reading from or running on the device failed (e.g. a lost GPU).
+    Device(String),
+    Checkpoint(String),
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::Config(m) => write!(f, "settings: {m}"),
+            EngineError::Shape(m) => write!(f, "size mismatch: {m}"),
+            EngineError::NonFinite(m) => write!(f, "training diverged: {m}"),
+            EngineError::Device(m) => write!(f, "device: {m}"),
+            EngineError::Checkpoint(m) => write!(f, "checkpoint: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+/// All label-based metrics of the trainer's current encoder on `data`: kNN on backbone features,
+/// AMI / NMI of k-means (K = classes) on the embeddings, linear probe on backbone features.
+pub async fn evaluate(
+    trainer: &Trainer,
+    data: &Dataset,
+    labels: &[u32],
+) -> Result<EvalReport, EngineError> {
+    let encoder = trainer.encoder();
+    let mut quiet = |_: Phase| {};
+    let (backbone, backbone_host) = trainer.embed_all(&encoder, data, true, &mut quiet).await?;
+    let (emb, emb_host) = trainer.embed_all(&encoder, data, false, &mut quiet).await?;
+    let knn_accuracy = eval::knn_accuracy(&backbone, labels, 20, 0.07).await?;
+    let classes = labels.iter().max().map_or(1, |&m| m as usize + 1);
+    let mut rng = rng::Rng::new(trainer.config.seed);
+    let km = kmeans::kmeans_restarts(&emb, &emb_host, classes.min(data.len()), 20, 3, &mut rng)
+        .await?;
+    let d = backbone.dims()[1];
+    Ok(EvalReport {
+        knn_accuracy,
+        ami: eval::ami(labels, &km.assignments),
+        nmi: eval::nmi(labels, &km.assignments),
+        linear_accuracy: eval::linear_probe(&backbone_host, d, labels, trainer.config.seed),
+    })
+}
+
+/// The same metrics on raw pixels (centre crop, flattened, unit rows): the floor that learned
+/// features must beat.
+pub async fn evaluate_pixels(
+    data: &Dataset,
+    labels: &[u32],
+    image_size: usize,
+    device: &Device,
+) -> Result<EvalReport, EngineError> {
+    let n = data.len();
+    let mut parts = Vec::new();
+    for start in (0..n).step_by(256) {
+        let end = (start + 256).min(n);
+        let imgs: Vec<&[u8]> = (start..end).map(|i| data.image(i)).collect();
+        let x = augment::center_view(augment::upload(&imgs, data.side, device), image_size);
+        parts.push(model::l2_normalize(x.flatten(1, 3)));
+    }
+    let feats = Tensor::cat(parts, 0);
+    let d = feats.dims()[1];
+    let host = params::read_all(vec![feats.clone().reshape([n * d])]).await?;
+    let knn_accuracy = eval::knn_accuracy(&feats, labels, 20, 0.07).await?;
+    let classes = labels.iter().max().map_or(1, |&m| m as usize + 1);
+    let mut rng = rng::Rng::new(0);
+    let km = kmeans::kmeans_restarts(&feats, &host[0], classes.min(n), 20, 3, &mut rng).await?;
+    Ok(EvalReport {
+        knn_accuracy,
+        ami: eval::ami(labels, &km.assignments),
+        nmi: eval::nmi(labels, &km.assignments),
+        linear_accuracy: eval::linear_probe(&host[0], d, labels, 0),
+    })
+}

@@ -1,0 +1,133 @@
+//! The image encoder: a small CNN backbone and the MLP projection head of PCL v2.
+//!
+//! Normalisation is GroupNorm, not BatchNorm. With BatchNorm the key encoder's batch statistics
+//! let a query "find" its positive through the batch (the intra-batch leak MoCo fixes with
+//! shuffled BN across GPUs); shuffling needs several devices or ghost batches. GroupNorm has no
+//! batch statistics, so there is nothing to leak, training and E-step (eval) behave identically,
+//! and any batch size, down to the browser's smallest, works.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EncoderConfig {
+    /// Channels of the stem; the three stride-2 blocks give 2x, 4x, 8x this.
+    pub width: usize,
+    pub feature_dim: usize,
+}
+
+impl EncoderConfig {
+    pub fn new(width: usize, feature_dim: usize) -> Self {
+        Self { width, feature_dim }
+    }
+
+    pub fn backbone_dim(&self) -> usize {
+        self.width * 8
+    }
+
+    pub fn init(&self, device: &Device) -> Encoder {
+        let w = self.width;
+        let block = |cin: usize, cout: usize, stride: usize| ConvBlock {
+            conv: Conv2dConfig::new([cin, cout], [3, 3])
+                .with_stride([stride, stride])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_bias(false)
+                .init(device),
+            norm: GroupNormConfig::new(groups_for(cout), cout).init(device),
+        };
+        let d = self.backbone_dim();
+        Encoder {
+            stem: block(3, w, 1),
+            blocks: vec![block(w, 2 * w, 2), block(2 * w, 4 * w, 2), block(4 * w, 8 * w, 2)],
+            head_hidden: LinearConfig::new(d, d).init(device),
+            head_out: LinearConfig::new(d, self.feature_dim).init(device),
+        }
+    }
+}
+
+/// Eight groups where the channels allow (GroupNorm's usual choice), fewer for tiny widths.
+fn groups_for(channels: usize) -> usize {
+    (1..=8).rev().find(|g| channels % g == 0).unwrap_or(1)
+}
+
+#[derive(Module, Debug)]
+pub struct ConvBlock {
+    conv: Conv2d,
+    norm: GroupNorm,
+}
+
+impl ConvBlock {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        relu(self.norm.forward(self.conv.forward(x)))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Encoder {
+    stem: ConvBlock,
+    blocks: Vec<ConvBlock>,
+    head_hidden: Linear,
+    head_out: Linear,
+}
+
+impl Encoder {
+    /// Backbone features, before the head: the representation evaluated by kNN and the probe.
+    pub fn backbone(&self, images: Tensor<4>) -> Tensor<2> {
+        // images: [n, 3, s, s]
+        let mut x = self.stem.forward(images); // x: [n, w, s, s]
+        for b in &self.blocks {
+            x = b.forward(x); // halves s, doubles channels
+        }
+        // x: [n, 8w, s/8, s/8] -> global average pool -> [n, 8w]
+        x.mean_dims(&[2, 3]).flatten(1, 3)
+    }
+
+    /// Projects backbone features to the L2-normalised embedding.
+    pub fn head(&self, features: Tensor<2>) -> Tensor<2> {
+        let h = relu(self.head_hidden.forward(features)); // h: [n, 8w]
+        l2_normalize(self.head_out.forward(h)) // [n, feature_dim]
+    }
+
+    /// Embedding: [n, 3, s, s] -> [n, feature_dim], unit rows.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.head(self.backbone(images))
+    }
+}
+
+/// Rows scaled to unit L2 norm (with a floor so a zero row stays finite).
+pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
+    let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(1e-12); // norm: [n, 1]
+    x / norm
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_and_unit_norm_for_every_input_size() {
+        let device = Device::flex();
+        let enc = EncoderConfig::new(8, 16).init(&device);
+        for s in [32, 64, 96] {
+            let x = Tensor::<4>::random([2, 3, s, s], burn::tensor::Distribution::Default, &device);
+            let f = enc.backbone(x.clone());
+            assert_eq!(f.dims(), [2, 64]);
+            let z = enc.forward(x);
+            assert_eq!(z.dims(), [2, 16]);
+            let norms: Vec<f32> = z
+                .square()
+                .sum_dim(1)
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .unwrap();
+            for n in norms {
+                assert!((n - 1.0).abs() < 1e-4, "norm {n}");
+            }
+        }
+        assert_eq!(groups_for(32), 8);
+        assert_eq!(groups_for(12), 6);
+    }
+}

@@ -1,0 +1,521 @@
+//! The EM loop as a step-wise state machine: each `advance` call does one unit of work (an
+//! E-step, or one SGD step) and returns what happened, so a browser worker can pause, resume,
+//! stop and report between calls. Every tensor read is asynchronous.
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::augment::{ViewParams, augment, center_view, upload};
+use super::config::{PclConfig, ProtoMode};
+use super::data::Dataset;
+use super::kmeans::{Level, cluster_level};
+use super::loss::{info_nce, proto_full, proto_sampled, sample_negatives};
+use super::model::{Encoder, EncoderConfig, l2_normalize};
+use super::params::{Sgd, ema_update, flat_params, read_all};
+use super::rng::Rng;
+use super::EngineError;
+
+/// Loss parts and rates of one SGD step.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StepRecord {
+    pub epoch: usize,
+    pub step: usize,
+    pub loss: f32,
+    pub info_nce: f32,
+    /// Prototype term per level (empty before the first E-step).
+    pub proto: Vec<f32>,
+    /// Fraction of queries whose positive key scored highest.
+    pub instance_acc: f32,
+    pub lr: f64,
+    /// Set on the last step of an epoch.
+    pub epoch_done: bool,
+}
+
+/// Summary of an E-step, per level.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LevelSummary {
+    pub k: usize,
+    pub inertia: f64,
+    pub min_size: usize,
+    pub max_size: usize,
+    pub phi_min: f32,
+    pub phi_max: f32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum Event {
+    Step(StepRecord),
+    EStep {
+        epoch: usize,
+        levels: Vec<LevelSummary>,
+    },
+    Done,
+}
+
+/// What the trainer is doing, for progress displays.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum Phase {
+    Embedding { done: usize, total: usize },
+    KMeans { level: usize, levels: usize, k: usize },
+    Training,
+}
+
+/// The latest clustering: host copies (for checkpoints and the UI) and device tensors.
+#[derive(Clone, Debug)]
+pub struct Clustering {
+    pub epoch: usize,
+    pub levels: Vec<Level>,
+    centroids: Vec<Tensor<2>>,
+    phi: Vec<Tensor<1>>,
+}
+
+impl Clustering {
+    fn new(epoch: usize, levels: Vec<Level>, d: usize, device: &Device) -> Self {
+        let centroids = levels
+            .iter()
+            .map(|l| Tensor::from_data(TensorData::new(l.centroids.clone(), [l.k, d]), device))
+            .collect();
+        let phi = levels
+            .iter()
+            .map(|l| Tensor::from_data(TensorData::new(l.phi.clone(), [l.k]), device))
+            .collect();
+        Self {
+            epoch,
+            levels,
+            centroids,
+            phi,
+        }
+    }
+}
+
+pub struct Trainer {
+    pub config: PclConfig,
+    device: Device,
+    model: Encoder,
+    key: Encoder,
+    sgd: Sgd,
+    /// queue: [r, d] unit rows; `queue_ptr` is the next row to overwrite (FIFO).
+    queue: Tensor<2>,
+    queue_ptr: usize,
+    rng: Rng,
+    pub epoch: usize,
+    pub step: usize,
+    order: Vec<usize>,
+    estep_done: Option<usize>,
+    pub clustering: Option<Clustering>,
+    pub history: Vec<StepRecord>,
+}
+
+fn ints(values: &[u32], device: &Device) -> Tensor<1, Int> {
+    let v: Vec<i32> = values.iter().map(|&x| x as i32).collect();
+    Tensor::from_data(TensorData::new(v, [values.len()]), device)
+}
+
+impl Trainer {
+    /// A fresh run. `device` is a plain device (no autodiff); the trainer derives its own.
+    pub fn new(config: &PclConfig, data: &Dataset, device: &Device) -> Result<Self, EngineError> {
+        let config = config.resolve(data.len())?;
+        let want = PclConfig::stored_size(config.image_size);
+        if data.side != want {
+            return Err(EngineError::Shape(format!(
+                "images are stored at {0}x{0}, training at {1} px needs {2}x{2}",
+                data.side, config.image_size, want
+            )));
+        }
+        device.seed(config.seed);
+        let enc = EncoderConfig::new(config.width, config.feature_dim);
+        let model = enc.init(&device.clone().autodiff());
+        let key = model.valid();
+        let r = config.queue_size.expect("resolved");
+        let queue = l2_normalize(Tensor::random(
+            [r, config.feature_dim],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            device,
+        ));
+        Ok(Self {
+            sgd: Sgd::new(config.sgd_momentum, config.weight_decay),
+            rng: Rng::new(config.seed),
+            config,
+            device: device.clone(),
+            model,
+            key,
+            queue,
+            queue_ptr: 0,
+            epoch: 0,
+            step: 0,
+            order: Vec::new(),
+            estep_done: None,
+            clustering: None,
+            history: Vec::new(),
+        })
+    }
+
+    pub fn steps_per_epoch(&self, n: usize) -> usize {
+        (n / self.config.batch_size).max(1)
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.epoch >= self.config.epochs
+    }
+
+    /// The query encoder, without autodiff.
+    pub fn encoder(&self) -> Encoder {
+        self.model.valid()
+    }
+
+    /// One unit of work: the E-step when one is due, else one SGD step.
+    pub async fn advance(
+        &mut self,
+        data: &Dataset,
+        progress: &mut dyn FnMut(Phase),
+    ) -> Result<Event, EngineError> {
+        if self.is_done() {
+            return Ok(Event::Done);
+        }
+        if self.step == 0
+            && self.config.estep_before(self.epoch)
+            && self.estep_done != Some(self.epoch)
+        {
+            let levels = self.e_step(data, progress).await?;
+            return Ok(Event::EStep {
+                epoch: self.epoch,
+                levels,
+            });
+        }
+        progress(Phase::Training);
+        self.train_step(data).await.map(Event::Step)
+    }
+
+    /// Embeddings of every image from the momentum encoder, centre crop, no augmentation.
+    pub async fn embed_all(
+        &self,
+        encoder: &Encoder,
+        data: &Dataset,
+        backbone: bool,
+        progress: &mut dyn FnMut(Phase),
+    ) -> Result<(Tensor<2>, Vec<f32>), EngineError> {
+        let n = data.len();
+        let chunk = 256;
+        let mut parts = Vec::new();
+        for start in (0..n).step_by(chunk) {
+            let end = (start + chunk).min(n);
+            let imgs: Vec<&[u8]> = (start..end).map(|i| data.image(i)).collect();
+            let x = center_view(upload(&imgs, data.side, &self.device), self.config.image_size);
+            let f = if backbone {
+                l2_normalize(encoder.backbone(x))
+            } else {
+                encoder.forward(x)
+            };
+            parts.push(f);
+            progress(Phase::Embedding { done: end, total: n });
+        }
+        let feats = Tensor::cat(parts, 0); // feats: [n, d]
+        let d = feats.dims()[1];
+        let host = read_all(vec![feats.clone().reshape([n * d])]).await?;
+        Ok((feats, host.into_iter().next().unwrap_or_default()))
+    }
+
+    async fn e_step(
+        &mut self,
+        data: &Dataset,
+        progress: &mut dyn FnMut(Phase),
+    ) -> Result<Vec<LevelSummary>, EngineError> {
+        let key = self.key.clone();
+        let (feats, host) = self.embed_all(&key, data, false, progress).await?;
+        let ks = self.config.num_clusters.clone();
+        let mut levels = Vec::new();
+        for (m, &k) in ks.iter().enumerate() {
+            progress(Phase::KMeans {
+                level: m,
+                levels: ks.len(),
+                k,
+            });
+            // Seeded per level and epoch, as the official code seeds faiss with the level index.
+            let mut rng = Rng::new(self.config.seed ^ ((self.epoch as u64) << 32) ^ m as u64);
+            let level = cluster_level(
+                &feats,
+                &host,
+                k,
+                self.config.kmeans_iters,
+                self.config.kmeans_restarts,
+                self.config.tau,
+                &mut rng,
+            )
+            .await?;
+            levels.push(level);
+        }
+        let summaries = levels
+            .iter()
+            .map(|l| LevelSummary {
+                k: l.k,
+                inertia: l.inertia,
+                min_size: l.sizes.iter().copied().min().unwrap_or(0),
+                max_size: l.sizes.iter().copied().max().unwrap_or(0),
+                phi_min: l.phi.iter().cloned().fold(f32::INFINITY, f32::min),
+                phi_max: l.phi.iter().cloned().fold(0.0, f32::max),
+            })
+            .collect();
+        self.clustering = Some(Clustering::new(
+            self.epoch,
+            levels,
+            self.config.feature_dim,
+            &self.device,
+        ));
+        self.estep_done = Some(self.epoch);
+        Ok(summaries)
+    }
+
+    async fn train_step(&mut self, data: &Dataset) -> Result<StepRecord, EngineError> {
+        let n_img = data.len();
+        let b = self.config.batch_size;
+        let steps = self.steps_per_epoch(n_img);
+        if self.step == 0 || self.order.len() != n_img {
+            self.order = self.rng.permutation(n_img);
+        }
+        let idx: Vec<usize> = self.order[self.step * b..(self.step + 1) * b].to_vec();
+        let imgs: Vec<&[u8]> = idx.iter().map(|&i| data.image(i)).collect();
+        let x = upload(&imgs, data.side, &self.device); // x: [b, 3, S, S]
+        let s = self.config.image_size;
+        let p1 = ViewParams::sample(&mut self.rng, b, self.config.augmentation, s);
+        let p2 = ViewParams::sample(&mut self.rng, b, self.config.augmentation, s);
+        let v1 = augment(x.clone(), &p1, s); // v1: [b, 3, s, s]
+        let v2 = augment(x, &p2, s);
+
+        let q = self.model.forward(v1.autodiff()); // q: [b, d], tracked
+        let k = self.key.forward(v2); // k: [b, d], no gradient to keys
+        let (info, logits) = info_nce(q.clone(), k.clone(), self.queue.clone(), self.config.tau);
+        let mut protos = Vec::new();
+        if let Some(c) = &self.clustering
+            && self.config.proto_weight > 0.0
+        {
+            for (m, level) in c.levels.iter().enumerate() {
+                let pos: Vec<u32> = idx.iter().map(|&i| level.assignments[i]).collect();
+                let assign = ints(&pos, &self.device).autodiff();
+                let cent = c.centroids[m].clone().autodiff();
+                let phi = c.phi[m].clone().autodiff();
+                let term = match self.config.proto_mode {
+                    ProtoMode::Full => proto_full(q.clone(), cent, phi, assign),
+                    ProtoMode::Sampled => {
+                        let r = self.config.queue_size.unwrap_or(b);
+                        let neg = sample_negatives(&pos, level.k, r, &mut self.rng);
+                        let neg = (!neg.is_empty()).then(|| ints(&neg, &self.device).autodiff());
+                        proto_sampled(q.clone(), cent, phi, assign, neg)
+                    }
+                };
+                protos.push(term);
+            }
+        }
+        let mut total = info.clone();
+        if !protos.is_empty() {
+            let m = protos.len() as f64;
+            let sum = protos.iter().cloned().reduce(|a, b| a + b).expect("non-empty");
+            total = total + sum.mul_scalar(self.config.proto_weight / m);
+        }
+        // instance accuracy: positive (column 0) scored highest
+        let acc = logits
+            .without_autodiff()
+            .argmax(1)
+            .equal_elem(0)
+            .float()
+            .mean(); // acc: [1]
+        let mut report = vec![
+            total.clone().without_autodiff(),
+            info.without_autodiff(),
+            acc,
+        ];
+        report.extend(protos.iter().map(|p| p.clone().without_autodiff()));
+        let values: Vec<f32> = read_all(report).await?.into_iter().flatten().collect();
+        if values.iter().any(|v| !v.is_finite()) {
+            // Nothing was updated: the model stays at its last good state.
+            return Err(EngineError::NonFinite(format!(
+                "loss became {} at epoch {} step {}; lower the learning rate or check the images",
+                values[0], self.epoch, self.step
+            )));
+        }
+
+        let lr = self.config.lr_at(self.epoch as f64 + self.step as f64 / steps as f64);
+        let grads = total.backward();
+        self.model = self.sgd.step(self.model.clone(), &grads, lr);
+        self.key = ema_update(self.key.clone(), &self.model, self.config.ema_momentum);
+        self.enqueue(k);
+
+        let record = StepRecord {
+            epoch: self.epoch,
+            step: self.step,
+            loss: values[0],
+            info_nce: values[1],
+            instance_acc: values[2],
+            proto: values[3..].to_vec(),
+            lr,
+            epoch_done: self.step + 1 == steps,
+        };
+        self.step += 1;
+        if self.step == steps {
+            self.step = 0;
+            self.epoch += 1;
+        }
+        self.history.push(record.clone());
+        Ok(record)
+    }
+
+    /// FIFO: overwrite the oldest rows with the newest keys, wrapping around.
+    fn enqueue(&mut self, keys: Tensor<2>) {
+        let [r, d] = self.queue.dims();
+        let n = keys.dims()[0].min(r);
+        let first = n.min(r - self.queue_ptr);
+        let p = self.queue_ptr;
+        self.queue = self
+            .queue
+            .clone()
+            .slice_assign([p..p + first, 0..d], keys.clone().slice([0..first, 0..d]));
+        if first < n {
+            self.queue = self
+                .queue
+                .clone()
+                .slice_assign([0..n - first, 0..d], keys.slice([first..n, 0..d]));
+        }
+        self.queue_ptr = (p + n) % r;
+    }
+
+    // ---- checkpoints --------------------------------------------------------------------
+
+    /// The whole run as bytes: header JSON, then every tensor as little-endian f32. All reads
+    /// are asynchronous, so this works on WebGPU.
+    pub async fn save(&self) -> Result<Vec<u8>, EngineError> {
+        let model = flat_params(&self.model);
+        let key = flat_params(&self.key);
+        let velocity = self.sgd.velocity.clone();
+        let counts = [model.len(), key.len(), velocity.len()];
+        let [r, d] = self.queue.dims();
+        let mut all = model;
+        all.extend(key);
+        all.extend(velocity);
+        all.push(self.queue.clone().reshape([r * d]));
+        let values = read_all(all).await?;
+        let header = CheckpointHeader {
+            format: CHECKPOINT_FORMAT,
+            config: self.config.clone(),
+            epoch: self.epoch,
+            step: self.step,
+            order: self.order.clone(),
+            rng: self.rng.clone(),
+            queue_ptr: self.queue_ptr,
+            estep_done: self.estep_done,
+            clustering: self
+                .clustering
+                .as_ref()
+                .map(|c| (c.epoch, c.levels.clone())),
+            history: self.history.clone(),
+            tensor_counts: counts,
+            tensor_lens: values.iter().map(Vec::len).collect(),
+        };
+        let json = serde_json::to_vec(&header).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+        let mut out = Vec::with_capacity(16 + json.len() + values.iter().map(|v| v.len() * 4).sum::<usize>());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        out.extend_from_slice(&json);
+        for v in &values {
+            for x in v {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Continues a run saved by [`Trainer::save`] on `device`.
+    pub fn load(bytes: &[u8], data: &Dataset, device: &Device) -> Result<Self, EngineError> {
+        let (header, values) = read_checkpoint(bytes)?;
+        let mut t = Trainer::new(&header.config, data, device)?;
+        let [nm, nk, nv] = header.tensor_counts;
+        if values.len() != nm + nk + nv + 1 {
+            return Err(EngineError::Checkpoint(format!(
+                "checkpoint holds {} tensors, its header names {}",
+                values.len(),
+                nm + nk + nv + 1
+            )));
+        }
+        let ad = device.clone().autodiff();
+        t.model = super::params::load_params(t.model, &values[..nm], &ad)?;
+        t.key = super::params::load_params(t.key, &values[nm..nm + nk], device)?;
+        t.sgd.velocity = values[nm + nk..nm + nk + nv]
+            .iter()
+            .map(|v| Tensor::from_data(TensorData::new(v.clone(), [v.len()]), device))
+            .collect();
+        let q = &values[nm + nk + nv];
+        let d = t.config.feature_dim;
+        if q.len() % d != 0 {
+            return Err(EngineError::Checkpoint(format!(
+                "queue has {} values, not a multiple of feature_dim {d}",
+                q.len()
+            )));
+        }
+        t.queue = Tensor::from_data(TensorData::new(q.clone(), [q.len() / d, d]), device);
+        t.epoch = header.epoch;
+        t.step = header.step;
+        t.order = header.order;
+        t.rng = header.rng;
+        t.queue_ptr = header.queue_ptr;
+        t.estep_done = header.estep_done;
+        t.clustering = header
+            .clustering
+            .map(|(epoch, levels)| Clustering::new(epoch, levels, d, device));
+        t.history = header.history;
+        Ok(t)
+    }
+}
+
+const MAGIC: &[u8; 8] = b"PCLSTUD1";
+const CHECKPOINT_FORMAT: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+pub struct CheckpointHeader {
+    pub format: u32,
+    pub config: PclConfig,
+    pub epoch: usize,
+    pub step: usize,
+    order: Vec<usize>,
+    rng: Rng,
+    queue_ptr: usize,
+    estep_done: Option<usize>,
+    pub clustering: Option<(usize, Vec<Level>)>,
+    pub history: Vec<StepRecord>,
+    tensor_counts: [usize; 3],
+    tensor_lens: Vec<usize>,
+}
+
+/// Parses a checkpoint into its header and tensors, checking every length.
+pub fn read_checkpoint(bytes: &[u8]) -> Result<(CheckpointHeader, Vec<Vec<f32>>), EngineError> {
+    let bad = |why: String| EngineError::Checkpoint(why);
+    if bytes.len() < 16 || &bytes[..8] != MAGIC {
+        return Err(bad("not a pcl-studio checkpoint (wrong magic bytes)".into()));
+    }
+    let len = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
+    let json = bytes
+        .get(16..16 + len)
+        .ok_or_else(|| bad(format!("header of {len} bytes runs past the file's {}", bytes.len())))?;
+    let header: CheckpointHeader =
+        serde_json::from_slice(json).map_err(|e| bad(format!("header: {e}")))?;
+    if header.format != CHECKPOINT_FORMAT {
+        return Err(bad(format!(
+            "checkpoint format {} (this build reads {CHECKPOINT_FORMAT})",
+            header.format
+        )));
+    }
+    let mut off = 16 + len;
+    let mut values = Vec::new();
+    for &n in &header.tensor_lens {
+        let raw = bytes.get(off..off + 4 * n).ok_or_else(|| {
+            bad(format!("tensor data truncated at byte {off} of {}", bytes.len()))
+        })?;
+        values.push(
+            raw.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect(),
+        );
+        off += 4 * n;
+    }
+    if off != bytes.len() {
+        return Err(bad(format!("{} trailing bytes after the tensors", bytes.len() - off)));
+    }
+    Ok((header, values))
+}

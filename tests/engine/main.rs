@@ -1,0 +1,5 @@
+//! Integration tests of the engine and the CLI, one binary (link time is the scarce resource).
+
+mod cli;
+mod golden;
+mod training;
