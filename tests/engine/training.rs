@@ -38,7 +38,10 @@ fn run(config: &PclConfig, data: &pcl_studio::engine::Dataset) -> (Trainer, Vec<
 fn pcl_recovers_planted_groups_and_beats_info_nce_only() {
     let data = planted_groups(2, 3, 24, 36, 1);
     let labels = data.eval_labels().expect("labelled").to_vec();
-    let config = tiny(8);
+    let config = PclConfig {
+        warmup_epochs: 5,
+        ..tiny(30)
+    };
     let (pcl, losses) = run(&config, &data);
     assert!(losses.iter().all(|l| l.is_finite()));
     let first = losses[..4].iter().sum::<f32>() / 4.0;
@@ -79,8 +82,9 @@ fn resumed_run_matches_uninterrupted_run() {
 
     let mut t = Trainer::new(&config, &data, &Device::flex()).unwrap();
     let mut losses = Vec::new();
-    // Stop in the middle of epoch 3 (after the first E-step), save, reload, finish.
-    while losses.len() < 9 {
+    // 2 steps per epoch, 2 warm-up epochs: stop after step 5, inside the first epoch with
+    // prototypes (its E-step done), save, reload, finish.
+    while losses.len() < 5 {
         if let Event::Step(r) = block_on(t.advance(&data, &mut |_| {})).unwrap() {
             losses.push(r.loss);
         }
