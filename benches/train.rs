@@ -13,16 +13,21 @@ use pcl_studio::engine::rng::Rng;
 use pcl_studio::engine::{Event, PclConfig, Trainer};
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -81,7 +86,8 @@ fn estep(device: &Device, label: &str, n: usize, ks: &[usize]) {
             km.inertia
         );
         let start = Instant::now();
-        let level = block_on(cluster_level(&xt, &x, k, 20, 1, 0.2, &mut Rng::new(1))).expect("level");
+        let level =
+            block_on(cluster_level(&xt, &x, k, 20, 1, 0.2, &mut Rng::new(1))).expect("level");
         println!(
             "estep[{label}] level with phi K={k}: {:.3} s (phi mean {:.3})",
             start.elapsed().as_secs_f64(),
@@ -102,7 +108,9 @@ fn main() {
     train_img_s(&cpu, "cpu", steps);
     estep(&cpu, "cpu", n, &ks);
     if std::env::var("BENCH_WGPU").is_ok_and(|v| v == "1") {
-        match block_on(pcl_studio::compute::init_gpu(pcl_studio::compute::BackendKind::Wgpu)) {
+        match block_on(pcl_studio::compute::init_gpu(
+            pcl_studio::compute::BackendKind::Wgpu,
+        )) {
             Ok((gpu, info)) => {
                 println!("wgpu adapter: {} ({})", info.adapter, info.api);
                 train_img_s(&gpu, "wgpu", steps);

@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-ours=$(cargo bench --bench train 2>/dev/null | tee /dev/stderr)
+# The dev profile has every dependency at opt-level 3 (Cargo.toml): the same build the tests use.
+ours=$(cargo bench --profile dev --bench train 2>/dev/null | tee /dev/stderr)
 if [ ! -x .bench-venv/bin/python ]; then
   python3 -m venv .bench-venv
   .bench-venv/bin/pip install -q numpy faiss-cpu torch

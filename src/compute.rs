@@ -60,7 +60,7 @@ impl BackendInfo {
                 ("maxBufferSize".into(), l.max_buffer_size),
                 (
                     "maxStorageBufferBindingSize".into(),
-                    l.max_storage_buffer_binding_size as u64,
+                    l.max_storage_buffer_binding_size,
                 ),
                 (
                     "maxComputeWorkgroupSizeX".into(),
@@ -90,7 +90,9 @@ pub async fn init_or_cpu(prefer_gpu: bool, gpu_kind: BackendKind) -> (Device, Ba
     if !prefer_gpu {
         return (
             Device::flex(),
-            BackendInfo::cpu(Some("GPU use is switched off; training runs on the CPU.".into())),
+            BackendInfo::cpu(Some(
+                "GPU use is switched off; training runs on the CPU.".into(),
+            )),
         );
     }
     match init_gpu(gpu_kind).await {
@@ -122,7 +124,11 @@ pub async fn probe_step(device: &Device) -> Result<f32, EngineError> {
     let model = sgd.step(model, &grads, 0.03);
     // Reading the updated weights too makes the optimizer step actually run before we report.
     let mut read = vec![loss.without_autodiff()];
-    read.extend(crate::engine::params::flat_params(&model).into_iter().take(1));
+    read.extend(
+        crate::engine::params::flat_params(&model)
+            .into_iter()
+            .take(1),
+    );
     let values = read_all(read).await?;
     Ok(values[0][0])
 }

@@ -19,7 +19,10 @@ pub enum FromWorker {
     Backend(BackendInfo),
     /// One forward + backward + optimizer step of the encoder ran; its loss, read back
     /// asynchronously, and the wall time of the step.
-    ProbeStep { loss: f32, millis: f64 },
+    ProbeStep {
+        loss: f32,
+        millis: f64,
+    },
     Error(String),
 }
 

@@ -38,7 +38,9 @@ pub fn decode_file(path: &Path, side: usize) -> Result<Vec<u8>, String> {
         return Err("empty file".into());
     }
     if len > MAX_FILE_BYTES {
-        return Err(format!("{len} bytes is over the {MAX_FILE_BYTES}-byte limit"));
+        return Err(format!(
+            "{len} bytes is over the {MAX_FILE_BYTES}-byte limit"
+        ));
     }
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     decode_bytes(&bytes, side)
@@ -56,7 +58,9 @@ pub fn decode_bytes(bytes: &[u8], side: usize) -> Result<Vec<u8>, String> {
         .into_dimensions()
         .map_err(|e| format!("unreadable header: {e}"))?;
     if w as u64 * h as u64 > MAX_PIXELS {
-        return Err(format!("{w}x{h} pixels is over the {MAX_PIXELS}-pixel limit"));
+        return Err(format!(
+            "{w}x{h} pixels is over the {MAX_PIXELS}-pixel limit"
+        ));
     }
     let img = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()

@@ -20,6 +20,8 @@ USAGE:
             [--seed S] [--eval-every N] [--info-nce-only]
   pcl train --resume OUT [--images DIR] [--epochs N] [--backend cpu|wgpu]
   pcl probe [--backend cpu|wgpu]
+  pcl pixels --images DIR [--size 32]       metrics of raw pixels: the floor to beat
+  pcl synth --out DIR [--per-group N]       write a labelled synthetic folder (2 x 3 groups)
 
   --images DIR   image folder; files in its first-level subfolders get that folder as label
                  (labels are only used to evaluate, never to train)
@@ -70,14 +72,19 @@ pub fn parse_train(args: &[String]) -> Result<TrainArgs, String> {
         }
     }
     if a.resume.is_none() && (a.images.is_none() || a.out.is_none()) {
-        return Err(format!("train needs --images and --out (or --resume)\n\n{USAGE}"));
+        return Err(format!(
+            "train needs --images and --out (or --resume)\n\n{USAGE}"
+        ));
     }
     Ok(a)
 }
 
 fn device_for(backend: Option<&str>) -> Result<(Device, crate::compute::BackendInfo), String> {
     match backend.unwrap_or("cpu") {
-        "cpu" => Ok(futures_lite::future::block_on(init_or_cpu(false, BackendKind::Wgpu))),
+        "cpu" => Ok(futures_lite::future::block_on(init_or_cpu(
+            false,
+            BackendKind::Wgpu,
+        ))),
         "wgpu" => {
             let (d, info) = futures_lite::future::block_on(init_or_cpu(true, BackendKind::Wgpu));
             if let Some(n) = &info.notice {
@@ -94,6 +101,8 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
     let result = match args.first().map(String::as_str) {
         Some("train") => parse_train(&args[1..]).and_then(|a| train(&a)),
         Some("probe") => probe(&args[1..]),
+        Some("pixels") => pixels(&args[1..]),
+        Some("synth") => synth(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -116,9 +125,78 @@ fn probe(args: &[String]) -> Result<(), String> {
         _ => return Err(format!("probe takes only --backend\n\n{USAGE}")),
     };
     let (device, info) = device_for(backend)?;
-    println!("backend: {:?} adapter: {} api: {}", info.kind, info.adapter, info.api);
+    println!(
+        "backend: {:?} adapter: {} api: {}",
+        info.kind, info.adapter, info.api
+    );
     let loss = futures_lite::future::block_on(probe_step(&device)).map_err(|e| e.to_string())?;
     println!("probe step loss: {loss:.4}");
+    Ok(())
+}
+
+/// `--name value` pairs of a simple command.
+fn flags(args: &[String], allowed: &[&str]) -> Result<Vec<(String, String)>, String> {
+    if !args.len().is_multiple_of(2) {
+        return Err(format!("options come in --name value pairs\n\n{USAGE}"));
+    }
+    args.chunks(2)
+        .map(|p| {
+            if allowed.contains(&p[0].as_str()) {
+                Ok((p[0].clone(), p[1].clone()))
+            } else {
+                Err(format!("unknown option '{}'\n\n{USAGE}", p[0]))
+            }
+        })
+        .collect()
+}
+
+fn pixels(args: &[String]) -> Result<(), String> {
+    let f = flags(args, &["--images", "--size"])?;
+    let get = |n: &str| f.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let images = get("--images").ok_or("pixels needs --images")?;
+    let size: usize =
+        get("--size").map_or(Ok(32), |s| s.parse().map_err(|_| "--size: a number"))?;
+    let (data, _) = images::load_folder(
+        Path::new(&images),
+        PclConfig::stored_size(size),
+        &mut |_, _| {},
+    )?;
+    let labels = data
+        .eval_labels()
+        .ok_or("pixels needs labelled subfolders (two or more)")?;
+    let rep = futures_lite::future::block_on(engine::evaluate_pixels(
+        &data,
+        labels,
+        size,
+        &Device::flex(),
+    ))
+    .map_err(|e| e.to_string())?;
+    println!("{}", serde_json::to_string_pretty(&rep).expect("json"));
+    Ok(())
+}
+
+fn synth(args: &[String]) -> Result<(), String> {
+    let f = flags(args, &["--out", "--per-group"])?;
+    let get = |n: &str| f.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let out = PathBuf::from(get("--out").ok_or("synth needs --out")?);
+    let per: usize =
+        get("--per-group").map_or(Ok(60), |s| s.parse().map_err(|_| "--per-group: a number"))?;
+    let side = 40;
+    let data = engine::data::planted_groups(2, 3, per, side, 11);
+    for i in 0..data.len() {
+        let path = out.join(&data.names[i]);
+        std::fs::create_dir_all(path.parent().expect("has a folder")).map_err(|e| e.to_string())?;
+        image::RgbImage::from_raw(side as u32, side as u32, data.image(i).to_vec())
+            .expect("sizes match")
+            .save(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    println!(
+        "wrote {} images in {} classes to {}",
+        data.len(),
+        data.class_names.len(),
+        out.display()
+    );
     Ok(())
 }
 
@@ -146,7 +224,11 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
 }
 
 pub fn train(a: &TrainArgs) -> Result<(), String> {
-    let out = a.out.clone().or_else(|| a.resume.clone()).expect("checked in parse");
+    let out = a
+        .out
+        .clone()
+        .or_else(|| a.resume.clone())
+        .expect("checked in parse");
     let resume_bytes = match &a.resume {
         Some(dir) => Some(
             std::fs::read(dir.join("model"))
@@ -193,9 +275,8 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
     };
     let side = PclConfig::stored_size(config.image_size);
     let mut bar = Bar::new();
-    let (data, skipped) = images::load_folder(&images, side, &mut |i, n| {
-        bar.draw(i, n, "decoding images")
-    })?;
+    let (data, skipped) =
+        images::load_folder(&images, side, &mut |i, n| bar.draw(i, n, "decoding images"))?;
     let rate = data.len() as f64 / bar.elapsed().max(1e-9);
     eprintln!("loaded {} images ({rate:.0} images/s)", data.len());
     if !skipped.is_empty() {
@@ -220,7 +301,9 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
     saved_config["images"] = serde_json::Value::String(images.to_string_lossy().into());
     write(
         &out.join("config.json"),
-        serde_json::to_string_pretty(&saved_config).expect("json").as_bytes(),
+        serde_json::to_string_pretty(&saved_config)
+            .expect("json")
+            .as_bytes(),
     )?;
 
     let labels = data.eval_labels().map(<[u32]>::to_vec);
@@ -248,7 +331,10 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
             }
         }))
         .map_err(|e| {
-            format!("{e}\nthe last saved state is in {}", out.join("model").display())
+            format!(
+                "{e}\nthe last saved state is in {}",
+                out.join("model").display()
+            )
         })?;
         match event {
             Event::Done => break,
@@ -286,10 +372,9 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
                         && a.eval_every > 0
                         && (trainer.epoch % a.eval_every == 0 || trainer.is_done())
                     {
-                        let rep = futures_lite::future::block_on(engine::evaluate(
-                            &trainer, &data, l,
-                        ))
-                        .map_err(|e| e.to_string())?;
+                        let rep =
+                            futures_lite::future::block_on(engine::evaluate(&trainer, &data, l))
+                                .map_err(|e| e.to_string())?;
                         m.knn_accuracy = Some(rep.knn_accuracy);
                         m.ami = Some(rep.ami);
                         m.nmi = Some(rep.nmi);
@@ -301,12 +386,14 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
                     }
                     metrics.push(serde_json::to_value(&m).expect("json"));
                     // Checkpoint after every epoch so an interrupted run loses at most one.
-                    let bytes =
-                        futures_lite::future::block_on(trainer.save()).map_err(|e| e.to_string())?;
+                    let bytes = futures_lite::future::block_on(trainer.save())
+                        .map_err(|e| e.to_string())?;
                     write(&out.join("model"), &bytes)?;
                     write(
                         &out.join("metrics.json"),
-                        serde_json::to_string_pretty(&metrics).expect("json").as_bytes(),
+                        serde_json::to_string_pretty(&metrics)
+                            .expect("json")
+                            .as_bytes(),
                     )?;
                     epoch_start = std::time::Instant::now();
                 }
@@ -344,13 +431,9 @@ fn write_outputs(trainer: &Trainer, data: &engine::Dataset, out: &Path) -> Resul
     let bytes = futures_lite::future::block_on(trainer.save()).map_err(|e| e.to_string())?;
     write(&out.join("model"), &bytes)?;
     let encoder = trainer.encoder();
-    let (_, emb) = futures_lite::future::block_on(trainer.embed_all(
-        &encoder,
-        data,
-        false,
-        &mut |_| {},
-    ))
-    .map_err(|e| e.to_string())?;
+    let (_, emb) =
+        futures_lite::future::block_on(trainer.embed_all(&encoder, data, false, &mut |_| {}))
+            .map_err(|e| e.to_string())?;
     let d = trainer.config.feature_dim;
     let label_of = |i: usize| -> String {
         data.labels
@@ -424,9 +507,21 @@ mod tests {
         let a = parse_train(&s(&["--images", "d", "--out", "o", "--epochs", "3"])).unwrap();
         assert_eq!(a.epochs, Some(3));
         assert_eq!(a.images, Some("d".into()));
-        assert!(parse_train(&s(&["--images", "d"])).unwrap_err().contains("--out"));
-        assert!(parse_train(&s(&["--epochs", "x", "--out", "o"])).unwrap_err().contains("whole number"));
-        assert!(parse_train(&s(&["--bogus"])).unwrap_err().contains("unknown option"));
+        assert!(
+            parse_train(&s(&["--images", "d"]))
+                .unwrap_err()
+                .contains("--out")
+        );
+        assert!(
+            parse_train(&s(&["--epochs", "x", "--out", "o"]))
+                .unwrap_err()
+                .contains("whole number")
+        );
+        assert!(
+            parse_train(&s(&["--bogus"]))
+                .unwrap_err()
+                .contains("unknown option")
+        );
         assert_eq!(csv_field("a,b"), "\"a,b\"");
     }
 }

@@ -37,7 +37,11 @@ impl Bar {
             return;
         }
         self.last_draw = Some(now);
-        let frac = if total == 0 { 1.0 } else { done as f64 / total as f64 };
+        let frac = if total == 0 {
+            1.0
+        } else {
+            done as f64 / total as f64
+        };
         let width = 24;
         let filled = (frac * width as f64).round() as usize;
         let elapsed = self.elapsed();

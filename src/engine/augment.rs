@@ -107,7 +107,9 @@ fn column(values: &[f32], device: &Device) -> Tensor<4> {
 
 /// Pixel centres of an `s`-pixel axis in [-1, 1] coordinates (align_corners = false).
 fn axis(s: usize) -> Vec<f32> {
-    (0..s).map(|i| (2 * i + 1) as f32 / s as f32 - 1.0).collect()
+    (0..s)
+        .map(|i| (2 * i + 1) as f32 / s as f32 - 1.0)
+        .collect()
 }
 
 /// One augmented view: `images` [n, 3, S, S] in [0, 1] -> normalised [n, 3, s, s].
@@ -115,9 +117,8 @@ pub fn augment(images: Tensor<4>, p: &ViewParams, out_size: usize) -> Tensor<4> 
     let device = images.device();
     let [n, _, _, _] = images.dims();
     let s = out_size;
-    let col = |f: &dyn Fn(&[f32; 4]) -> f32| {
-        column(&p.crop.iter().map(f).collect::<Vec<_>>(), &device)
-    };
+    let col =
+        |f: &dyn Fn(&[f32; 4]) -> f32| column(&p.crop.iter().map(f).collect::<Vec<_>>(), &device);
     // grid: [n, s, s, 2] sampling positions, x then y.
     let bx = Tensor::<4>::from_data(TensorData::new(axis(s), [1, 1, s, 1]), &device);
     let by = Tensor::<4>::from_data(TensorData::new(axis(s), [1, s, 1, 1]), &device);
@@ -228,7 +229,12 @@ fn blur(x: Tensor<4>, sigmas: &[f32]) -> Tensor<4> {
         None,
         ConvOptions::new([1, 1], [0, half], [1, 1], n * c),
     );
-    let y = conv2d(y, wy, None, ConvOptions::new([1, 1], [half, 0], [1, 1], n * c));
+    let y = conv2d(
+        y,
+        wy,
+        None,
+        ConvOptions::new([1, 1], [half, 0], [1, 1], n * c),
+    );
     y.reshape([n, c, h, w])
 }
 
@@ -271,8 +277,12 @@ mod tests {
             .map(|k| {
                 (0..side * side)
                     .flat_map(|i| {
-                        let v = if (i / side + i % side + k) % 2 == 0 { 220 } else { 30 };
-                        [v, (v / 2) as u8, 255 - v]
+                        let v = if (i / side + i % side + k).is_multiple_of(2) {
+                            220
+                        } else {
+                            30
+                        };
+                        [v, v / 2, 255 - v]
                     })
                     .collect()
             })
@@ -316,9 +326,16 @@ mod tests {
             hue: vec![0.0; 2],
             blur_sigma: vec![0.0; 2],
         };
-        let a: Vec<f32> = augment(x.clone(), &p, 8).into_data().try_into_vec_as().unwrap();
+        let a: Vec<f32> = augment(x.clone(), &p, 8)
+            .into_data()
+            .try_into_vec_as()
+            .unwrap();
         let b: Vec<f32> = normalize(x).into_data().try_into_vec_as().unwrap();
-        let max = a.iter().zip(&b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let max = a
+            .iter()
+            .zip(&b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
         assert!(max < 1e-4, "max diff {max}");
         // Hue rotation by 0 is the identity; by a full turn too.
         for h in [0.0, 1.0] {
@@ -344,14 +361,20 @@ mod tests {
             hue: vec![0.0],
             blur_sigma: vec![0.0],
         };
-        let v: Vec<f32> = augment(x.clone(), &p, 8).into_data().try_into_vec_as().unwrap();
+        let v: Vec<f32> = augment(x.clone(), &p, 8)
+            .into_data()
+            .try_into_vec_as()
+            .unwrap();
         // Gray: the three channels, un-normalised, are equal.
         let px = |c: usize, i: usize| v[c * 64 + i] * STD[c] + MEAN[c];
         for i in 0..64 {
             assert!((px(0, i) - px(1, i)).abs() < 1e-4 && (px(1, i) - px(2, i)).abs() < 1e-4);
         }
         p.saturation = vec![1.0];
-        let f: Vec<f32> = augment(x.clone(), &p, 8).into_data().try_into_vec_as().unwrap();
+        let f: Vec<f32> = augment(x.clone(), &p, 8)
+            .into_data()
+            .try_into_vec_as()
+            .unwrap();
         let o: Vec<f32> = normalize(x).into_data().try_into_vec_as().unwrap();
         for r in 0..8 {
             for c in 0..8 {

@@ -132,7 +132,11 @@ impl PclConfig {
         // A batch never exceeds half the data, so every epoch has at least two steps.
         c.batch_size = c.batch_size.min(n / 2).max(2);
         let max_queue = n / 2;
-        let r = c.queue_size.unwrap_or(4096).min(max_queue).max(c.batch_size);
+        let r = c
+            .queue_size
+            .unwrap_or(4096)
+            .min(max_queue)
+            .max(c.batch_size);
         c.queue_size = Some(r);
         if c.num_clusters.is_empty() {
             c.num_clusters = Self::default_clusters(n);
@@ -144,7 +148,7 @@ impl PclConfig {
                 )));
             }
         }
-        if !(c.tau > 0.0) || !(0.0..1.0).contains(&c.ema_momentum) || c.lr <= 0.0 {
+        if c.tau.is_nan() || c.tau <= 0.0 || !(0.0..1.0).contains(&c.ema_momentum) || c.lr <= 0.0 {
             return Err(EngineError::Config(
                 "tau and lr must be positive and ema_momentum in [0, 1)".into(),
             ));
@@ -174,7 +178,7 @@ impl PclConfig {
     pub fn estep_before(&self, epoch: usize) -> bool {
         self.proto_weight > 0.0
             && epoch >= self.warmup_epochs
-            && (epoch - self.warmup_epochs) % self.estep_every.max(1) == 0
+            && (epoch - self.warmup_epochs).is_multiple_of(self.estep_every.max(1))
     }
 }
 

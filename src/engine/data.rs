@@ -127,45 +127,16 @@ pub fn resize_rgba_square(rgba: &[u8], w: usize, h: usize, side: usize) -> Vec<u
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resize_averages_crops_and_composites_alpha() {
-        // 4x2 image: left half red, right half blue; short side 2 -> 1 px keeps the centre 2x2.
-        let mut rgba = Vec::new();
-        for _y in 0..2 {
-            for x in 0..4 {
-                rgba.extend_from_slice(if x < 2 { &[255, 0, 0, 255] } else { &[0, 0, 255, 255] });
-            }
-        }
-        assert_eq!(resize_rgba_square(&rgba, 4, 2, 1), vec![128, 0, 128]);
-        assert_eq!(resize_rgba_square(&rgba, 4, 2, 2), vec![255, 0, 0, 0, 0, 255, 255, 0, 0, 0, 0, 255]);
-        // Fully transparent black is white; 1x1 upscales to a flat image.
-        let out = resize_rgba_square(&[0, 0, 0, 0], 1, 1, 3);
-        assert_eq!(out, vec![255; 27]);
-    }
-
-    #[test]
-    fn dataset_tracks_labels_and_checks_sizes() {
-        let mut d = Dataset::new(1);
-        d.push("a/1".into(), &[1, 2, 3], Some("a")).unwrap();
-        d.push("b/1".into(), &[4, 5, 6], Some("b")).unwrap();
-        d.push("a/2".into(), &[7, 8, 9], Some("a")).unwrap();
-        assert_eq!(d.eval_labels(), Some(&[0, 1, 0][..]));
-        assert_eq!(d.image(1), &[4, 5, 6]);
-        let e = d.push("x".into(), &[1, 2], None).unwrap_err();
-        assert!(e.to_string().contains("2 bytes, expected 3"), "{e}");
-        d.push("c".into(), &[0, 0, 0], None).unwrap();
-        assert_eq!(d.eval_labels(), None);
-    }
-}
-
 /// A synthetic labelled set with planted two-level structure, for tests and benchmarks:
 /// `coarse` colour families, each holding `fine` pattern kinds (stripes of several
 /// orientations), with random phase, stripe width, brightness and pixel noise. Label = fine group.
-pub fn planted_groups(coarse: usize, fine: usize, per_group: usize, side: usize, seed: u64) -> Dataset {
+pub fn planted_groups(
+    coarse: usize,
+    fine: usize,
+    per_group: usize,
+    side: usize,
+    seed: u64,
+) -> Dataset {
     let mut rng = super::rng::Rng::new(seed);
     let mut data = Dataset::new(side);
     let palette = [
@@ -201,4 +172,46 @@ pub fn planted_groups(coarse: usize, fine: usize, per_group: usize, side: usize,
         }
     }
     data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resize_averages_crops_and_composites_alpha() {
+        // 4x2 image: left half red, right half blue; short side 2 -> 1 px keeps the centre 2x2.
+        let mut rgba = Vec::new();
+        for _y in 0..2 {
+            for x in 0..4 {
+                rgba.extend_from_slice(if x < 2 {
+                    &[255, 0, 0, 255]
+                } else {
+                    &[0, 0, 255, 255]
+                });
+            }
+        }
+        assert_eq!(resize_rgba_square(&rgba, 4, 2, 1), vec![128, 0, 128]);
+        assert_eq!(
+            resize_rgba_square(&rgba, 4, 2, 2),
+            vec![255, 0, 0, 0, 0, 255, 255, 0, 0, 0, 0, 255]
+        );
+        // Fully transparent black is white; 1x1 upscales to a flat image.
+        let out = resize_rgba_square(&[0, 0, 0, 0], 1, 1, 3);
+        assert_eq!(out, vec![255; 27]);
+    }
+
+    #[test]
+    fn dataset_tracks_labels_and_checks_sizes() {
+        let mut d = Dataset::new(1);
+        d.push("a/1".into(), &[1, 2, 3], Some("a")).unwrap();
+        d.push("b/1".into(), &[4, 5, 6], Some("b")).unwrap();
+        d.push("a/2".into(), &[7, 8, 9], Some("a")).unwrap();
+        assert_eq!(d.eval_labels(), Some(&[0, 1, 0][..]));
+        assert_eq!(d.image(1), &[4, 5, 6]);
+        let e = d.push("x".into(), &[1, 2], None).unwrap_err();
+        assert!(e.to_string().contains("2 bytes, expected 3"), "{e}");
+        d.push("c".into(), &[0, 0, 0], None).unwrap();
+        assert_eq!(d.eval_labels(), None);
+    }
 }

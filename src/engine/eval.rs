@@ -255,8 +255,8 @@ pub fn linear_probe(feats: &[f32], d: usize, labels: &[u32], seed: u64) -> f64 {
             for c in 0..classes {
                 let p = e[c] / s - (labels[i] as usize == c) as usize as f64;
                 let row = &mut g[c * (d + 1)..(c + 1) * (d + 1)];
-                for t in 0..d {
-                    row[t] += p * x(i, t);
+                for (t, r) in row[..d].iter_mut().enumerate() {
+                    *r += p * x(i, t);
                 }
                 row[d] += p;
             }

@@ -42,7 +42,8 @@ const BLOCK_ELEMS: usize = 1 << 24;
 pub fn kmeans_pp(x: &[f32], d: usize, k: usize, rng: &mut Rng) -> Vec<f32> {
     let n = x.len() / d;
     let row = |i: usize| &x[i * d..(i + 1) * d];
-    let sq = |a: &[f32], b: &[f32]| -> f32 { a.iter().zip(b).map(|(p, q)| (p - q) * (p - q)).sum() };
+    let sq =
+        |a: &[f32], b: &[f32]| -> f32 { a.iter().zip(b).map(|(p, q)| (p - q) * (p - q)).sum() };
     let mut centroids = Vec::with_capacity(k * d);
     let first = rng.below(n);
     centroids.extend_from_slice(row(first));

@@ -61,8 +61,8 @@ pub async fn evaluate(
     let knn_accuracy = eval::knn_accuracy(&backbone, labels, 20, 0.07).await?;
     let classes = labels.iter().max().map_or(1, |&m| m as usize + 1);
     let mut rng = rng::Rng::new(trainer.config.seed);
-    let km = kmeans::kmeans_restarts(&emb, &emb_host, classes.min(data.len()), 20, 3, &mut rng)
-        .await?;
+    let km =
+        kmeans::kmeans_restarts(&emb, &emb_host, classes.min(data.len()), 20, 3, &mut rng).await?;
     let d = backbone.dims()[1];
     Ok(EvalReport {
         knn_accuracy,

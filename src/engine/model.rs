@@ -41,7 +41,11 @@ impl EncoderConfig {
         let d = self.backbone_dim();
         Encoder {
             stem: block(3, w, 1),
-            blocks: vec![block(w, 2 * w, 2), block(2 * w, 4 * w, 2), block(4 * w, 8 * w, 2)],
+            blocks: vec![
+                block(w, 2 * w, 2),
+                block(2 * w, 4 * w, 2),
+                block(4 * w, 8 * w, 2),
+            ],
             head_hidden: LinearConfig::new(d, d).init(device),
             head_out: LinearConfig::new(d, self.feature_dim).init(device),
         }
@@ -50,7 +54,10 @@ impl EncoderConfig {
 
 /// Eight groups where the channels allow (GroupNorm's usual choice), fewer for tiny widths.
 fn groups_for(channels: usize) -> usize {
-    (1..=8).rev().find(|g| channels % g == 0).unwrap_or(1)
+    (1..=8)
+        .rev()
+        .find(|&g| channels.is_multiple_of(g))
+        .unwrap_or(1)
 }
 
 #[derive(Module, Debug)]

@@ -26,10 +26,7 @@ pub fn flat_params<M: Module>(module: &M) -> Vec<Tensor<1>> {
 
 /// Replaces each float parameter by `f(index, current value flattened)`, keeping ids, shapes
 /// and whether it requires a gradient.
-pub fn map_params<M: Module>(
-    module: M,
-    f: impl FnMut(usize, Tensor<1>) -> Tensor<1>,
-) -> M {
+pub fn map_params<M: Module>(module: M, f: impl FnMut(usize, Tensor<1>) -> Tensor<1>) -> M {
     struct Map<F> {
         index: usize,
         f: F,
@@ -85,17 +82,13 @@ impl Sgd {
     }
 
     /// One update of `module` from the gradients of a backward pass.
-    pub fn step<M: Module>(
-        &mut self,
-        module: M,
-        grads: &burn::tensor::Gradients,
-        lr: f64,
-    ) -> M {
+    pub fn step<M: Module>(&mut self, module: M, grads: &burn::tensor::Gradients, lr: f64) -> M {
         let grads_flat = {
             struct Grads<'a>(&'a burn::tensor::Gradients, Vec<Option<Tensor<1>>>);
             impl ModuleVisitor for Grads<'_> {
                 fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                    self.1.push(param.val().grad(self.0).map(|g| g.reshape([-1])));
+                    self.1
+                        .push(param.val().grad(self.0).map(|g| g.reshape([-1])));
                 }
             }
             let mut g = Grads(grads, Vec::new());
@@ -181,6 +174,9 @@ pub fn load_params<M: Module>(
         }
     }
     Ok(map_params(module, |i, _| {
-        Tensor::from_data(TensorData::new(values[i].clone(), [values[i].len()]), device)
+        Tensor::from_data(
+            TensorData::new(values[i].clone(), [values[i].len()]),
+            device,
+        )
     }))
 }

@@ -5,6 +5,7 @@
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::EngineError;
 use super::augment::{ViewParams, augment, center_view, upload};
 use super::config::{PclConfig, ProtoMode};
 use super::data::Dataset;
@@ -13,7 +14,6 @@ use super::loss::{info_nce, proto_full, proto_sampled, sample_negatives};
 use super::model::{Encoder, EncoderConfig, l2_normalize};
 use super::params::{Sgd, ema_update, flat_params, read_all};
 use super::rng::Rng;
-use super::EngineError;
 
 /// Loss parts and rates of one SGD step.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -55,8 +55,15 @@ pub enum Event {
 /// What the trainer is doing, for progress displays.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum Phase {
-    Embedding { done: usize, total: usize },
-    KMeans { level: usize, levels: usize, k: usize },
+    Embedding {
+        done: usize,
+        total: usize,
+    },
+    KMeans {
+        level: usize,
+        levels: usize,
+        k: usize,
+    },
     Training,
 }
 
@@ -200,14 +207,20 @@ impl Trainer {
         for start in (0..n).step_by(chunk) {
             let end = (start + chunk).min(n);
             let imgs: Vec<&[u8]> = (start..end).map(|i| data.image(i)).collect();
-            let x = center_view(upload(&imgs, data.side, &self.device), self.config.image_size);
+            let x = center_view(
+                upload(&imgs, data.side, &self.device),
+                self.config.image_size,
+            );
             let f = if backbone {
                 l2_normalize(encoder.backbone(x))
             } else {
                 encoder.forward(x)
             };
             parts.push(f);
-            progress(Phase::Embedding { done: end, total: n });
+            progress(Phase::Embedding {
+                done: end,
+                total: n,
+            });
         }
         let feats = Tensor::cat(parts, 0); // feats: [n, d]
         let d = feats.dims()[1];
@@ -308,7 +321,11 @@ impl Trainer {
         let mut total = info.clone();
         if !protos.is_empty() {
             let m = protos.len() as f64;
-            let sum = protos.iter().cloned().reduce(|a, b| a + b).expect("non-empty");
+            let sum = protos
+                .iter()
+                .cloned()
+                .reduce(|a, b| a + b)
+                .expect("non-empty");
             total = total + sum.mul_scalar(self.config.proto_weight / m);
         }
         // instance accuracy: positive (column 0) scored highest
@@ -333,7 +350,9 @@ impl Trainer {
             )));
         }
 
-        let lr = self.config.lr_at(self.epoch as f64 + self.step as f64 / steps as f64);
+        let lr = self
+            .config
+            .lr_at(self.epoch as f64 + self.step as f64 / steps as f64);
         let grads = total.backward();
         self.model = self.sgd.step(self.model.clone(), &grads, lr);
         self.key = ema_update(self.key.clone(), &self.model, self.config.ema_momentum);
@@ -409,8 +428,10 @@ impl Trainer {
             tensor_counts: counts,
             tensor_lens: values.iter().map(Vec::len).collect(),
         };
-        let json = serde_json::to_vec(&header).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
-        let mut out = Vec::with_capacity(16 + json.len() + values.iter().map(|v| v.len() * 4).sum::<usize>());
+        let json =
+            serde_json::to_vec(&header).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+        let mut out =
+            Vec::with_capacity(16 + json.len() + values.iter().map(|v| v.len() * 4).sum::<usize>());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&(json.len() as u64).to_le_bytes());
         out.extend_from_slice(&json);
@@ -490,9 +511,12 @@ pub fn read_checkpoint(bytes: &[u8]) -> Result<(CheckpointHeader, Vec<Vec<f32>>)
         return Err(bad("not a pcl-studio checkpoint (wrong magic bytes)".into()));
     }
     let len = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
-    let json = bytes
-        .get(16..16 + len)
-        .ok_or_else(|| bad(format!("header of {len} bytes runs past the file's {}", bytes.len())))?;
+    let json = bytes.get(16..16 + len).ok_or_else(|| {
+        bad(format!(
+            "header of {len} bytes runs past the file's {}",
+            bytes.len()
+        ))
+    })?;
     let header: CheckpointHeader =
         serde_json::from_slice(json).map_err(|e| bad(format!("header: {e}")))?;
     if header.format != CHECKPOINT_FORMAT {
@@ -505,7 +529,10 @@ pub fn read_checkpoint(bytes: &[u8]) -> Result<(CheckpointHeader, Vec<Vec<f32>>)
     let mut values = Vec::new();
     for &n in &header.tensor_lens {
         let raw = bytes.get(off..off + 4 * n).ok_or_else(|| {
-            bad(format!("tensor data truncated at byte {off} of {}", bytes.len()))
+            bad(format!(
+                "tensor data truncated at byte {off} of {}",
+                bytes.len()
+            ))
         })?;
         values.push(
             raw.chunks_exact(4)
@@ -515,7 +542,10 @@ pub fn read_checkpoint(bytes: &[u8]) -> Result<(CheckpointHeader, Vec<Vec<f32>>)
         off += 4 * n;
     }
     if off != bytes.len() {
-        return Err(bad(format!("{} trailing bytes after the tensors", bytes.len() - off)));
+        return Err(bad(format!(
+            "{} trailing bytes after the tensors",
+            bytes.len() - off
+        )));
     }
     Ok((header, values))
 }

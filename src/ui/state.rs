@@ -69,7 +69,10 @@ mod tests {
             s.apply(FromWorker::Ready),
             Some(ToWorker::Start { force_cpu: true })
         );
-        assert!(s.apply(FromWorker::Backend(BackendInfo::cpu(Some("no GPU".into())))).is_none());
+        assert!(
+            s.apply(FromWorker::Backend(BackendInfo::cpu(Some("no GPU".into()))))
+                .is_none()
+        );
         assert_eq!(s.backend_attr(), "cpu");
         assert!(s.status_line().contains("Running one training step"));
         s.apply(FromWorker::ProbeStep {

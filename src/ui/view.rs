@@ -58,14 +58,12 @@ fn App() -> impl IntoView {
     };
     let limits = move || {
         state.with(|s| {
-            s.backend
-                .as_ref()
-                .map(|b| {
-                    b.limits
-                        .iter()
-                        .map(|(k, v)| view! { <li><code>{k.clone()}</code>": "{*v}</li> })
-                        .collect_view()
-                })
+            s.backend.as_ref().map(|b| {
+                b.limits
+                    .iter()
+                    .map(|(k, v)| view! { <li><code>{k.clone()}</code>": "{*v}</li> })
+                    .collect_view()
+            })
         })
     };
     let notice = move || {
@@ -75,9 +73,8 @@ fn App() -> impl IntoView {
             })
         })
     };
-    let probe_loss = move || {
-        state.with(|s| s.probe.map(|(l, _)| l.to_string()).unwrap_or_default())
-    };
+    let probe_loss =
+        move || state.with(|s| s.probe.map(|(l, _)| l.to_string()).unwrap_or_default());
 
     view! {
         <header>

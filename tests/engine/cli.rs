@@ -53,7 +53,13 @@ fn train_writes_every_output_and_skips_bad_files() {
     assert!(result.status.success(), "pcl train failed:\n{stderr}");
     assert!(stderr.contains("skipped 2 files"), "{stderr}");
     assert!(stderr.contains("notes.png"), "{stderr}");
-    for f in ["config.json", "model", "metrics.json", "clusters.json", "embeddings.csv"] {
+    for f in [
+        "config.json",
+        "model",
+        "metrics.json",
+        "clusters.json",
+        "embeddings.csv",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let metrics: serde_json::Value =
@@ -83,7 +89,11 @@ fn train_writes_every_output_and_skips_bad_files() {
         .args(["--epochs", "3"])
         .output()
         .unwrap();
-    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics.as_array().unwrap().len(), 3);
@@ -115,9 +125,12 @@ fn bad_input_is_a_clear_error_not_a_panic() {
 #[test]
 fn same_pixels_from_a_png_and_from_its_rgba() {
     // The CLI decodes with the image crate, then the same resize as the browser path.
-    let img = image::RgbaImage::from_fn(7, 5, |x, y| image::Rgba([x as u8 * 30, y as u8 * 40, 90, 200]));
+    let img = image::RgbaImage::from_fn(7, 5, |x, y| {
+        image::Rgba([x as u8 * 30, y as u8 * 40, 90, 200])
+    });
     let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
     let via_file = pcl_studio::cli::images::decode_bytes(&png, 4).unwrap();
     let direct = pcl_studio::engine::data::resize_rgba_square(img.as_raw(), 7, 5, 4);
     assert_eq!(via_file, direct);

@@ -18,17 +18,30 @@ fn matrix(v: &Value) -> (Vec<f32>, [usize; 2]) {
     let cols = rows[0].as_array().expect("cols").len();
     let flat = rows
         .iter()
-        .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+        })
         .collect();
     (flat, [rows.len(), cols])
 }
 
 fn vector(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 fn ints(v: &Value) -> Vec<i32> {
-    v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap() as i32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap() as i32)
+        .collect()
 }
 
 fn tensor2(v: &Value, device: &Device) -> Tensor<2> {
@@ -45,7 +58,10 @@ fn int1(v: &Value, device: &Device) -> Tensor<1, Int> {
 fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{what}[{i}]: got {g}, want {w}");
+        assert!(
+            (g - w).abs() <= tol * (1.0 + w.abs()),
+            "{what}[{i}]: got {g}, want {w}"
+        );
     }
 }
 
@@ -65,7 +81,13 @@ fn info_nce_matches_numpy() {
     let g = &golden()["info_nce"];
     let (loss, grad) = loss_and_grad(&g["q"], |q| {
         let dev = q.device();
-        info_nce(q, tensor2(&g["k"], &dev), tensor2(&g["queue"], &dev), g["tau"].as_f64().unwrap()).0
+        info_nce(
+            q,
+            tensor2(&g["k"], &dev),
+            tensor2(&g["queue"], &dev),
+            g["tau"].as_f64().unwrap(),
+        )
+        .0
     });
     assert_close(&[loss], &[g["loss"].as_f64().unwrap() as f32], 1e-5, "loss");
     assert_close(&grad, &matrix(&g["grad_q"]).0, 1e-4, "grad");
@@ -130,9 +152,16 @@ fn kmeans_reaches_sklearn_inertia_and_partition() {
     let km = futures_lite::future::block_on(kmeans_restarts(&x, &host, 3, 20, 3, &mut Rng::new(0)))
         .unwrap();
     let want = g["inertia"].as_f64().unwrap();
-    assert!((km.inertia - want).abs() <= 1e-3 * want, "inertia {} vs sklearn {want}", km.inertia);
+    assert!(
+        (km.inertia - want).abs() <= 1e-3 * want,
+        "inertia {} vs sklearn {want}",
+        km.inertia
+    );
     let labels: Vec<u32> = ints(&g["labels"]).into_iter().map(|x| x as u32).collect();
-    assert!((ami(&labels, &km.assignments) - 1.0).abs() < 1e-9, "same partition");
+    assert!(
+        (ami(&labels, &km.assignments) - 1.0).abs() < 1e-9,
+        "same partition"
+    );
 }
 
 #[test]
@@ -147,7 +176,10 @@ fn knn_matches_numpy() {
         g["t"].as_f64().unwrap(),
     ))
     .unwrap();
-    assert!((acc - g["accuracy"].as_f64().unwrap()).abs() < 1e-9, "accuracy {acc}");
+    assert!(
+        (acc - g["accuracy"].as_f64().unwrap()).abs() < 1e-9,
+        "accuracy {acc}"
+    );
 }
 
 #[test]
@@ -155,7 +187,33 @@ fn ami_and_nmi_match_sklearn() {
     let g = &golden()["mutual_info"];
     let t: Vec<u32> = ints(&g["truth"]).into_iter().map(|x| x as u32).collect();
     let p: Vec<u32> = ints(&g["pred"]).into_iter().map(|x| x as u32).collect();
-    assert!((ami(&t, &p) - g["ami"].as_f64().unwrap()).abs() < 1e-9, "ami {}", ami(&t, &p));
-    assert!((nmi(&t, &p) - g["nmi"].as_f64().unwrap()).abs() < 1e-9, "nmi {}", nmi(&t, &p));
+    assert!(
+        (ami(&t, &p) - g["ami"].as_f64().unwrap()).abs() < 1e-9,
+        "ami {}",
+        ami(&t, &p)
+    );
+    assert!(
+        (nmi(&t, &p) - g["nmi"].as_f64().unwrap()).abs() < 1e-9,
+        "nmi {}",
+        nmi(&t, &p)
+    );
     assert!((ami(&t, &t) - 1.0).abs() < 1e-12);
+}
+
+#[test]
+fn linear_probe_matches_sklearn_logistic_regression() {
+    // Same split (the Python script re-implements the Rust RNG), same L2 strength; the optimisers
+    // differ (Adam here, lbfgs there), so accuracy may differ by a point or two of 40.
+    let g = &golden()["linear_probe"];
+    let (x, [_, d]) = matrix(&g["x"]);
+    let labels: Vec<u32> = ints(&g["labels"]).into_iter().map(|x| x as u32).collect();
+    let acc = pcl_studio::engine::eval::linear_probe(&x, d, &labels, g["seed"].as_u64().unwrap());
+    let want = g["accuracy"].as_f64().unwrap();
+    assert!(
+        (acc - want).abs() <= 0.05,
+        "linear probe {acc} vs sklearn {want}"
+    );
+    // Labels that carry no signal give chance-level accuracy, not a perfect score.
+    let shuffled: Vec<u32> = (0..labels.len() as u32).map(|i| (i * 7 + 3) % 3).collect();
+    assert!(pcl_studio::engine::eval::linear_probe(&x, d, &shuffled, 3) < 0.5);
 }

@@ -49,14 +49,23 @@ fn pcl_recovers_planted_groups_and_beats_info_nce_only() {
     let pcl_eval = block_on(evaluate(&pcl, &data, &labels)).unwrap();
     let (moco, _) = run(&config.clone().info_nce_only(), &data);
     let moco_eval = block_on(evaluate(&moco, &data, &labels)).unwrap();
-    let pixels = block_on(pcl_studio::engine::evaluate_pixels(&data, &labels, 32, &Device::flex()))
-        .unwrap();
+    let pixels = block_on(pcl_studio::engine::evaluate_pixels(
+        &data,
+        &labels,
+        32,
+        &Device::flex(),
+    ))
+    .unwrap();
     eprintln!(
         "loss {first:.3} -> {last:.3}\nPCL {pcl_eval:?}\nInfoNCE-only {moco_eval:?}\npixels {pixels:?}"
     );
     let clustering = pcl.clustering.as_ref().expect("E-steps ran");
     assert_eq!(clustering.levels.len(), 3);
-    assert!(pcl_eval.ami > 0.5, "PCL AMI {:.3} should exceed 0.5", pcl_eval.ami);
+    assert!(
+        pcl_eval.ami > 0.5,
+        "PCL AMI {:.3} should exceed 0.5",
+        pcl_eval.ami
+    );
     assert!(
         pcl_eval.ami + pcl_eval.knn_accuracy > moco_eval.ami + moco_eval.knn_accuracy,
         "PCL {pcl_eval:?} should beat InfoNCE-only {moco_eval:?}"
@@ -101,9 +110,17 @@ fn resumed_run_matches_uninterrupted_run() {
     }
     assert_eq!(losses.len(), straight.len());
     for (i, (a, b)) in losses.iter().zip(&straight).enumerate() {
-        assert!((a - b).abs() < 1e-5, "step {i}: resumed {a} vs straight {b}");
+        assert!(
+            (a - b).abs() < 1e-5,
+            "step {i}: resumed {a} vs straight {b}"
+        );
     }
     // A corrupted checkpoint is an error, not a panic.
-    let err = Trainer::load(&bytes[..bytes.len() - 3], &data, &Device::flex()).err().unwrap();
-    assert!(err.to_string().contains("truncated") || err.to_string().contains("trailing"), "{err}");
+    let err = Trainer::load(&bytes[..bytes.len() - 3], &data, &Device::flex())
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("truncated") || err.to_string().contains("trailing"),
+        "{err}"
+    );
 }

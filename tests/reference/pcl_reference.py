@@ -120,4 +120,46 @@ out["mutual_info"] = dict(truth=a.tolist(), pred=b.tolist(),
                           ami=float(adjusted_mutual_info_score(a, b)),
                           nmi=float(normalized_mutual_info_score(a, b)))
 
+# Linear probe: the Rust split (SplitMix64 permutation, last fifth held out) re-implemented here,
+# then scikit-learn's multinomial logistic regression with the same L2 strength.
+M64 = (1 << 64) - 1
+
+
+class SplitMix:
+    def __init__(self, seed):
+        self.state = (seed ^ 0x9E3779B97F4A7C15) & M64
+
+    def next(self):
+        self.state = (self.state + 0x9E3779B97F4A7C15) & M64
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+        return z ^ (z >> 31)
+
+    def below(self, n):
+        return ((self.next() >> 11) * n) >> 53
+
+    def permutation(self, n):
+        p = list(range(n))
+        for i in range(n - 1, 0, -1):
+            j = self.below(i + 1)
+            p[i], p[j] = p[j], p[i]
+        return p
+
+
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+nl, dl, cl = 200, 5, 3
+yl = rng.integers(0, cl, size=nl)
+Xl = rng.normal(size=(nl, dl)) + 1.2 * np.eye(cl, dl)[yl]
+order = SplitMix(3).permutation(nl)
+n_test = max(nl // 5, 1)
+test_idx, train_idx = order[nl - n_test:], order[:nl - n_test]
+scaler = StandardScaler().fit(Xl[train_idx])
+clf = LogisticRegression(C=1.0 / (1e-4 * len(train_idx)), max_iter=5000)
+clf.fit(scaler.transform(Xl[train_idx]), yl[train_idx])
+acc = float((clf.predict(scaler.transform(Xl[test_idx])) == yl[test_idx]).mean())
+out["linear_probe"] = dict(x=Xl.tolist(), labels=yl.tolist(), seed=3, accuracy=acc)
+
 print(json.dumps(out, indent=1))
