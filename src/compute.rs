@@ -29,8 +29,11 @@ pub struct BackendInfo {
     pub api: String,
     /// Key device limits, name and value.
     pub limits: Vec<(String, u64)>,
-    /// Why the GPU is not used, when it is not.
+    /// Why the GPU is not used, when it is not, in plain words.
     pub notice: Option<String>,
+    /// The underlying error, for the curious (shown folded).
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 impl BackendInfo {
@@ -41,6 +44,7 @@ impl BackendInfo {
             api: String::new(),
             limits: Vec::new(),
             notice,
+            detail: None,
         }
     }
 
@@ -55,7 +59,10 @@ impl BackendInfo {
         Self {
             kind,
             adapter: name,
-            api: format!("{:?}", info.backend),
+            api: match kind {
+                BackendKind::Webgpu => "WebGPU".into(),
+                _ => format!("{:?}", info.backend),
+            },
             limits: vec![
                 ("maxBufferSize".into(), l.max_buffer_size),
                 (
@@ -72,6 +79,7 @@ impl BackendInfo {
                 ),
             ],
             notice: None,
+            detail: None,
         }
     }
 }
@@ -97,12 +105,13 @@ pub async fn init_or_cpu(prefer_gpu: bool, gpu_kind: BackendKind) -> (Device, Ba
     }
     match init_gpu(gpu_kind).await {
         Ok(pair) => pair,
-        Err(e) => (
-            Device::flex(),
-            BackendInfo::cpu(Some(format!(
-                "No usable GPU adapter ({e}); training runs on the CPU, more slowly."
-            ))),
-        ),
+        Err(e) => {
+            let mut info = BackendInfo::cpu(Some(
+                "No usable GPU adapter was found, so training runs on the CPU (slower).".into(),
+            ));
+            info.detail = Some(e);
+            (Device::flex(), info)
+        }
     }
 }
 

@@ -68,9 +68,16 @@ fn App() -> impl IntoView {
     };
     let notice = move || {
         state.with(|s| {
-            s.backend.as_ref().and_then(|b| b.notice.clone()).map(|n| {
-                view! { <p class="notice" data-testid="backend-notice">{n}</p> }
-            })
+            s.backend.as_ref().and_then(|b| b.notice.clone().map(|n| (n, b.detail.clone()))).map(
+                |(n, detail)| {
+                    view! {
+                        <div class="notice" data-testid="backend-notice">
+                            <p>{n}</p>
+                            {detail.map(|d| view! { <details><summary>"Details"</summary><code>{d}</code></details> })}
+                        </div>
+                    }
+                },
+            )
         })
     };
     let probe_loss =

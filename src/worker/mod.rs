@@ -30,6 +30,30 @@ fn has_webgpu() -> bool {
         .unwrap_or(false)
 }
 
+/// The browser's own description of its WebGPU adapter (`GPUAdapter.info`), which wgpu does not
+/// pass through: "vendor architecture (description)".
+async fn browser_adapter_name() -> Option<String> {
+    let get = |o: &JsValue, k: &str| js_sys::Reflect::get(o, &k.into()).ok();
+    let gpu = get(&scope().navigator().into(), "gpu")?;
+    let request: js_sys::Function = get(&gpu, "requestAdapter")?.dyn_into().ok()?;
+    let promise: js_sys::Promise = request.call0(&gpu).ok()?.dyn_into().ok()?;
+    let adapter = wasm_bindgen_futures::JsFuture::from(promise).await.ok()?;
+    let info = get(&adapter, "info")?;
+    let field = |k: &str| {
+        get(&info, k)
+            .and_then(|v| v.as_string())
+            .filter(|s| !s.is_empty())
+    };
+    let mut name: Vec<String> = [field("vendor"), field("architecture")]
+        .into_iter()
+        .flatten()
+        .collect();
+    if let Some(d) = field("description") {
+        name.push(format!("({d})"));
+    }
+    (!name.is_empty()).then(|| name.join(" "))
+}
+
 pub fn start() {
     std::panic::set_hook(Box::new(|info| {
         post(FromWorker::Error(format!("worker panicked: {info}")));
@@ -63,6 +87,12 @@ async fn handle(msg: ToWorker) {
             } else {
                 init_or_cpu(true, BackendKind::Webgpu).await
             };
+            let mut info = info;
+            if info.kind == BackendKind::Webgpu
+                && let Some(name) = browser_adapter_name().await
+            {
+                info.adapter = name;
+            }
             post(FromWorker::Backend(info));
             let t0 = now_ms();
             match probe_step(&device).await {

@@ -65,6 +65,10 @@ test('WebGPU: the worker reports the adapter and a finite loss from a real train
     await page.waitForSelector('[data-testid=backend][data-backend=webgpu]', { timeout: 60_000 });
     const adapter = (await page.textContent('[data-testid=backend]')).trim();
     assert.ok(adapter.length > 0 && adapter !== 'detecting…', `adapter name: ${adapter}`);
+    // The name comes from the browser's GPUAdapter.info, not wgpu's generic placeholder.
+    assert.doesNotMatch(adapter, /^BrowserWebGpu/, `adapter name: ${adapter}`);
+    const limits = await page.locator('.limits li').count();
+    assert.ok(limits >= 3, `shows the adapter's key limits (${limits})`);
     const loss = await probeLoss(page);
     assert.ok(Number.isFinite(loss) && loss > 0, `loss ${loss}`);
     await page.screenshot({ path: path.join(artifacts, 'backend-webgpu.png'), fullPage: true });

@@ -12,7 +12,7 @@ fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
-fn write_folder(root: &PathBuf) -> usize {
+fn write_folder(root: &std::path::Path) -> usize {
     // 20 x 20 RGB images saved as PNG in one folder per class, plus files that must be skipped.
     let data = planted_groups(2, 2, 6, 20, 5);
     for i in 0..data.len() {
