@@ -2,8 +2,8 @@
 # Installs what building and testing pcl-studio needs, skipping what is already there.
 # Usage: scripts/install-tools.sh [web] [test]
 #   web:  wasm32 target, wasm-bindgen-cli (the version in Cargo.lock), trunk, wasm-opt
-#   test: the above plus Debian's chromium, lavapipe (a CPU Vulkan driver for native wgpu tests),
-#         python3 numpy/scikit-learn for the reference scripts, and playwright-core from npm
+#   test: the above plus Debian's chromium, lavapipe (a CPU Vulkan driver for native wgpu tests)
+#         and playwright-core from npm
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test=0
@@ -22,18 +22,13 @@ apt_pkgs=()
 have wasm-opt || apt_pkgs+=(binaryen)
 if [ $want_test = 1 ]; then
   have chromium || apt_pkgs+=(chromium)
-  [ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || [ -n "$(ls /usr/share/vulkan/icd.d/lvp_icd*.json 2>/dev/null)" ] || apt_pkgs+=(mesa-vulkan-drivers)
-  python3 -c 'import numpy, sklearn' 2>/dev/null || PIP_NEEDED=1
+  ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || apt_pkgs+=(mesa-vulkan-drivers)
 fi
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   step "apt-get install ${apt_pkgs[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
-fi
-if [ "${PIP_NEEDED:-0}" = 1 ]; then
-  step "pip install numpy scikit-learn (reference scripts)"
-  python3 -m pip install -q numpy scikit-learn
 fi
 
 if ! rustup target list --installed | grep -q wasm32-unknown-unknown; then
