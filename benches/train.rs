@@ -58,6 +58,42 @@ fn train_img_s(device: &Device, label: &str, steps: usize) {
     );
 }
 
+/// The step PyTorch's side of the comparison times: random 32x32 inputs, no augmentation;
+/// query forward, key forward, InfoNCE against a 4096-key queue, backward, SGD, EMA.
+fn model_step_img_s(device: &Device, label: &str, steps: usize) {
+    use pcl_studio::engine::loss::info_nce;
+    use pcl_studio::engine::model::{EncoderConfig, l2_normalize};
+    use pcl_studio::engine::params::{Sgd, ema_update, read_all};
+    let ad = device.clone().autodiff();
+    let mut model = EncoderConfig::new(32, 128).init(&ad);
+    let mut key = model.valid();
+    let mut sgd = Sgd::new(0.9, 5e-4);
+    let dist = burn::tensor::Distribution::Default;
+    let queue = l2_normalize(Tensor::<2>::random([4096, 128], dist, device));
+    let mut step = |model: &mut pcl_studio::engine::model::Encoder,
+                    key: &mut pcl_studio::engine::model::Encoder| {
+        let x1 = Tensor::<4>::random([256, 3, 32, 32], dist, device);
+        let x2 = Tensor::<4>::random([256, 3, 32, 32], dist, device);
+        let q = model.forward(x1.autodiff());
+        let k = key.forward(x2);
+        let (loss, _) = info_nce(q, k, queue.clone(), 0.2);
+        let grads = loss.backward();
+        *model = sgd.step(model.clone(), &grads, 0.06);
+        *key = ema_update(key.clone(), model, 0.99);
+        block_on(read_all(vec![loss.without_autodiff()])).expect("read");
+    };
+    step(&mut model, &mut key);
+    let start = Instant::now();
+    for _ in 0..steps {
+        step(&mut model, &mut key);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "model_step[{label}] tiny encoder 32x32 batch 256, no augmentation: {:.1} img/s",
+        (steps * 256) as f64 / secs
+    );
+}
+
 fn estep(device: &Device, label: &str, n: usize, ks: &[usize]) {
     let d = 128;
     let mut rng = Rng::new(0);
@@ -106,6 +142,7 @@ fn main() {
         .collect();
     let cpu = Device::flex();
     train_img_s(&cpu, "cpu", steps);
+    model_step_img_s(&cpu, "cpu", steps);
     estep(&cpu, "cpu", n, &ks);
     if std::env::var("BENCH_WGPU").is_ok_and(|v| v == "1") {
         match block_on(pcl_studio::compute::init_gpu(
@@ -114,6 +151,7 @@ fn main() {
             Ok((gpu, info)) => {
                 println!("wgpu adapter: {} ({})", info.adapter, info.api);
                 train_img_s(&gpu, "wgpu", steps);
+                model_step_img_s(&gpu, "wgpu", steps);
                 estep(&gpu, "wgpu", n, &ks);
             }
             Err(e) => println!("wgpu: no adapter ({e})"),

@@ -129,8 +129,11 @@ impl PclConfig {
                 "width, feature_dim, epochs must be positive and batch_size at least 2".into(),
             ));
         }
-        // A batch never exceeds half the data, so every epoch has at least two steps.
-        c.batch_size = c.batch_size.min(n / 2).max(2);
+        // Small data gets smaller batches: at least eight steps per epoch where the data allows
+        // (a few hundred images in batches of 256 would give SGD only a handful of steps), and a
+        // batch never exceeds half the data.
+        let cap = (n / 8).max(16).min(n / 2);
+        c.batch_size = c.batch_size.min(cap).max(2);
         let max_queue = n / 2;
         let r = c
             .queue_size
@@ -191,9 +194,10 @@ mod tests {
         let c = PclConfig::default().resolve(2000).unwrap();
         assert_eq!(c.num_clusters, vec![20, 80, 200]);
         assert_eq!(c.queue_size, Some(1000));
-        assert_eq!(c.batch_size, 256);
+        assert_eq!(c.batch_size, 250);
+        assert_eq!(PclConfig::default().resolve(10_000).unwrap().batch_size, 256);
         let small = PclConfig::default().resolve(40).unwrap();
-        assert_eq!(small.batch_size, 20);
+        assert_eq!(small.batch_size, 16);
         assert!(small.queue_size.unwrap() <= 20);
         assert!(small.num_clusters.iter().all(|&k| (2..=20).contains(&k)));
     }

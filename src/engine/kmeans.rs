@@ -205,6 +205,9 @@ pub async fn kmeans_restarts(
     Ok(best.expect("at least one restart"))
 }
 
+/// Smallest concentration, as a fraction of tau.
+pub const PHI_FLOOR: f32 = 0.05;
+
 /// numpy's default (linear) percentile of unsorted values.
 pub fn percentile(values: &[f32], q: f64) -> f32 {
     let mut v: Vec<f64> = values.iter().map(|&x| x as f64).collect();
@@ -248,8 +251,11 @@ pub fn concentration(assignments: &[u32], sq_dist: &[f32], k: usize, tau: f64) -
     }
     let mean = phi.iter().map(|&p| p as f64).sum::<f64>() / k as f64;
     if mean > 0.0 {
+        // Floor (not in the official code): a cluster whose members all coincide has phi = 0,
+        // which would divide its logits by zero. At scale this never happens; on a few hundred
+        // images with a collapsing early embedding it does, and the loss became NaN.
         for p in phi.iter_mut() {
-            *p = (tau * *p as f64 / mean) as f32;
+            *p = ((tau * *p as f64 / mean) as f32).max(PHI_FLOOR * tau as f32);
         }
     } else {
         // Every cluster is a single point or all points coincide: fall back to tau.
@@ -293,4 +299,28 @@ pub async fn cluster_level(
         sizes,
         inertia: km.inertia,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coinciding_members_do_not_give_zero_concentration() {
+        // Clusters 0..3 have members at distance 0 from their centroid; cluster 4 is spread.
+        let assign = [0, 0, 1, 1, 2, 2, 3, 3, 4, 4];
+        let d = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 0.5];
+        let phi = concentration(&assign, &d, 5, 0.2);
+        assert!(phi.iter().all(|&p| p >= PHI_FLOOR * 0.2 && p.is_finite()), "{phi:?}");
+        assert!(phi[4] > phi[0]);
+    }
+
+    #[test]
+    fn empty_clusters_are_refilled_by_splitting() {
+        let mut rng = Rng::new(0);
+        // Two clusters in 2-D: cluster 1 empty, cluster 0 holds 4 points summing to (4, 8).
+        let c = update_centroids(&[4.0, 8.0, 0.0, 0.0], &[4.0, 0.0], 2, &mut rng);
+        assert_ne!(c[0..2], c[2..4], "the split centroids differ");
+        assert!((c[0] - 1.0).abs() < 0.01 && (c[3] - 2.0).abs() < 0.01, "{c:?}");
+    }
 }
