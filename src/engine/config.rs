@@ -195,7 +195,10 @@ mod tests {
         assert_eq!(c.num_clusters, vec![20, 80, 200]);
         assert_eq!(c.queue_size, Some(1000));
         assert_eq!(c.batch_size, 250);
-        assert_eq!(PclConfig::default().resolve(10_000).unwrap().batch_size, 256);
+        assert_eq!(
+            PclConfig::default().resolve(10_000).unwrap().batch_size,
+            256
+        );
         let small = PclConfig::default().resolve(40).unwrap();
         assert_eq!(small.batch_size, 16);
         assert!(small.queue_size.unwrap() <= 20);

@@ -58,17 +58,34 @@ pub async fn evaluate(
     let mut quiet = |_: Phase| {};
     let (backbone, backbone_host) = trainer.embed_all(&encoder, data, true, &mut quiet).await?;
     let (emb, emb_host) = trainer.embed_all(&encoder, data, false, &mut quiet).await?;
-    let knn_accuracy = eval::knn_accuracy(&backbone, labels, 20, 0.07).await?;
+    label_metrics(
+        (&backbone, &backbone_host),
+        (&emb, &emb_host),
+        labels,
+        trainer.config.seed,
+    )
+    .await
+}
+
+/// kNN and the linear probe on `features`, AMI / NMI of k-means (K = classes) on `clustered`;
+/// each given as the device tensor [n, d] with unit rows and its host copy.
+async fn label_metrics(
+    features: (&Tensor<2>, &[f32]),
+    clustered: (&Tensor<2>, &[f32]),
+    labels: &[u32],
+    seed: u64,
+) -> Result<EvalReport, EngineError> {
+    let knn_accuracy = eval::knn_accuracy(features.0, labels, 20, 0.07).await?;
+    let [n, d] = features.0.dims();
     let classes = labels.iter().max().map_or(1, |&m| m as usize + 1);
-    let mut rng = rng::Rng::new(trainer.config.seed);
+    let mut rng = rng::Rng::new(seed);
     let km =
-        kmeans::kmeans_restarts(&emb, &emb_host, classes.min(data.len()), 20, 3, &mut rng).await?;
-    let d = backbone.dims()[1];
+        kmeans::kmeans_restarts(clustered.0, clustered.1, classes.min(n), 20, 3, &mut rng).await?;
     Ok(EvalReport {
         knn_accuracy,
         ami: eval::ami(labels, &km.assignments),
         nmi: eval::nmi(labels, &km.assignments),
-        linear_accuracy: eval::linear_probe(&backbone_host, d, labels, trainer.config.seed),
+        linear_accuracy: eval::linear_probe(features.1, d, labels, seed),
     })
 }
 
@@ -91,14 +108,5 @@ pub async fn evaluate_pixels(
     let feats = Tensor::cat(parts, 0);
     let d = feats.dims()[1];
     let host = params::read_all(vec![feats.clone().reshape([n * d])]).await?;
-    let knn_accuracy = eval::knn_accuracy(&feats, labels, 20, 0.07).await?;
-    let classes = labels.iter().max().map_or(1, |&m| m as usize + 1);
-    let mut rng = rng::Rng::new(0);
-    let km = kmeans::kmeans_restarts(&feats, &host[0], classes.min(n), 20, 3, &mut rng).await?;
-    Ok(EvalReport {
-        knn_accuracy,
-        ami: eval::ami(labels, &km.assignments),
-        nmi: eval::nmi(labels, &km.assignments),
-        linear_accuracy: eval::linear_probe(&host[0], d, labels, 0),
-    })
+    label_metrics((&feats, &host[0]), (&feats, &host[0]), labels, 0).await
 }
