@@ -33,7 +33,8 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn train_img_s(device: &Device, label: &str, steps: usize) {
-    let data = planted_groups(4, 4, 48, 36, 0); // 768 images, 36 px stored
+    // 2048 images, 36 px stored: enough that the trainer keeps the full batch of 256.
+    let data = planted_groups(4, 4, 128, 36, 0);
     let config = PclConfig {
         batch_size: 256,
         epochs: 100,
@@ -41,6 +42,7 @@ fn train_img_s(device: &Device, label: &str, steps: usize) {
         ..PclConfig::default()
     };
     let mut t = Trainer::new(&config, &data, device).expect("trainer");
+    assert_eq!(t.config.batch_size, 256, "the data set is large enough for batch 256");
     // Warm-up step (kernel compilation, allocation) not timed.
     block_on(t.advance(&data, &mut |_| {})).expect("step");
     let start = Instant::now();

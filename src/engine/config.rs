@@ -72,7 +72,8 @@ impl Default for PclConfig {
             epochs: 40,
             warmup_epochs: 5,
             estep_every: 1,
-            lr: 0.06,
+            // The official PCL / MoCo learning rate; 0.06 collapsed the embedding on small sets.
+            lr: 0.03,
             sgd_momentum: 0.9,
             weight_decay: 5e-4,
             cosine: true,
