@@ -42,7 +42,10 @@ fn train_img_s(device: &Device, label: &str, steps: usize) {
         ..PclConfig::default()
     };
     let mut t = Trainer::new(&config, &data, device).expect("trainer");
-    assert_eq!(t.config.batch_size, 256, "the data set is large enough for batch 256");
+    assert_eq!(
+        t.config.batch_size, 256,
+        "the data set is large enough for batch 256"
+    );
     // Warm-up step (kernel compilation, allocation) not timed.
     block_on(t.advance(&data, &mut |_| {})).expect("step");
     let start = Instant::now();
