@@ -427,13 +427,13 @@ fn summarize(steps: &[engine::StepRecord], seconds: f64) -> EpochMetrics {
     }
 }
 
+/// Embeddings and clusters of the final model (the checkpoint was written after the last epoch).
 fn write_outputs(trainer: &Trainer, data: &engine::Dataset, out: &Path) -> Result<(), String> {
-    let bytes = futures_lite::future::block_on(trainer.save()).map_err(|e| e.to_string())?;
-    write(&out.join("model"), &bytes)?;
     let encoder = trainer.encoder();
-    let (_, emb) =
-        futures_lite::future::block_on(trainer.embed_all(&encoder, data, false, &mut |_| {}))
-            .map_err(|e| e.to_string())?;
+    let emb = futures_lite::future::block_on(trainer.embed_all(&encoder, data, false, &mut |_| {}))
+        .map_err(|e| e.to_string())?
+        .head
+        .1;
     let d = trainer.config.feature_dim;
     let label_of = |i: usize| -> String {
         data.labels

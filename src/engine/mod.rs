@@ -56,11 +56,12 @@ pub async fn evaluate(
 ) -> Result<EvalReport, EngineError> {
     let encoder = trainer.encoder();
     let mut quiet = |_: Phase| {};
-    let (backbone, backbone_host) = trainer.embed_all(&encoder, data, true, &mut quiet).await?;
-    let (emb, emb_host) = trainer.embed_all(&encoder, data, false, &mut quiet).await?;
+    let embedded = trainer.embed_all(&encoder, data, true, &mut quiet).await?;
+    let (emb, emb_host) = &embedded.head;
+    let (backbone, backbone_host) = embedded.backbone.as_ref().expect("asked for the backbone");
     label_metrics(
-        (&backbone, &backbone_host),
-        (&emb, &emb_host),
+        (backbone, backbone_host),
+        (emb, emb_host),
         labels,
         trainer.config.seed,
     )

@@ -95,6 +95,13 @@ impl Clustering {
     }
 }
 
+/// All images embedded: the head's unit embeddings and, when asked, the backbone features; each
+/// as a device tensor [n, d] and its host copy.
+pub struct Embedded {
+    pub head: (Tensor<2>, Vec<f32>),
+    pub backbone: Option<(Tensor<2>, Vec<f32>)>,
+}
+
 pub struct Trainer {
     pub config: PclConfig,
     device: Device,
@@ -193,17 +200,18 @@ impl Trainer {
         self.train_step(data).await.map(Event::Step)
     }
 
-    /// Embeddings of every image from the momentum encoder, centre crop, no augmentation.
+    /// Embeddings of every image by `encoder`, centre crop, no augmentation, in one pass; with
+    /// `with_backbone` also the (L2-normalised) backbone features of the same pass.
     pub async fn embed_all(
         &self,
         encoder: &Encoder,
         data: &Dataset,
-        backbone: bool,
+        with_backbone: bool,
         progress: &mut dyn FnMut(Phase),
-    ) -> Result<(Tensor<2>, Vec<f32>), EngineError> {
+    ) -> Result<Embedded, EngineError> {
         let n = data.len();
         let chunk = 256;
-        let mut parts = Vec::new();
+        let (mut heads, mut backbones) = (Vec::new(), Vec::new());
         for start in (0..n).step_by(chunk) {
             let end = (start + chunk).min(n);
             let imgs: Vec<&[u8]> = (start..end).map(|i| data.image(i)).collect();
@@ -211,21 +219,26 @@ impl Trainer {
                 upload(&imgs, data.side, &self.device),
                 self.config.image_size,
             );
-            let f = if backbone {
-                l2_normalize(encoder.backbone(x))
-            } else {
-                encoder.forward(x)
-            };
-            parts.push(f);
+            let f = encoder.backbone(x); // f: [b, 8w]
+            if with_backbone {
+                backbones.push(l2_normalize(f.clone()));
+            }
+            heads.push(encoder.head(f)); // [b, feature_dim]
             progress(Phase::Embedding {
                 done: end,
                 total: n,
             });
         }
-        let feats = Tensor::cat(parts, 0); // feats: [n, d]
-        let d = feats.dims()[1];
-        let host = read_all(vec![feats.clone().reshape([n * d])]).await?;
-        Ok((feats, host.into_iter().next().unwrap_or_default()))
+        let head = Tensor::cat(heads, 0); // head: [n, feature_dim]
+        let backbone = with_backbone.then(|| Tensor::cat(backbones, 0)); // [n, 8w]
+        let mut reads = vec![head.clone().reshape([-1])];
+        reads.extend(backbone.iter().map(|b| b.clone().reshape([-1])));
+        let mut host = read_all(reads).await?.into_iter();
+        let head_host = host.next().unwrap_or_default();
+        Ok(Embedded {
+            head: (head, head_host),
+            backbone: backbone.map(|b| (b, host.next().unwrap_or_default())),
+        })
     }
 
     async fn e_step(
@@ -234,7 +247,10 @@ impl Trainer {
         progress: &mut dyn FnMut(Phase),
     ) -> Result<Vec<LevelSummary>, EngineError> {
         let key = self.key.clone();
-        let (feats, host) = self.embed_all(&key, data, false, progress).await?;
+        let Embedded {
+            head: (feats, host),
+            ..
+        } = self.embed_all(&key, data, false, progress).await?;
         let ks = self.config.num_clusters.clone();
         let mut levels = Vec::new();
         for (m, &k) in ks.iter().enumerate() {
