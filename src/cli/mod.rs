@@ -135,7 +135,10 @@ fn probe(args: &[String]) -> Result<(), String> {
 }
 
 /// `--name value` pairs of a simple command.
-fn flags(args: &[String], allowed: &[&str]) -> Result<Vec<(String, String)>, String> {
+fn flags(
+    args: &[String],
+    allowed: &[&str],
+) -> Result<std::collections::HashMap<String, String>, String> {
     if !args.len().is_multiple_of(2) {
         return Err(format!("options come in --name value pairs\n\n{USAGE}"));
     }
@@ -152,7 +155,7 @@ fn flags(args: &[String], allowed: &[&str]) -> Result<Vec<(String, String)>, Str
 
 fn pixels(args: &[String]) -> Result<(), String> {
     let f = flags(args, &["--images", "--size"])?;
-    let get = |n: &str| f.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let get = |n: &str| f.get(n).cloned();
     let images = get("--images").ok_or("pixels needs --images")?;
     let size: usize =
         get("--size").map_or(Ok(32), |s| s.parse().map_err(|_| "--size: a number"))?;
@@ -177,7 +180,7 @@ fn pixels(args: &[String]) -> Result<(), String> {
 
 fn synth(args: &[String]) -> Result<(), String> {
     let f = flags(args, &["--out", "--per-group"])?;
-    let get = |n: &str| f.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let get = |n: &str| f.get(n).cloned();
     let out = PathBuf::from(get("--out").ok_or("synth needs --out")?);
     let per: usize =
         get("--per-group").map_or(Ok(60), |s| s.parse().map_err(|_| "--per-group: a number"))?;
