@@ -2,6 +2,8 @@
 //!
 //! - [`engine`]: the algorithm on any burn device (no browser types).
 //! - [`compute`]: picking and describing a device (WebGPU / wgpu / CPU fallback).
+//! - [`intake`]: the rules for taking files in (limits, sniffing, labels), shared by the
+//!   browser and the CLI.
 //! - [`protocol`]: the serde messages between the page and its Web Worker.
 //! - `worker` and `ui` (wasm32 only): the Web Worker that owns every tensor, and the Leptos page
 //!   that only shows what the worker reports.
@@ -9,6 +11,7 @@
 
 pub mod compute;
 pub mod engine;
+pub mod intake;
 pub mod protocol;
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -1,21 +1,15 @@
 //! Reading an image folder natively: every file under it (recursively), decoded with the
 //! `image` crate, resized by the same rule as the browser (`engine::data::resize_rgba_square`).
-//! The first folder level under the root names the label. Bad files are skipped with a reason.
+//! Folder names give the labels and limits are checked before decoding, by the rules the
+//! browser shares ([`crate::intake`]). Bad files are skipped with a reason.
 
 use std::path::{Path, PathBuf};
 
+use image::ImageDecoder;
+
 use crate::engine::data::{Dataset, resize_rgba_square};
-
-/// Largest image accepted, in pixels (checked from the header, before decoding).
-pub const MAX_PIXELS: u64 = 100_000_000;
-/// Largest file accepted.
-pub const MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Skipped {
-    pub file: String,
-    pub reason: String,
-}
+pub use crate::intake::{MAX_FILE_BYTES, MAX_IMAGES, MAX_PIXELS, Skipped};
+use crate::intake::{check_header, check_size, labels_of};
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
@@ -34,39 +28,36 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 /// Decodes one file to `side` x `side` RGB.
 pub fn decode_file(path: &Path, side: usize) -> Result<Vec<u8>, String> {
     let len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
-    if len == 0 {
-        return Err("empty file".into());
-    }
-    if len > MAX_FILE_BYTES {
-        return Err(format!(
-            "{len} bytes is over the {MAX_FILE_BYTES}-byte limit"
-        ));
-    }
+    check_size(len)?; // before reading it whole
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     decode_bytes(&bytes, side)
 }
 
-/// Decodes image bytes (format sniffed from the content, not the name) to `side` x `side` RGB.
+/// Decodes image bytes (format sniffed from the content, not the name; EXIF orientation
+/// applied; refused from the header when over the pixel limit) to `side` x `side` RGB.
 pub fn decode_bytes(bytes: &[u8], side: usize) -> Result<Vec<u8>, String> {
+    check_header(bytes.len() as u64, bytes)?;
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| e.to_string())?;
     if reader.format().is_none() {
         return Err("not an image this build can read (PNG, JPEG, GIF)".into());
     }
-    let (w, h) = reader
-        .into_dimensions()
-        .map_err(|e| format!("unreadable header: {e}"))?;
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| format!("cannot decode: {e}"))?;
+    let (w, h) = decoder.dimensions();
     if w as u64 * h as u64 > MAX_PIXELS {
         return Err(format!(
             "{w}x{h} pixels is over the {MAX_PIXELS}-pixel limit"
         ));
     }
-    let img = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?
-        .decode()
-        .map_err(|e| format!("cannot decode: {e}"))?;
+    let orientation = decoder.orientation().ok();
+    let mut img =
+        image::DynamicImage::from_decoder(decoder).map_err(|e| format!("cannot decode: {e}"))?;
+    if let Some(o) = orientation {
+        img.apply_orientation(o);
+    }
     let rgba = img.to_rgba8();
     Ok(resize_rgba_square(
         rgba.as_raw(),
@@ -92,14 +83,22 @@ pub fn load_folder(
     let total = files.len();
     for (i, f) in files.iter().enumerate() {
         let rel = f.strip_prefix(root).unwrap_or(f);
-        let name = rel.to_string_lossy().to_string();
-        let class = (rel.components().count() > 1)
-            .then(|| rel.components().next())
-            .flatten()
-            .map(|c| c.as_os_str().to_string_lossy().to_string());
+        let name = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        if data.len() >= MAX_IMAGES {
+            skipped.push(Skipped {
+                file: name,
+                reason: format!("over the limit of {MAX_IMAGES} images"),
+            });
+            continue;
+        }
+        let (class, fine) = labels_of(&name);
         match decode_file(f, side) {
             Ok(rgb) => data
-                .push(name, &rgb, class.as_deref())
+                .push_labelled(name, &rgb, class.as_deref(), fine.as_deref())
                 .map_err(|e| e.to_string())?,
             Err(reason) => skipped.push(Skipped { file: name, reason }),
         }

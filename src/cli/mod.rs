@@ -22,9 +22,14 @@ USAGE:
   pcl probe [--backend cpu|wgpu]
   pcl pixels --images DIR [--size 32]       metrics of raw pixels: the floor to beat
   pcl synth --out DIR [--per-group N]       write a labelled synthetic folder (2 x 3 groups)
+  pcl decode --images DIR [--size 32] [--dump FILE]
+                                            load a folder as training would: counts, skipped
+                                            files and why, decode speed; --dump writes the
+                                            stored pixels as JSON (to compare with the browser)
 
-  --images DIR   image folder; files in its first-level subfolders get that folder as label
-                 (labels are only used to evaluate, never to train)
+  --images DIR   image folder; files in its first-level subfolders get that folder as label,
+                 a second level a fine label (labels are only used to evaluate, never to train);
+                 PNG, JPEG, GIF; at most 50,000 images, 100 MB and 100 megapixels per file
   --out OUT      writes config.json, model, metrics.json, clusters.json, embeddings.csv
   --config FILE  JSON with any PclConfig fields (see config.json of a run)
   --resume OUT   continue the run saved in OUT (its model file)";
@@ -103,6 +108,7 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
         Some("probe") => probe(&args[1..]),
         Some("pixels") => pixels(&args[1..]),
         Some("synth") => synth(&args[1..]),
+        Some("decode") => decode(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -175,6 +181,43 @@ fn pixels(args: &[String]) -> Result<(), String> {
     ))
     .map_err(|e| e.to_string())?;
     println!("{}", serde_json::to_string_pretty(&rep).expect("json"));
+    Ok(())
+}
+
+fn decode(args: &[String]) -> Result<(), String> {
+    let f = flags(args, &["--images", "--size", "--dump"])?;
+    let images = f.get("--images").ok_or("decode needs --images")?;
+    let size: usize = f
+        .get("--size")
+        .map_or(Ok(32), |s| s.parse().map_err(|_| "--size: a number"))?;
+    let side = PclConfig::stored_size(size);
+    let mut bar = Bar::new();
+    let t0 = std::time::Instant::now();
+    let (data, skipped) = images::load_folder(Path::new(images), side, &mut |i, n| {
+        bar.draw(i, n, "decoding")
+    })?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let tried = data.len() + skipped.len();
+    println!(
+        "{} images loaded at {side}x{side} ({:.1} MB), {} skipped; {:.0} files/s",
+        data.len(),
+        data.memory_bytes() as f64 / 1e6,
+        skipped.len(),
+        tried as f64 / seconds.max(1e-9)
+    );
+    if data.eval_labels().is_some() {
+        println!("labels: {}", data.class_names.join(", "));
+    }
+    for s in &skipped {
+        println!("skipped {}: {}", s.file, s.reason);
+    }
+    if let Some(dump) = f.get("--dump") {
+        let images: serde_json::Map<String, serde_json::Value> = (0..data.len())
+            .map(|i| (data.names[i].clone(), serde_json::json!(data.image(i))))
+            .collect();
+        let json = serde_json::json!({ "side": side, "images": images, "skipped": skipped });
+        write(Path::new(dump), json.to_string().as_bytes())?;
+    }
     Ok(())
 }
 

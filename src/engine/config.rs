@@ -94,6 +94,19 @@ impl Default for PclConfig {
 /// Smallest number of images the trainer accepts: below it neither a batch nor clusters make sense.
 pub const MIN_IMAGES: usize = 16;
 
+/// What to tell a user who has fewer than [`MIN_IMAGES`] images.
+pub fn too_few_images(n: usize) -> String {
+    let have = match n {
+        0 => "no images loaded".to_string(),
+        1 => "1 image loaded".to_string(),
+        n => format!("{n} images loaded"),
+    };
+    format!(
+        "{have}; training needs at least {MIN_IMAGES} (contrast needs other images to tell \
+         each one apart from)"
+    )
+}
+
 impl PclConfig {
     /// The "InfoNCE only (MoCo)" baseline of the same settings.
     pub fn info_nce_only(mut self) -> Self {
@@ -114,9 +127,7 @@ impl PclConfig {
     /// Fills derived fields for a data set of `n` images and checks every setting.
     pub fn resolve(&self, n: usize) -> Result<PclConfig, EngineError> {
         if n < MIN_IMAGES {
-            return Err(EngineError::Config(format!(
-                "{n} images loaded; training needs at least {MIN_IMAGES}"
-            )));
+            return Err(EngineError::Config(too_few_images(n)));
         }
         let mut c = self.clone();
         if ![32, 64, 96].contains(&c.image_size) {

@@ -17,6 +17,33 @@ pub struct Dataset {
     /// Class index per image, where the images came in labelled folders.
     pub labels: Option<Vec<u32>>,
     pub class_names: Vec<String>,
+    /// Second-level labels (`coarse/fine` folders), where every image has one.
+    #[serde(default)]
+    pub fine_labels: Option<Vec<u32>>,
+    #[serde(default)]
+    pub fine_class_names: Vec<String>,
+}
+
+/// Appends image `index`'s label to `labels`, naming new classes in `names`; drops all labels
+/// when an image has none (evaluation needs every image labelled).
+fn track_label(
+    labels: &mut Option<Vec<u32>>,
+    names: &mut Vec<String>,
+    index: usize,
+    class: Option<&str>,
+) {
+    let class = class.map(|c| match names.iter().position(|n| n == c) {
+        Some(i) => i as u32,
+        None => {
+            names.push(c.to_string());
+            (names.len() - 1) as u32
+        }
+    });
+    match (class, labels.as_mut()) {
+        (Some(c), Some(l)) => l.push(c),
+        (Some(c), None) if index == 0 => *labels = Some(vec![c]),
+        _ => *labels = None,
+    }
 }
 
 impl Dataset {
@@ -47,6 +74,17 @@ impl Dataset {
         rgb: &[u8],
         class: Option<&str>,
     ) -> Result<(), EngineError> {
+        self.push_labelled(name, rgb, class, None)
+    }
+
+    /// Adds an image with a label and a second-level (fine) label.
+    pub fn push_labelled(
+        &mut self,
+        name: String,
+        rgb: &[u8],
+        class: Option<&str>,
+        fine: Option<&str>,
+    ) -> Result<(), EngineError> {
         let want = self.side * self.side * 3;
         if rgb.len() != want {
             return Err(EngineError::Shape(format!(
@@ -58,20 +96,31 @@ impl Dataset {
         self.pixels.extend_from_slice(rgb);
         let index = self.names.len();
         self.names.push(name);
-        let class = class.map(|c| match self.class_names.iter().position(|n| n == c) {
-            Some(i) => i as u32,
-            None => {
-                self.class_names.push(c.to_string());
-                (self.class_names.len() - 1) as u32
-            }
-        });
-        match (class, &mut self.labels) {
-            (Some(c), Some(labels)) => labels.push(c),
-            (Some(c), None) if index == 0 => self.labels = Some(vec![c]),
-            // Mixed labelled and unlabelled images: labels are dropped (evaluation needs all).
-            _ => self.labels = None,
-        }
+        track_label(&mut self.labels, &mut self.class_names, index, class);
+        track_label(
+            &mut self.fine_labels,
+            &mut self.fine_class_names,
+            index,
+            fine,
+        );
         Ok(())
+    }
+
+    /// Removes every image.
+    pub fn clear(&mut self) {
+        *self = Self::new(self.side);
+    }
+
+    /// Bytes of pixel memory held.
+    pub fn memory_bytes(&self) -> usize {
+        self.pixels.len()
+    }
+
+    /// Fine labels, if every image has one and there are at least two fine classes.
+    pub fn eval_fine_labels(&self) -> Option<&[u32]> {
+        self.fine_labels
+            .as_deref()
+            .filter(|l| l.len() == self.len() && self.fine_class_names.len() >= 2)
     }
 
     /// Labels, if every image has one and there are at least two classes.

@@ -1,0 +1,213 @@
+//! Rules for taking files in, shared by the browser worker and the CLI so both accept, refuse
+//! and label the same files the same way: size limits, format sniffing from the content (never
+//! the name), image dimensions read from the header before decoding (the decompression-bomb
+//! guard), and labels from folder names. No decoder lives here: the browser uses its own,
+//! the CLI the `image` crate; both then call [`crate::engine::data::resize_rgba_square`].
+
+use serde::{Deserialize, Serialize};
+
+/// Largest image accepted, in pixels, checked from the header before any decoding.
+pub const MAX_PIXELS: u64 = 100_000_000;
+/// Largest file accepted.
+pub const MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
+/// Most images one data set holds (at 32 px training, 36x36 RGB stored: 194 MB).
+pub const MAX_IMAGES: usize = 50_000;
+/// How much of a file's start [`check_header`] needs: JPEG size markers come after the EXIF
+/// block, which is at most 64 KiB.
+pub const HEAD_BYTES: usize = 256 * 1024;
+
+/// A file that was not loaded, and why, in words for the user.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Skipped {
+    pub file: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Png,
+    Jpeg,
+    Gif,
+    Webp,
+    Bmp,
+}
+
+/// The format of a file from its first bytes.
+pub fn sniff(head: &[u8]) -> Option<Format> {
+    if head.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some(Format::Png)
+    } else if head.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some(Format::Jpeg)
+    } else if head.starts_with(b"GIF87a") || head.starts_with(b"GIF89a") {
+        Some(Format::Gif)
+    } else if head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP" {
+        Some(Format::Webp)
+    } else if head.starts_with(b"BM") && head.len() >= 26 {
+        Some(Format::Bmp)
+    } else {
+        None
+    }
+}
+
+fn be16(b: &[u8], i: usize) -> Option<u32> {
+    Some(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]) as u32)
+}
+fn le16(b: &[u8], i: usize) -> Option<u32> {
+    Some(u16::from_le_bytes([*b.get(i)?, *b.get(i + 1)?]) as u32)
+}
+fn be32(b: &[u8], i: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?))
+}
+fn le32(b: &[u8], i: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?))
+}
+
+/// Width and height from the header, where the format and the first bytes tell them.
+pub fn dimensions(format: Format, head: &[u8]) -> Option<(u32, u32)> {
+    match format {
+        Format::Png => {
+            (&head.get(12..16)? == b"IHDR").then_some((be32(head, 16)?, be32(head, 20)?))
+        }
+        Format::Gif => Some((le16(head, 6)?, le16(head, 8)?)),
+        Format::Bmp => Some((le32(head, 18)?, (le32(head, 22)? as i32).unsigned_abs())),
+        Format::Webp => match head.get(12..16)? {
+            b"VP8 " => Some((le16(head, 26)? & 0x3FFF, le16(head, 28)? & 0x3FFF)),
+            b"VP8L" => {
+                let b = le32(head, 21)?;
+                Some(((b & 0x3FFF) + 1, ((b >> 14) & 0x3FFF) + 1))
+            }
+            b"VP8X" => {
+                let w = le32(head, 24)? & 0xFF_FFFF;
+                let h = le32(head, 27)? & 0xFF_FFFF;
+                Some((w + 1, h + 1))
+            }
+            _ => None,
+        },
+        Format::Jpeg => {
+            // Walk the marker segments to the first start-of-frame.
+            let mut i = 2;
+            loop {
+                while *head.get(i)? != 0xFF {
+                    i += 1;
+                }
+                while *head.get(i)? == 0xFF {
+                    i += 1;
+                }
+                let marker = *head.get(i)?;
+                i += 1;
+                if matches!(marker, 0xD0..=0xD9 | 0x01) {
+                    continue; // no length field
+                }
+                let len = be16(head, i)? as usize;
+                if matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+                    return Some((be16(head, i + 5)?, be16(head, i + 3)?));
+                }
+                i += len;
+            }
+        }
+    }
+}
+
+/// Accepts or refuses a file before decoding: `len` is its size, `head` its first bytes (at
+/// least [`HEAD_BYTES`] or the whole file). Returns the format and the header's dimensions.
+pub fn check_header(len: u64, head: &[u8]) -> Result<(Format, Option<(u32, u32)>), String> {
+    check_size(len)?;
+    let format = sniff(head).ok_or_else(|| {
+        "not an image: the content is not PNG, JPEG, GIF, WebP or BMP (whatever the name says)"
+            .to_string()
+    })?;
+    let dims = dimensions(format, head);
+    if let Some((w, h)) = dims {
+        if w == 0 || h == 0 {
+            return Err(format!("broken header: {w}x{h} pixels"));
+        }
+        let pixels = w as u64 * h as u64;
+        if pixels > MAX_PIXELS {
+            return Err(format!(
+                "{w}x{h} is {:.0} megapixels, over the {} megapixel limit (refused before decoding)",
+                pixels as f64 / 1e6,
+                MAX_PIXELS / 1_000_000
+            ));
+        }
+    }
+    Ok((format, dims))
+}
+
+/// Refuses empty and oversized files from their size alone.
+pub fn check_size(len: u64) -> Result<(), String> {
+    if len == 0 {
+        return Err("empty file (0 bytes)".into());
+    }
+    if len > MAX_FILE_BYTES {
+        return Err(format!(
+            "file of {:.0} MB is over the {} MB limit",
+            len as f64 / 1048576.0,
+            MAX_FILE_BYTES / 1048576
+        ));
+    }
+    Ok(())
+}
+
+/// Labels of a file from its path relative to the chosen folder (`/`-separated, the folder's
+/// own name not included): the first folder is the label, the first two joined by `/` the fine
+/// label of a two-level hierarchy. Files at the top have none.
+pub fn labels_of(relative: &str) -> (Option<String>, Option<String>) {
+    let parts: Vec<&str> = relative.split('/').filter(|p| !p.is_empty()).collect();
+    let dirs = &parts[..parts.len().saturating_sub(1)];
+    let coarse = dirs.first().map(|s| s.to_string());
+    let fine = (dirs.len() >= 2).then(|| format!("{}/{}", dirs[0], dirs[1]));
+    (coarse, fine)
+}
+
+/// Rough seconds left, from the rate so far.
+pub fn eta_seconds(done: usize, total: usize, elapsed_s: f64) -> Option<f64> {
+    (done > 0 && total >= done).then(|| elapsed_s / done as f64 * (total - done) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffs_content_and_reads_header_sizes() {
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+        png.extend_from_slice(&20000u32.to_be_bytes());
+        png.extend_from_slice(&20000u32.to_be_bytes());
+        assert_eq!(sniff(&png), Some(Format::Png));
+        let e = check_header(5000, &png).unwrap_err();
+        assert!(e.contains("20000x20000 is 400 megapixels"), "{e}");
+        // A JPEG: SOI, an APP0 segment, then SOF0 with height 10, width 4000.
+        let jpeg = [
+            0xFF, 0xD8, 0xFF, 0xE0, 0, 4, 0, 0, 0xFF, 0xC0, 0, 11, 8, 0, 10, 0x0F, 0xA0, 3,
+        ];
+        assert_eq!(
+            check_header(18, &jpeg).unwrap(),
+            (Format::Jpeg, Some((4000, 10)))
+        );
+        let gif = b"GIF89a\x02\x00\x03\x00";
+        assert_eq!(dimensions(Format::Gif, gif), Some((2, 3)));
+        assert!(check_header(0, b"").unwrap_err().contains("empty"));
+        assert!(
+            check_header(9, b"hello png")
+                .unwrap_err()
+                .contains("not an image")
+        );
+        assert!(
+            check_header(MAX_FILE_BYTES + 1, &png)
+                .unwrap_err()
+                .contains("MB limit")
+        );
+    }
+
+    #[test]
+    fn labels_come_from_folders() {
+        assert_eq!(labels_of("a.png"), (None, None));
+        assert_eq!(labels_of("cat/a.png"), (Some("cat".into()), None));
+        assert_eq!(
+            labels_of("Animals/bird/a.png"),
+            (Some("Animals".into()), Some("Animals/bird".into()))
+        );
+        assert_eq!(eta_seconds(10, 30, 5.0), Some(10.0));
+        assert_eq!(eta_seconds(0, 30, 5.0), None);
+    }
+}
