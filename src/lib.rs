@@ -19,3 +19,17 @@ pub mod cli;
 pub mod ui;
 #[cfg(target_arch = "wasm32")]
 pub mod worker;
+
+/// Runs the static constructors of the wasm module once (some dependencies register items
+/// through them: cubecl's IR via `inventory`). Referencing `__wasm_call_ctors` explicitly also
+/// tells wasm-ld not to wrap every export of a bin in a call to it, which otherwise re-ran all
+/// constructors on every call from JavaScript (every event, message and promise callback):
+/// seconds of main-thread time per minute of training, measured.
+#[cfg(target_arch = "wasm32")]
+pub fn run_static_constructors() {
+    unsafe extern "C" {
+        fn __wasm_call_ctors();
+    }
+    // SAFETY: called once, first thing in `main`, before any code relies on the registrations.
+    unsafe { __wasm_call_ctors() }
+}

@@ -1,14 +1,125 @@
-//! Messages between the page (UI thread) and the Web Worker, sent as JSON strings. The UI never
-//! sees a tensor: only these plain values.
+//! Messages between the page (UI thread) and the Web Worker, sent as JSON strings of these serde
+//! enums. The UI never sees a tensor: only these plain values. Where a message carries bytes
+//! (files to decode, thumbnails, exported files), the page and the worker post a two-element
+//! array `[json, payload]` and the payload travels as a JS object beside the JSON.
 
 use serde::{Deserialize, Serialize};
 
 use crate::compute::BackendInfo;
+use crate::engine::explore::ExploreReport;
+use crate::engine::trainer::LevelSummary;
+use crate::engine::{PclConfig, StepRecord};
+use crate::intake::Skipped;
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ExportKind {
+    /// The trained encoder's weights (burn record bytes).
+    Model,
+    /// Everything needed to resume: settings, both encoders, optimizer, queue, clusters,
+    /// history (the CLI reads it too: `pcl train --resume`).
+    Session,
+    /// Assignments of every file per level, phi and sizes, as JSON.
+    Clusters,
+    /// Path, label and embedding of every image, as CSV.
+    Embeddings,
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum ToWorker {
     /// Pick a compute backend (WebGPU unless `force_cpu`) and run one probe training step.
-    Start { force_cpu: bool },
+    Start {
+        force_cpu: bool,
+    },
+    /// Decode files; payload: an array of `File`/`Blob`, one per path (relative to the chosen
+    /// or dropped folder, `/`-separated).
+    AddFiles {
+        paths: Vec<String>,
+    },
+    /// Load the built-in sample set, at most `limit` images spread over all its groups.
+    LoadSample {
+        limit: Option<usize>,
+    },
+    /// Images the page kept from an earlier load (after a reload, to resume an autosave);
+    /// payload: their RGB bytes at the store size.
+    RestoreImages {
+        names: Vec<String>,
+        labels: Vec<String>,
+    },
+    ClearImages,
+    Train {
+        config: PclConfig,
+    },
+    Pause,
+    Resume,
+    Stop,
+    Export(ExportKind),
+    /// Resume a session file; payload: its bytes (an ArrayBuffer). `autosave` marks one read
+    /// back from the browser's storage.
+    Import {
+        autosave: bool,
+    },
+    /// The nearest images to image `index` in the current embedding.
+    Neighbours {
+        index: usize,
+    },
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    #[default]
+    Idle,
+    Loading,
+    Training,
+    Paused,
+    Done,
+    Error,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Idle => "idle",
+            RunState::Loading => "loading",
+            RunState::Training => "training",
+            RunState::Paused => "paused",
+            RunState::Done => "done",
+            RunState::Error => "error",
+        }
+    }
+}
+
+/// Progress of a run, sent at least once a second while training.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunStatus {
+    pub state: RunState,
+    pub epoch: usize,
+    pub epochs: usize,
+    pub step: usize,
+    pub steps_per_epoch: usize,
+    /// What the worker is doing, in words ("E-step: k-means level 2 of 3 (K = 40)").
+    pub phase: String,
+    pub images_per_s: f64,
+    pub eta_s: Option<f64>,
+    /// The settings as resolved for the data (derived K, queue, batch filled in).
+    pub config: Option<PclConfig>,
+}
+
+/// Images added to the worker's store.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ImagesAdded {
+    /// Side of the stored images; the payload holds `names.len()` of them, RGB.
+    pub side: usize,
+    pub names: Vec<String>,
+    /// Label path per new image ("" where none).
+    pub labels: Vec<String>,
+    pub skipped: Vec<Skipped>,
+    /// Images in the store after this addition.
+    pub total: usize,
+    pub memory_bytes: usize,
+    pub seconds: f64,
+    /// The last message of this load.
+    pub last: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -23,12 +134,51 @@ pub enum FromWorker {
         loss: f32,
         millis: f64,
     },
+    /// Decoding progress.
+    Loading {
+        done: usize,
+        total: usize,
+        eta_s: Option<f64>,
+    },
+    /// Payload: the new images' RGB bytes.
+    Images(ImagesAdded),
+    ImagesCleared,
+    Status(RunStatus),
+    /// Steps since the last such message (sent at most ten times a second).
+    Steps(Vec<StepRecord>),
+    /// Every step of a resumed run so far (replaces the charts' data).
+    History(Vec<StepRecord>),
+    /// An E-step finished: per level K, inertia, size and phi ranges.
+    EStepDone {
+        epoch: usize,
+        levels: Vec<LevelSummary>,
+    },
+    /// After every E-step and at the end: clusters, map, metrics.
+    Explore(Box<ExploreReport>),
+    /// Payload: the file's bytes.
+    File {
+        kind: ExportKind,
+        name: String,
+    },
+    /// Payload: session bytes to keep in the browser's storage.
+    Autosave {
+        epoch: usize,
+    },
+    Neighbours {
+        index: usize,
+        neighbours: Vec<(usize, f32)>,
+    },
+    /// Something the user should read; the run and the images stay as they were.
     Error(String),
 }
 
 impl ToWorker {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("plain data serialises")
+    }
+
+    pub fn from_json(s: &str) -> Result<Self, String> {
+        serde_json::from_str(s).map_err(|e| format!("bad message to worker: {e}"))
     }
 }
 
@@ -53,11 +203,19 @@ mod tests {
             millis: 20.0,
         };
         assert_eq!(FromWorker::from_json(&m.to_json()).unwrap(), m);
-        let s = ToWorker::Start { force_cpu: true }.to_json();
-        assert_eq!(
-            serde_json::from_str::<ToWorker>(&s).unwrap(),
-            ToWorker::Start { force_cpu: true }
-        );
+        for m in [
+            ToWorker::Start { force_cpu: true },
+            ToWorker::Train {
+                config: PclConfig::default(),
+            },
+            ToWorker::Export(ExportKind::Session),
+            ToWorker::AddFiles {
+                paths: vec!["a/b.png".into()],
+            },
+        ] {
+            assert_eq!(ToWorker::from_json(&m.to_json()).unwrap(), m);
+        }
         assert!(FromWorker::from_json("{").is_err());
+        assert_eq!(RunState::Paused.as_str(), "paused");
     }
 }

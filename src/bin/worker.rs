@@ -2,6 +2,7 @@
 
 #[cfg(target_arch = "wasm32")]
 fn main() {
+    pcl_studio::run_static_constructors();
     pcl_studio::worker::start();
 }
 

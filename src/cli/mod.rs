@@ -9,7 +9,7 @@ use burn::prelude::*;
 use serde::Serialize;
 
 use crate::compute::{BackendKind, init_or_cpu, probe_step};
-use crate::engine::{self, Event, PclConfig, Phase, Trainer};
+use crate::engine::{self, Event, PclConfig, Phase, Trainer, explore};
 use progress::{Bar, format_secs};
 
 pub const USAGE: &str = "\
@@ -481,66 +481,14 @@ fn write_outputs(trainer: &Trainer, data: &engine::Dataset, out: &Path) -> Resul
         .head
         .1;
     let d = trainer.config.feature_dim;
-    let label_of = |i: usize| -> String {
-        data.labels
-            .as_ref()
-            .map(|l| data.class_names[l[i] as usize].clone())
-            .unwrap_or_default()
-    };
-    let mut csv = String::from("path,label");
-    for j in 0..d {
-        csv.push_str(&format!(",e{j}"));
-    }
-    csv.push('\n');
-    for i in 0..data.len() {
-        csv.push_str(&csv_field(&data.names[i]));
-        csv.push(',');
-        csv.push_str(&csv_field(&label_of(i)));
-        for v in &emb[i * d..(i + 1) * d] {
-            csv.push_str(&format!(",{v}"));
-        }
-        csv.push('\n');
-    }
-    write(&out.join("embeddings.csv"), csv.as_bytes())?;
-    let clusters: Vec<serde_json::Value> = trainer
-        .clustering
-        .as_ref()
-        .map(|c| {
-            c.levels
-                .iter()
-                .map(|l| {
-                    let assignment: serde_json::Map<String, serde_json::Value> = data
-                        .names
-                        .iter()
-                        .zip(&l.assignments)
-                        .map(|(n, &a)| (n.clone(), serde_json::Value::from(a)))
-                        .collect();
-                    serde_json::json!({
-                        "k": l.k,
-                        "epoch": c.epoch,
-                        "inertia": l.inertia,
-                        "phi": l.phi,
-                        "sizes": l.sizes,
-                        "assignment": assignment,
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    write(
+        &out.join("embeddings.csv"),
+        explore::embeddings_csv(data, &emb, d).as_bytes(),
+    )?;
     write(
         &out.join("clusters.json"),
-        serde_json::to_string_pretty(&serde_json::json!({ "levels": clusters }))
-            .expect("json")
-            .as_bytes(),
+        explore::clusters_json(trainer, data).as_bytes(),
     )
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
 }
 
 #[cfg(test)]
@@ -568,6 +516,5 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown option")
         );
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
     }
 }

@@ -6,6 +6,7 @@ pub mod augment;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod explore;
 pub mod kmeans;
 pub mod loss;
 pub mod model;
@@ -70,7 +71,7 @@ pub async fn evaluate(
 
 /// kNN and the linear probe on `features`, AMI / NMI of k-means (K = classes) on `clustered`;
 /// each given as the device tensor [n, d] with unit rows and its host copy.
-async fn label_metrics(
+pub(crate) async fn label_metrics(
     features: (&Tensor<2>, &[f32]),
     clustered: (&Tensor<2>, &[f32]),
     labels: &[u32],

@@ -459,9 +459,36 @@ impl Trainer {
         Ok(out)
     }
 
+    /// The query encoder as burn record bytes (burn-pack, `Module::load_record` reads them).
+    /// burn's recorder reads tensors synchronously, which WebGPU cannot; so the weights are read
+    /// asynchronously first and recorded from a CPU copy.
+    pub async fn save_model(&self) -> Result<Vec<u8>, EngineError> {
+        let values = read_all(flat_params(&self.model.valid())).await?;
+        let cpu = Device::flex();
+        let copy = EncoderConfig::new(self.config.width, self.config.feature_dim).init(&cpu);
+        let copy = super::params::load_params(copy, &values, &cpu)?;
+        let bytes = copy
+            .into_record()
+            .into_bytes()
+            .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+        Ok(bytes.to_vec())
+    }
+
     /// Continues a run saved by [`Trainer::save`] on `device`.
     pub fn load(bytes: &[u8], data: &Dataset, device: &Device) -> Result<Self, EngineError> {
         let (header, values) = read_checkpoint(bytes)?;
+        let trained_on = header
+            .clustering
+            .as_ref()
+            .and_then(|(_, l)| l.first().map(|l| l.assignments.len()))
+            .unwrap_or(header.order.len());
+        if trained_on != 0 && trained_on != data.len() {
+            return Err(EngineError::Checkpoint(format!(
+                "this run was trained on {trained_on} images but {} are loaded; load the same \
+                 images first",
+                data.len()
+            )));
+        }
         let mut t = Trainer::new(&header.config, data, device)?;
         let [nm, nk, nv] = header.tensor_counts;
         if values.len() != nm + nk + nv + 1 {

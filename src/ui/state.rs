@@ -1,7 +1,35 @@
-//! Page state and its transitions, free of any DOM or Leptos type.
+//! Page state and its transitions, free of any DOM or Leptos type (tested natively). Image
+//! pixels are not in here: the view keeps them in a plain store beside it (see `view.rs`).
 
 use crate::compute::{BackendInfo, BackendKind};
-use crate::protocol::{FromWorker, ToWorker};
+use crate::engine::PclConfig;
+use crate::engine::StepRecord;
+use crate::engine::explore::{ExploreReport, Metrics};
+use crate::engine::trainer::LevelSummary;
+use crate::intake::Skipped;
+use crate::protocol::{FromWorker, RunState, RunStatus, ToWorker};
+
+/// Images known to the page (the worker holds the same, decoded).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ImagesInfo {
+    pub count: usize,
+    pub side: usize,
+    pub names: Vec<String>,
+    pub labels: Vec<String>,
+    /// `(done, total, eta_s)` while decoding.
+    pub loading: Option<(usize, usize, Option<f64>)>,
+    pub skipped: Vec<Skipped>,
+    pub memory_bytes: usize,
+    /// Images per second of the last load.
+    pub rate: Option<f64>,
+}
+
+/// Metrics over epochs of one finished or running training run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunCurve {
+    pub label: String,
+    pub metrics: Vec<Metrics>,
+}
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PageState {
@@ -11,12 +39,69 @@ pub struct PageState {
     pub error: Option<String>,
     /// Ask the worker for the CPU backend even where WebGPU exists (`?cpu` in the URL).
     pub force_cpu: bool,
+    pub images: ImagesInfo,
+    pub run: RunStatus,
+    pub steps: Vec<StepRecord>,
+    pub esteps: Vec<(usize, Vec<LevelSummary>)>,
+    pub explore: Option<ExploreReport>,
+    /// The current run's metrics and earlier runs' (for side-by-side curves).
+    pub curve: RunCurve,
+    pub earlier: Vec<RunCurve>,
+    pub neighbours: Option<(usize, Vec<(usize, f32)>)>,
+    /// Settings the user edits; empty derived fields are filled by the worker.
+    pub settings: PclConfig,
+    /// Epoch of the last autosave, this session.
+    pub autosaved: Option<usize>,
+    /// An earlier session's autosave found at start-up (its epoch and image count), offered
+    /// to resume.
+    pub autosave_offer: Option<(usize, usize)>,
+    pub settings_error: Option<String>,
+}
+
+/// The three presets of the settings panel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    QuickDemo,
+    Thorough,
+    InfoNceOnly,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 3] = [Preset::QuickDemo, Preset::Thorough, Preset::InfoNceOnly];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::QuickDemo => "quick demo",
+            Preset::Thorough => "thorough",
+            Preset::InfoNceOnly => "InfoNCE only (MoCo)",
+        }
+    }
+
+    /// The settings of this preset; fields derived from the data stay empty.
+    pub fn config(self) -> PclConfig {
+        match self {
+            Preset::QuickDemo => PclConfig {
+                width: 16,
+                feature_dim: 64,
+                epochs: 12,
+                warmup_epochs: 2,
+                kmeans_restarts: 1,
+                ..PclConfig::default()
+            },
+            Preset::Thorough => PclConfig::default(),
+            Preset::InfoNceOnly => PclConfig {
+                proto_weight: 0.0,
+                ..Preset::QuickDemo.config()
+            },
+        }
+    }
 }
 
 impl PageState {
     pub fn new(force_cpu: bool) -> Self {
         Self {
             force_cpu,
+            settings: Preset::QuickDemo.config(),
             ..Default::default()
         }
     }
@@ -31,9 +116,80 @@ impl PageState {
             }
             FromWorker::Backend(info) => self.backend = Some(info),
             FromWorker::ProbeStep { loss, millis } => self.probe = Some((loss, millis)),
+            FromWorker::Loading { done, total, eta_s } => {
+                self.images.loading = Some((done, total, eta_s))
+            }
+            FromWorker::Images(added) => {
+                let im = &mut self.images;
+                if added.last {
+                    im.loading = None;
+                }
+                im.side = added.side;
+                im.rate = Some(
+                    (added.names.len() + added.skipped.len()) as f64 / added.seconds.max(1e-3),
+                );
+                im.names.extend(added.names);
+                im.labels.extend(added.labels);
+                im.skipped.extend(added.skipped);
+                im.count = added.total;
+                im.memory_bytes = added.memory_bytes;
+            }
+            FromWorker::ImagesCleared => {
+                self.images = ImagesInfo::default();
+                self.explore = None;
+                self.neighbours = None;
+            }
+            FromWorker::Status(status) => {
+                if self.run.state != RunState::Training
+                    && self.run.state != RunState::Paused
+                    && status.state == RunState::Training
+                    && status.step == 0
+                    && status.epoch == 0
+                {
+                    self.start_new_curve(&status);
+                }
+                self.run = status;
+            }
+            FromWorker::Steps(records) => self.steps.extend(records),
+            FromWorker::History(records) => {
+                self.steps = records;
+                self.esteps.clear();
+                self.error = None;
+            }
+            FromWorker::EStepDone { epoch, levels } => self.esteps.push((epoch, levels)),
+            FromWorker::Explore(report) => {
+                if let Some(m) = &report.metrics {
+                    self.curve.metrics.retain(|x| x.epoch != m.epoch);
+                    self.curve.metrics.push(m.clone());
+                }
+                self.explore = Some(*report);
+            }
+            FromWorker::File { .. } => {}
+            // Recorded by the view once the bytes are stored.
+            FromWorker::Autosave { .. } => {}
+            FromWorker::Neighbours { index, neighbours } => {
+                self.neighbours = Some((index, neighbours))
+            }
             FromWorker::Error(e) => self.error = Some(e),
         }
         None
+    }
+
+    /// A new run begins: keep the last run's curve for comparison and clear the charts.
+    fn start_new_curve(&mut self, status: &RunStatus) {
+        if !self.curve.metrics.is_empty() {
+            self.earlier.push(std::mem::take(&mut self.curve));
+        }
+        let proto = status.config.as_ref().is_none_or(|c| c.proto_weight > 0.0);
+        self.curve = RunCurve {
+            label: if proto { "PCL" } else { "InfoNCE only" }.into(),
+            metrics: Vec::new(),
+        };
+        self.steps.clear();
+        self.esteps.clear();
+        self.explore = None;
+        self.neighbours = None;
+        self.error = None;
     }
 
     /// `data-backend` of the backend badge.
@@ -42,6 +198,15 @@ impl PageState {
             Some(BackendKind::Webgpu | BackendKind::Wgpu) => "webgpu",
             Some(BackendKind::Cpu) => "cpu",
             None => "pending",
+        }
+    }
+
+    /// `data-state` of the status element: loading while images decode, else the run's state.
+    pub fn state_attr(&self) -> &'static str {
+        if self.images.loading.is_some() && self.run.state != RunState::Training {
+            "loading"
+        } else {
+            self.run.state.as_str()
         }
     }
 
@@ -55,11 +220,247 @@ impl PageState {
             }
         }
     }
+
+    /// The run's progress in words.
+    pub fn progress_line(&self) -> String {
+        let r = &self.run;
+        match r.state {
+            RunState::Idle => "Not started.".into(),
+            RunState::Loading => "Loading…".into(),
+            RunState::Error => "Stopped by an error; the last good state is kept.".into(),
+            _ => {
+                let eta = r
+                    .eta_s
+                    .map(|s| format!(", about {} left", format_duration(s)))
+                    .unwrap_or_default();
+                format!(
+                    "Epoch {} of {}, step {} of {} — {} — {:.0} images/s{eta}",
+                    (r.epoch + 1).min(r.epochs.max(1)),
+                    r.epochs,
+                    r.step,
+                    r.steps_per_epoch,
+                    r.phase,
+                    r.images_per_s
+                )
+            }
+        }
+    }
+
+    /// For each coarse cluster (level 0, largest first), the finer clusters of `level` its
+    /// members fall in, as (fine cluster, count), most members first.
+    pub fn hierarchy(&self, level: usize) -> Vec<Vec<(usize, usize)>> {
+        let Some(ex) = &self.explore else {
+            return Vec::new();
+        };
+        let (Some(coarse), Some(fine)) = (ex.levels.first(), ex.levels.get(level)) else {
+            return Vec::new();
+        };
+        let mut counts = vec![std::collections::BTreeMap::<usize, usize>::new(); coarse.k];
+        for (&c, &f) in coarse.assignments.iter().zip(&fine.assignments) {
+            *counts[c as usize].entry(f as usize).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .map(|m| {
+                let mut v: Vec<(usize, usize)> = m.into_iter().collect();
+                v.sort_by_key(|&(f, n)| (std::cmp::Reverse(n), f));
+                v
+            })
+            .collect()
+    }
+}
+
+/// One editable setting: its config key (the input's `name`), the formula symbol it sets,
+/// and what it does in one line.
+pub struct SettingDoc {
+    pub key: &'static str,
+    pub symbol: &'static str,
+    pub help: &'static str,
+}
+
+pub const SETTINGS: &[SettingDoc] = &[
+    SettingDoc {
+        key: "epochs",
+        symbol: "",
+        help: "passes over all images",
+    },
+    SettingDoc {
+        key: "warmup_epochs",
+        symbol: "",
+        help: "epochs of InfoNCE only before the first E-step (clusters need a rough embedding first)",
+    },
+    SettingDoc {
+        key: "num_clusters",
+        symbol: "K, M",
+        help: "clusters per level, coarse to fine, comma-separated; M = how many levels; empty = from the number of images",
+    },
+    SettingDoc {
+        key: "tau",
+        symbol: "τ",
+        help: "temperature of InfoNCE, and the mean of the concentrations φ",
+    },
+    SettingDoc {
+        key: "queue_size",
+        symbol: "r",
+        help: "negatives kept in the queue; empty = at most half the images",
+    },
+    SettingDoc {
+        key: "ema_momentum",
+        symbol: "m",
+        help: "momentum of the key encoder: how slowly the keys change",
+    },
+    SettingDoc {
+        key: "proto_weight",
+        symbol: "",
+        help: "weight of the ProtoNCE term; 0 = InfoNCE only (MoCo)",
+    },
+    SettingDoc {
+        key: "proto_mode",
+        symbol: "",
+        help: "full: every prototype of a level in the softmax; sampled: r of them (the paper's choice)",
+    },
+    SettingDoc {
+        key: "batch_size",
+        symbol: "",
+        help: "images per step (capped to an eighth of small sets)",
+    },
+    SettingDoc {
+        key: "lr",
+        symbol: "η",
+        help: "learning rate of SGD (momentum 0.9, cosine schedule)",
+    },
+    SettingDoc {
+        key: "kmeans_restarts",
+        symbol: "",
+        help: "k-means runs per level; the lowest inertia wins",
+    },
+    SettingDoc {
+        key: "width",
+        symbol: "",
+        help: "channels of the encoder's first layer (the rest double)",
+    },
+    SettingDoc {
+        key: "feature_dim",
+        symbol: "d",
+        help: "size of the embedding v",
+    },
+    SettingDoc {
+        key: "seed",
+        symbol: "",
+        help: "same seed, same run (on the CPU)",
+    },
+];
+
+/// The setting `key` of `config` as the text of its input.
+pub fn setting_text(config: &PclConfig, key: &str) -> String {
+    let value = serde_json::to_value(config).expect("plain data");
+    match &value[key] {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.to_lowercase(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        v => v.to_string(),
+    }
+}
+
+/// `config` with `key` set from the text the user typed, or why it cannot be.
+pub fn with_setting(config: &PclConfig, key: &str, text: &str) -> Result<PclConfig, String> {
+    let mut value = serde_json::to_value(config).expect("plain data");
+    let text = text.trim();
+    let new = match (key, &value[key]) {
+        ("num_clusters", _) => serde_json::Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(|t| {
+                    t.parse::<u64>()
+                        .map(Into::into)
+                        .map_err(|_| format!("{key}: '{t}' is not a whole number"))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        ("queue_size", _) if text.is_empty() => serde_json::Value::Null,
+        ("proto_mode", _) => match text.to_lowercase().as_str() {
+            "full" => "full".into(),
+            "sampled" => "sampled".into(),
+            _ => return Err(format!("{key}: full or sampled")),
+        },
+        (_, serde_json::Value::Number(n)) if n.is_f64() => text
+            .parse::<f64>()
+            .map_err(|_| format!("{key}: '{text}' is not a number"))?
+            .into(),
+        _ => text
+            .parse::<u64>()
+            .map_err(|_| format!("{key}: '{text}' is not a whole number"))?
+            .into(),
+    };
+    value[key] = new;
+    serde_json::from_value(value).map_err(|e| format!("{key}: {e}"))
+}
+
+pub fn format_duration(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h {:02}m", s / 3600, s / 60 % 60)
+    } else if s >= 60 {
+        format!("{}m {:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// At most `max` points: means of equal runs of `ys` (a chart needs no more than its width).
+pub fn downsample(ys: &[f64], max: usize) -> Vec<f64> {
+    if ys.len() <= max {
+        return ys.to_vec();
+    }
+    let per = ys.len().div_ceil(max);
+    ys.chunks(per)
+        .map(|c| c.iter().sum::<f64>() / c.len() as f64)
+        .collect()
+}
+
+/// SVG polyline points for `ys` over a `w` x `h` box (y up), NaN and infinities skipped; long
+/// series are averaged down to 400 points.
+pub fn polyline(ys: &[f64], w: f64, h: f64, lo: f64, hi: f64) -> String {
+    let ys = &downsample(ys, 400)[..];
+    let n = ys.len().max(2) - 1;
+    let span = (hi - lo).max(1e-12);
+    ys.iter()
+        .enumerate()
+        .filter(|(_, y)| y.is_finite())
+        .map(|(i, y)| {
+            let x = i as f64 / n as f64 * w;
+            let y = h - (y.clamp(lo, hi) - lo) / span * h;
+            format!("{x:.1},{y:.1}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Min and max of the finite values (a unit range when there are none).
+pub fn finite_range<'a>(values: impl IntoIterator<Item = &'a f64>) -> (f64, f64) {
+    let (lo, hi) = values
+        .into_iter()
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    if lo.is_finite() {
+        (lo, hi.max(lo + 1e-9))
+    } else {
+        (0.0, 1.0)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::explore::{ClusterCard, LevelView};
+    use crate::protocol::ImagesAdded;
 
     #[test]
     fn ready_starts_the_worker_and_results_are_kept() {
@@ -83,5 +484,149 @@ mod tests {
         s.apply(FromWorker::Error("lost device".into()));
         assert!(s.status_line().starts_with("Error: lost device"));
         assert_eq!(s.probe, Some((2.5, 12.0)), "an error keeps what was known");
+    }
+
+    #[test]
+    fn images_accumulate_and_loading_shows_in_the_state() {
+        let mut s = PageState::new(false);
+        s.apply(FromWorker::Loading {
+            done: 1,
+            total: 4,
+            eta_s: Some(3.0),
+        });
+        assert_eq!(s.state_attr(), "loading");
+        let added = |names: &[&str], total| {
+            FromWorker::Images(ImagesAdded {
+                side: 36,
+                names: names.iter().map(|n| n.to_string()).collect(),
+                labels: vec![String::new(); names.len()],
+                skipped: vec![Skipped {
+                    file: "x.txt".into(),
+                    reason: "not an image".into(),
+                }],
+                total,
+                memory_bytes: total * 36 * 36 * 3,
+                seconds: 0.5,
+                last: true,
+            })
+        };
+        s.apply(added(&["a.png", "b.png"], 2));
+        s.apply(added(&["c.png"], 3));
+        assert_eq!(s.state_attr(), "idle");
+        assert_eq!(s.images.count, 3);
+        assert_eq!(s.images.names, vec!["a.png", "b.png", "c.png"]);
+        assert_eq!(
+            s.images.skipped.len(),
+            2,
+            "skipped files of both loads are listed"
+        );
+        s.apply(FromWorker::ImagesCleared);
+        assert_eq!(s.images.count, 0);
+    }
+
+    #[test]
+    fn a_new_run_keeps_the_last_curve_for_comparison() {
+        let mut s = PageState::new(false);
+        let training = |proto_weight| RunStatus {
+            state: RunState::Training,
+            epochs: 4,
+            steps_per_epoch: 2,
+            config: Some(PclConfig {
+                proto_weight,
+                ..PclConfig::default()
+            }),
+            ..Default::default()
+        };
+        s.apply(FromWorker::Status(training(1.0)));
+        assert_eq!(s.curve.label, "PCL");
+        s.curve.metrics.push(Metrics {
+            epoch: 1,
+            report: Default::default(),
+            level_ami: vec![],
+            level_nmi: vec![],
+        });
+        s.apply(FromWorker::Status(RunStatus {
+            state: RunState::Done,
+            ..Default::default()
+        }));
+        s.apply(FromWorker::Status(training(0.0)));
+        assert_eq!(s.earlier.len(), 1);
+        assert_eq!(s.earlier[0].label, "PCL");
+        assert_eq!(s.curve.label, "InfoNCE only");
+        assert!(s.progress_line().starts_with("Epoch 1 of 4, step 0 of 2"));
+    }
+
+    #[test]
+    fn hierarchy_counts_fine_clusters_inside_coarse_ones() {
+        let level = |k, assignments: Vec<u32>| LevelView {
+            k,
+            inertia: 0.0,
+            clusters: vec![
+                ClusterCard {
+                    size: 0,
+                    phi: 0.1,
+                    members: vec![]
+                };
+                k
+            ],
+            assignments,
+        };
+        let mut s = PageState::new(false);
+        s.explore = Some(ExploreReport {
+            epoch: 3,
+            levels: vec![level(2, vec![0, 0, 0, 1]), level(3, vec![2, 1, 2, 0])],
+            map: vec![[0.0, 0.0]; 4],
+            metrics: None,
+        });
+        assert_eq!(s.hierarchy(1), vec![vec![(2, 2), (1, 1)], vec![(0, 1)]]);
+        assert!(s.hierarchy(5).is_empty());
+    }
+
+    #[test]
+    fn settings_round_trip_through_their_inputs() {
+        let c = PclConfig::default();
+        assert_eq!(setting_text(&c, "tau"), "0.2");
+        assert_eq!(setting_text(&c, "queue_size"), "");
+        let c = with_setting(&c, "num_clusters", "10, 40,100").unwrap();
+        assert_eq!(c.num_clusters, vec![10, 40, 100]);
+        assert_eq!(setting_text(&c, "num_clusters"), "10, 40, 100");
+        let c = with_setting(&c, "tau", "0.1").unwrap();
+        assert_eq!(c.tau, 0.1);
+        let c = with_setting(&c, "proto_mode", "sampled").unwrap();
+        assert_eq!(setting_text(&c, "proto_mode"), "sampled");
+        assert_eq!(
+            with_setting(&c, "queue_size", "64").unwrap().queue_size,
+            Some(64)
+        );
+        assert!(
+            with_setting(&c, "epochs", "ten")
+                .unwrap_err()
+                .contains("whole number")
+        );
+        for s in SETTINGS {
+            let text = setting_text(&c, s.key);
+            assert!(with_setting(&c, s.key, &text).is_ok(), "{}", s.key);
+        }
+    }
+
+    #[test]
+    fn charts_scale_and_skip_non_finite_values() {
+        assert_eq!(
+            polyline(&[0.0, f64::NAN, 1.0], 10.0, 4.0, 0.0, 1.0),
+            "0.0,4.0 10.0,0.0"
+        );
+        assert_eq!(finite_range(&[2.0, f64::INFINITY, 5.0]), (2.0, 5.0));
+        assert_eq!(
+            downsample(&[1.0, 3.0, 5.0, 7.0, 9.0], 3),
+            vec![2.0, 6.0, 9.0]
+        );
+        assert_eq!(
+            polyline(&vec![1.0; 1000], 10.0, 1.0, 0.0, 1.0)
+                .split(' ')
+                .count(),
+            334
+        );
+        assert_eq!(format_duration(125.0), "2m 05s");
+        assert_eq!(Preset::InfoNceOnly.config().proto_weight, 0.0);
     }
 }

@@ -1,46 +1,14 @@
 // End-to-end tests of the built app (dist/) in Debian's headless Chromium.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
-import { serve } from './server.mjs';
+import { openApp, startServer, stopServer, artifacts, assertOwnOrigin as ownOrigin } from './harness.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const dist = path.resolve(here, '../../dist');
-const artifacts = path.join(here, 'artifacts');
-fs.mkdirSync(artifacts, { recursive: true });
-
-const BASE_ARGS = [
-  '--no-sandbox', '--disable-background-networking', '--no-first-run',
-  '--disable-component-update', '--disable-sync', '--disable-quic', '--headless=new',
-];
 // SwiftShader runs WebGPU on the CPU: slow, so allow minutes for the training step.
 const STEP_TIMEOUT = 240_000;
 
-let server;
-before(async () => { server = await serve(dist); });
-after(() => server.close());
-
-async function openApp({ webgpu }) {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: webgpu ? [...BASE_ARGS, '--enable-unsafe-webgpu'] : BASE_ARGS,
-  });
-  const page = await browser.newPage();
-  const errors = [];
-  const requests = [];
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
-  page.on('pageerror', (e) => errors.push(String(e)));
-  page.on('request', (r) => requests.push(r.url()));
-  browser.on('disconnected', () => {});
-  // Worker requests are not page requests: record them through the context too.
-  page.context().on('request', (r) => requests.push(r.url()));
-  page.on('worker', (w) => w.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); }));
-  await page.goto(server.url);
-  return { browser, page, errors, requests };
-}
+before(startServer);
+after(stopServer);
 
 async function probeLoss(page) {
   await page.waitForFunction(
@@ -53,9 +21,7 @@ async function probeLoss(page) {
 }
 
 function assertOwnOrigin(requests) {
-  const origin = new URL(server.url).origin;
-  const foreign = requests.filter((u) => !u.startsWith(origin) && !u.startsWith('data:') && !u.startsWith('blob:'));
-  assert.deepEqual(foreign, [], 'every request goes to the page origin');
+  ownOrigin(assert, requests);
   assert.ok(requests.some((u) => u.endsWith('.wasm')), 'the wasm was fetched');
 }
 

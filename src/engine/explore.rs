@@ -1,0 +1,238 @@
+//! What the explorer shows after an E-step or at the end of a run, computed from one pass of
+//! the query encoder over every image: clusters per level sorted by size with their members
+//! ordered by closeness to the prototype, a 2-D PCA map, and label metrics where labels exist.
+
+use serde::{Deserialize, Serialize};
+
+use super::data::Dataset;
+use super::eval::{EvalReport, ami, nmi, pca_2d};
+use super::trainer::{Phase, Trainer};
+use super::{EngineError, label_metrics};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ClusterCard {
+    pub size: usize,
+    /// Concentration phi of the prototype (lower = tighter cluster).
+    pub phi: f32,
+    /// Member image indices, the most typical (closest to the prototype) first.
+    pub members: Vec<u32>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LevelView {
+    pub k: usize,
+    pub inertia: f64,
+    /// Clusters, largest first.
+    pub clusters: Vec<ClusterCard>,
+    /// Per image, the index into `clusters`.
+    pub assignments: Vec<u32>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Metrics {
+    pub epoch: usize,
+    /// kNN, AMI / NMI of k-means with K = classes, linear probe.
+    pub report: EvalReport,
+    /// AMI and NMI of each clustering level against the labels.
+    pub level_ami: Vec<f64>,
+    pub level_nmi: Vec<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ExploreReport {
+    pub epoch: usize,
+    pub levels: Vec<LevelView>,
+    /// PCA of the embeddings, per image.
+    pub map: Vec<[f32; 2]>,
+    pub metrics: Option<Metrics>,
+}
+
+/// The report, plus the host embeddings [n, d] (unit rows) for nearest-neighbour queries.
+pub async fn explore(
+    trainer: &Trainer,
+    data: &Dataset,
+    progress: &mut dyn FnMut(Phase),
+) -> Result<(ExploreReport, Vec<f32>), EngineError> {
+    let labels = data.eval_labels();
+    let embedded = trainer
+        .embed_all(&trainer.encoder(), data, labels.is_some(), progress)
+        .await?;
+    let d = trainer.config.feature_dim;
+    let host = embedded.head.1.clone();
+    let levels: Vec<LevelView> = trainer
+        .clustering
+        .as_ref()
+        .map(|c| c.levels.iter().map(|l| level_view(l, &host, d)).collect())
+        .unwrap_or_default();
+    let metrics = match (labels, &embedded.backbone) {
+        (Some(labels), Some((b, b_host))) => {
+            let report = label_metrics(
+                (b, b_host),
+                (&embedded.head.0, &host),
+                labels,
+                trainer.config.seed,
+            )
+            .await?;
+            Some(Metrics {
+                epoch: trainer.epoch,
+                report,
+                level_ami: levels.iter().map(|l| ami(labels, &l.assignments)).collect(),
+                level_nmi: levels.iter().map(|l| nmi(labels, &l.assignments)).collect(),
+            })
+        }
+        _ => None,
+    };
+    let report = ExploreReport {
+        epoch: trainer.epoch,
+        levels,
+        map: pca_2d(&host, d),
+        metrics,
+    };
+    Ok((report, host))
+}
+
+fn level_view(level: &super::kmeans::Level, emb: &[f32], d: usize) -> LevelView {
+    let k = level.k;
+    let mut members: Vec<Vec<(f32, u32)>> = vec![Vec::new(); k];
+    for (i, &c) in level.assignments.iter().enumerate() {
+        let proto = &level.centroids[c as usize * d..(c as usize + 1) * d];
+        let sim: f32 = emb[i * d..(i + 1) * d]
+            .iter()
+            .zip(proto)
+            .map(|(a, b)| a * b)
+            .sum();
+        members[c as usize].push((sim, i as u32));
+    }
+    let mut order: Vec<usize> = (0..k).collect();
+    order.sort_by_key(|&c| (std::cmp::Reverse(members[c].len()), c));
+    let mut rank = vec![0u32; k];
+    for (r, &c) in order.iter().enumerate() {
+        rank[c] = r as u32;
+    }
+    let clusters = order
+        .iter()
+        .map(|&c| {
+            let mut m = std::mem::take(&mut members[c]);
+            m.sort_by(|a, b| b.0.total_cmp(&a.0));
+            ClusterCard {
+                size: m.len(),
+                phi: level.phi[c],
+                members: m.into_iter().map(|(_, i)| i).collect(),
+            }
+        })
+        .collect();
+    LevelView {
+        k,
+        inertia: level.inertia,
+        clusters,
+        assignments: level
+            .assignments
+            .iter()
+            .map(|&c| rank[c as usize])
+            .collect(),
+    }
+}
+
+/// The `count` images closest to image `index` by cosine similarity of unit embeddings.
+pub fn neighbours(emb: &[f32], d: usize, index: usize, count: usize) -> Vec<(usize, f32)> {
+    let q = &emb[index * d..(index + 1) * d];
+    let mut sims: Vec<(usize, f32)> = emb
+        .chunks(d)
+        .enumerate()
+        .filter(|&(i, _)| i != index)
+        .map(|(i, r)| (i, r.iter().zip(q).map(|(a, b)| a * b).sum()))
+        .collect();
+    sims.sort_by(|a, b| b.1.total_cmp(&a.1));
+    sims.truncate(count);
+    sims
+}
+
+/// Every clustering level as JSON: K, epoch, inertia, phi, sizes and the cluster of every file.
+pub fn clusters_json(trainer: &Trainer, data: &Dataset) -> String {
+    let levels: Vec<serde_json::Value> = trainer
+        .clustering
+        .as_ref()
+        .map(|c| {
+            c.levels
+                .iter()
+                .map(|l| {
+                    let assignment: serde_json::Map<String, serde_json::Value> = data
+                        .names
+                        .iter()
+                        .zip(&l.assignments)
+                        .map(|(n, &a)| (n.clone(), serde_json::Value::from(a)))
+                        .collect();
+                    serde_json::json!({
+                        "k": l.k,
+                        "epoch": c.epoch,
+                        "inertia": l.inertia,
+                        "phi": l.phi,
+                        "sizes": l.sizes,
+                        "assignment": assignment,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_json::to_string_pretty(&serde_json::json!({ "levels": levels })).expect("plain data")
+}
+
+/// One CSV row per image: path, label, then the `d` embedding values.
+pub fn embeddings_csv(data: &Dataset, emb: &[f32], d: usize) -> String {
+    let label_of = |i: usize| -> String {
+        data.labels
+            .as_ref()
+            .map(|l| data.class_names[l[i] as usize].clone())
+            .unwrap_or_default()
+    };
+    let mut csv = String::from("path,label");
+    for j in 0..d {
+        csv.push_str(&format!(",e{j}"));
+    }
+    csv.push('\n');
+    for i in 0..data.len().min(emb.len() / d.max(1)) {
+        csv.push_str(&csv_field(&data.names[i]));
+        csv.push(',');
+        csv.push_str(&csv_field(&label_of(i)));
+        for v in &emb[i * d..(i + 1) * d] {
+            csv.push_str(&format!(",{v}"));
+        }
+        csv.push('\n');
+    }
+    csv
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::kmeans::Level;
+
+    #[test]
+    fn clusters_sort_by_size_and_members_by_closeness() {
+        // 2-d unit embeddings; cluster 1 has three members, cluster 0 one.
+        let emb = [1.0, 0.0, 0.0, 1.0, 0.6, 0.8, 0.8, 0.6];
+        let level = Level {
+            k: 2,
+            assignments: vec![0, 1, 1, 1],
+            centroids: vec![1.0, 0.0, 0.0, 1.0],
+            phi: vec![0.1, 0.3],
+            sizes: vec![1, 3],
+            inertia: 0.5,
+        };
+        let v = level_view(&level, &emb, 2);
+        assert_eq!(v.clusters[0].size, 3);
+        assert_eq!(v.clusters[0].phi, 0.3);
+        assert_eq!(v.clusters[0].members, vec![1, 2, 3]);
+        assert_eq!(v.assignments, vec![1, 0, 0, 0]);
+        assert_eq!(neighbours(&emb, 2, 2, 2)[0].0, 3);
+        assert_eq!(csv_field("a,\"b\""), "\"a,\"\"b\"\"\"");
+    }
+}

@@ -1,0 +1,128 @@
+//! Small browser chores with callback-heavy APIs (folder walking on drop, IndexedDB, file
+//! downloads), written as short JavaScript functions built once at start-up: far shorter and
+//! clearer than the same through web-sys callbacks. Each returns a Promise.
+
+use js_sys::{Function, Promise};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+/// `walk(dataTransfer)` -> `[[path, File], ...]`, recursing into dropped folders. A single
+/// dropped folder's own name is left out of the paths (its subfolders are the labels), like a
+/// folder picked with the folder input.
+const WALK: &str = r#"
+const entries = [...dt.items].map((i) => i.webkitGetAsEntry && i.webkitGetAsEntry()).filter(Boolean);
+const files = [...dt.files];
+return (async () => {
+  const out = [];
+  const walk = async (entry, prefix) => {
+    if (entry.isFile) {
+      out.push([prefix + entry.name, await new Promise((ok, no) => entry.file(ok, no))]);
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      for (;;) {
+        const batch = await new Promise((ok, no) => reader.readEntries(ok, no));
+        if (!batch.length) break;
+        for (const e of batch) await walk(e, prefix === null ? '' : prefix + entry.name + '/');
+      }
+    }
+  };
+  if (!entries.length) { for (const f of files) out.push([f.name, f]); return out; }
+  const single = entries.length === 1 && entries[0].isDirectory;
+  for (const e of entries) await (single ? walk(e, null) : walk(e, ''));
+  return out;
+})();
+"#;
+
+const IDB: &str = r#"
+const open = () => new Promise((ok, no) => {
+  const r = indexedDB.open('pcl-studio', 1);
+  r.onupgradeneeded = () => r.result.createObjectStore('kv');
+  r.onsuccess = () => ok(r.result);
+  r.onerror = () => no(r.error);
+});
+return (async () => {
+  const db = await open();
+  try {
+    return await new Promise((ok, no) => {
+      const tx = db.transaction('kv', op === 'get' ? 'readonly' : 'readwrite');
+      const store = tx.objectStore('kv');
+      let result;
+      if (op === 'get') { const r = store.get(key); r.onsuccess = () => { result = r.result; }; }
+      else if (op === 'put') store.put(value, key);
+      else store.delete(key);
+      tx.oncomplete = () => ok(result);
+      tx.onerror = () => no(tx.error);
+    });
+  } finally { db.close(); }
+})();
+"#;
+
+const DOWNLOAD: &str = r#"
+const url = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
+const a = document.createElement('a');
+a.href = url; a.download = name; document.body.appendChild(a); a.click(); a.remove();
+setTimeout(() => URL.revokeObjectURL(url), 10000);
+"#;
+
+thread_local! {
+    static FUNCTIONS: (Function, Function, Function) = (
+        Function::new_with_args("dt", WALK),
+        Function::new_with_args("op, key, value", IDB),
+        Function::new_with_args("bytes, name", DOWNLOAD),
+    );
+}
+
+async fn await_promise(v: Result<JsValue, JsValue>) -> Result<JsValue, String> {
+    let promise: Promise = v
+        .map_err(|e| format!("{e:?}"))?
+        .dyn_into()
+        .map_err(|_| "not a promise".to_string())?;
+    JsFuture::from(promise)
+        .await
+        .map_err(|e| e.as_string().unwrap_or_else(|| format!("{e:?}")))
+}
+
+/// Files of a drop, with their paths.
+pub async fn dropped_files(dt: &web_sys::DataTransfer) -> Result<Vec<(String, JsValue)>, String> {
+    let result = FUNCTIONS.with(|f| f.0.call1(&JsValue::NULL, dt));
+    let list = await_promise(result).await?;
+    Ok(js_sys::Array::from(&list)
+        .iter()
+        .map(|pair| {
+            let pair = js_sys::Array::from(&pair);
+            (pair.get(0).as_string().unwrap_or_default(), pair.get(1))
+        })
+        .collect())
+}
+
+pub async fn idb_get(key: &str) -> Result<JsValue, String> {
+    let r = FUNCTIONS.with(|f| {
+        f.1.call3(&JsValue::NULL, &"get".into(), &key.into(), &JsValue::NULL)
+    });
+    await_promise(r).await
+}
+
+pub async fn idb_put(key: &str, value: &JsValue) -> Result<(), String> {
+    let r = FUNCTIONS.with(|f| f.1.call3(&JsValue::NULL, &"put".into(), &key.into(), value));
+    await_promise(r).await.map(|_| ())
+}
+
+pub async fn idb_delete(key: &str) -> Result<(), String> {
+    let r = FUNCTIONS.with(|f| {
+        f.1.call3(
+            &JsValue::NULL,
+            &"delete".into(),
+            &key.into(),
+            &JsValue::NULL,
+        )
+    });
+    await_promise(r).await.map(|_| ())
+}
+
+/// Offers `bytes` as a download named `name`.
+pub fn download(bytes: &js_sys::Uint8Array, name: &str) {
+    FUNCTIONS.with(|f| {
+        let _ = f.2.call2(&JsValue::NULL, bytes, &name.into());
+    });
+}

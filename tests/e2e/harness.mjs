@@ -1,0 +1,55 @@
+// Shared by the end-to-end tests: the static server of dist/ and a Chromium page on it.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { serve } from './server.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const repo = path.resolve(here, '../..');
+export const dist = path.join(repo, 'dist');
+export const artifacts = path.join(here, 'artifacts');
+fs.mkdirSync(artifacts, { recursive: true });
+
+const BASE_ARGS = [
+  '--no-sandbox', '--disable-background-networking', '--no-first-run',
+  '--disable-component-update', '--disable-sync', '--disable-quic', '--headless=new',
+];
+
+let server;
+export async function startServer() { server = await serve(dist); }
+export function stopServer() { server.close(); }
+export function serverUrl() { return server.url; }
+
+// Long main-thread tasks, recorded from page start (the Long Tasks API).
+const LONG_TASKS = `
+  window.__longTasks = [];
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) window.__longTasks.push(e.duration);
+  }).observe({ entryTypes: ['longtask'] });
+`;
+
+export async function openApp({ webgpu, query = '', context: existing } = {}) {
+  const browser = existing ? null : await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: webgpu ? [...BASE_ARGS, '--enable-unsafe-webgpu'] : BASE_ARGS,
+  });
+  const context = existing || await browser.newContext({ acceptDownloads: true });
+  await context.addInitScript(LONG_TASKS);
+  const page = await context.newPage();
+  const errors = [];
+  const requests = [];
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  page.on('pageerror', (e) => errors.push(String(e)));
+  // Worker requests are not page requests: record them through the context too.
+  context.on('request', (r) => requests.push(r.url()));
+  page.on('worker', (w) => w.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); }));
+  await page.goto(server.url + query);
+  return { browser: browser || { close: () => context.close() }, context, page, errors, requests };
+}
+
+export function assertOwnOrigin(assert, requests) {
+  const origin = new URL(server.url).origin;
+  const foreign = requests.filter((u) => !u.startsWith(origin) && !u.startsWith('data:') && !u.startsWith('blob:'));
+  assert.deepEqual(foreign, [], 'every request goes to the page origin');
+}

@@ -1,0 +1,128 @@
+// Images in (issue 4): pickers, drop, the sample set, odd and bad files, the same pixels as the
+// CLI. Decoding does not depend on the compute backend, so these run on the CPU fallback
+// (`?cpu`), which starts faster.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { openApp, startServer, stopServer, artifacts, repo } from './harness.mjs';
+
+const fixtures = path.join(repo, 'tests/fixtures/images');
+const expected = JSON.parse(fs.readFileSync(`${fixtures}.expected.json`, 'utf8'));
+const mustLoad = Object.entries(expected).filter(([, v]) => v === 'load').map(([k]) => k);
+const mustSkip = Object.entries(expected).filter(([, v]) => v.startsWith('skip:'));
+
+before(startServer);
+after(stopServer);
+
+async function waitReady(page, count) {
+  await page.waitForSelector(
+    `[data-testid=image-count][data-state=ready][data-count="${count}"]`, { timeout: 60_000 });
+}
+
+async function count(page) {
+  return Number(await page.getAttribute('[data-testid=image-count]', 'data-count'));
+}
+
+test('a picked folder of odd and bad files: good ones load, bad ones are listed with reasons, pixels match the CLI', async () => {
+  const { browser, page, errors } = await openApp({ webgpu: false, query: '?cpu' });
+  try {
+    const t0 = Date.now();
+    await page.setInputFiles('[data-testid=folder-input]', fixtures);
+    await page.waitForSelector('[data-testid=image-count][data-state=ready]:not([data-count="0"])', { timeout: 60_000 });
+    const seconds = (Date.now() - t0) / 1000;
+    const n = await count(page);
+    const files = Object.keys(expected).length;
+    // Every "load" file, plus the truncated JPEG where this browser shows what arrived.
+    assert.ok(n === mustLoad.length || n === mustLoad.length + 1, `loaded ${n}`);
+    const skipped = await page.$$eval('[data-testid=skipped-file]',
+      (els) => els.map((e) => [e.dataset.file, e.textContent]));
+    const reasons = Object.fromEntries(skipped);
+    for (const [file, verdict] of mustSkip) {
+      const why = verdict.slice('skip:'.length);
+      assert.ok(reasons[file], `${file} is listed as skipped: ${JSON.stringify(reasons)}`);
+      assert.match(reasons[file], new RegExp(why), `${file}: ${reasons[file]}`);
+    }
+    assert.equal(n + skipped.length, files, 'every file is either loaded or listed');
+    const thumbs = await page.$eval('[data-testid=thumbnails]', (c) => c.width);
+    assert.ok(thumbs > 0, 'thumbnails are drawn');
+    await page.screenshot({ path: path.join(artifacts, 'images-folder.png'), fullPage: true });
+
+    // The CLI decodes the same folder; the stored pixels must agree.
+    const dump = path.join(artifacts, 'cli-pixels.json');
+    execFileSync(process.env.PCL_BIN, ['decode', '--images', fixtures, '--dump', dump]);
+    const cli = JSON.parse(fs.readFileSync(dump, 'utf8'));
+    const web = await page.evaluate(() => {
+      const s = window.pclImages();
+      return { side: s.side, names: s.names, pixels: Array.from(s.pixels) };
+    });
+    assert.equal(web.side, cli.side);
+    const per = web.side * web.side * 3;
+    const report = [];
+    for (const [i, name] of web.names.entries()) {
+      const a = web.pixels.slice(i * per, (i + 1) * per);
+      const b = cli.images[name];
+      if (!b) continue;
+      let sum = 0; let max = 0;
+      for (let j = 0; j < per; j += 1) { const d = Math.abs(a[j] - b[j]); sum += d; max = Math.max(max, d); }
+      const mean = sum / per;
+      report.push(`${name}: mean ${mean.toFixed(2)} max ${max}`);
+      if (name === 'bad/truncated.jpg') continue; // decoders fill missing data differently
+      // Lossless formats decode identically (alpha may round differently through the canvas);
+      // JPEG decoders (libjpeg-turbo, zune-jpeg) differ in IDCT and chroma upsampling.
+      const limit = /\.jpg$/.test(name) && !name.includes('really-a-png') ? 6 : 1.5;
+      assert.ok(mean <= limit, `${name}: mean difference ${mean} over ${limit}`);
+    }
+    fs.writeFileSync(path.join(artifacts, 'pixel-diff.txt'), report.join('\n') + '\n');
+    assert.ok(report.length >= mustLoad.length, `compared ${report.length} images`);
+    assert.deepEqual(errors, []);
+    console.log(`decoded ${files} files in ${seconds.toFixed(2)} s in the browser (${(files / seconds).toFixed(0)} files/s incl. upload); pixel check:\n  ${report.join('\n  ')}`);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('picked files and dropped files add to what is loaded; too few images get a clear message', async () => {
+  const { browser, page, errors } = await openApp({ webgpu: false, query: '?cpu' });
+  try {
+    await page.setInputFiles('[data-testid=image-input]', [
+      path.join(fixtures, 'red/r0.png'), path.join(fixtures, 'odd/one-pixel.png'),
+    ]);
+    await waitReady(page, 2);
+    await page.click('[data-testid=train]');
+    await page.waitForFunction(() => /at least 16/.test(document.querySelector('[data-testid=error]').textContent));
+    // A drop of loose files (one of them broken): the earlier two stay.
+    await page.evaluate(async () => {
+      const dt = new DataTransfer();
+      const bytes = await (await fetch('/sample/emoji.png')).arrayBuffer();
+      dt.items.add(new File([bytes], 'atlas.png', { type: 'image/png' }));
+      dt.items.add(new File(['not an image'], 'broken.jpg', { type: 'image/jpeg' }));
+      const zone = document.querySelector('.dropzone');
+      zone.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    });
+    await waitReady(page, 3);
+    const skipped = await page.$$eval('[data-testid=skipped-file]', (els) => els.map((e) => e.dataset.file));
+    assert.deepEqual(skipped, ['broken.jpg']);
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('the sample set loads with one click', async () => {
+  const { browser, page, errors } = await openApp({ webgpu: false, query: '?cpu' });
+  try {
+    await page.waitForSelector('[data-testid=backend][data-backend=cpu]', { timeout: 60_000 });
+    const t0 = Date.now();
+    await page.click('[data-testid=load-sample]');
+    await waitReady(page, 1870);
+    const seconds = (Date.now() - t0) / 1000;
+    await page.screenshot({ path: path.join(artifacts, 'images-sample.png'), fullPage: true });
+    assert.deepEqual(errors, []);
+    console.log(`sample set: 1870 images in ${seconds.toFixed(2)} s`);
+    assert.ok(seconds < 10, `sample load took ${seconds} s`);
+  } finally {
+    await browser.close();
+  }
+});

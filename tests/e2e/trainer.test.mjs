@@ -1,0 +1,153 @@
+// The browser trainer (issue 5), on WebGPU (SwiftShader) and on the CPU fallback, with a tiny
+// configuration: sample set, train past warm-up, pause and resume, galleries, hierarchy, map,
+// metrics, export a session, reload and resume from the autosave, import the session.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { openApp, startServer, stopServer, artifacts, assertOwnOrigin } from './harness.mjs';
+
+before(startServer);
+after(stopServer);
+
+// A tiny run: 64 images, 4 steps an epoch, an E-step before every epoch after the first. The CPU
+// run is longer so that there is time to pause it mid-run.
+const TINY = {
+  warmup_epochs: '1', width: '4', feature_dim: '16', batch_size: '16',
+  num_clusters: '4, 8', queue_size: '32', kmeans_restarts: '1',
+};
+const SAMPLE = '64';
+const LONG = 420_000;
+
+async function loadSample(page) {
+  await page.selectOption('select[name=sample-size]', SAMPLE);
+  await page.click('[data-testid=load-sample]');
+  await page.waitForSelector(`[data-testid=image-count][data-state=ready][data-count="${SAMPLE}"]`, { timeout: 60_000 });
+}
+
+async function setTiny(page, epochs) {
+  for (const [key, value] of Object.entries({ ...TINY, epochs: String(epochs) })) {
+    await page.fill(`input[name=${key}]`, value);
+    await page.dispatchEvent(`input[name=${key}]`, 'change');
+  }
+}
+
+// A DOM click: while training, the galleries below re-render and the page's height changes,
+// so Playwright's "stable position" wait can last the whole run.
+const press = (page, id) => page.$eval(`[data-testid=${id}]`, (b) => b.click());
+const state = (page) => page.getAttribute('[data-testid=status]', 'data-state');
+const epoch = async (page) => Number(await page.getAttribute('[data-testid=status]', 'data-epoch'));
+
+async function waitState(page, s, timeout = LONG) {
+  await page.waitForFunction((want) => {
+    const el = document.querySelector('[data-testid=status]');
+    const err = document.querySelector('[data-testid=error]')?.textContent;
+    if (err) throw new Error(`the page shows an error: ${err}`);
+    return el && el.dataset.state === want;
+  }, s, { timeout, polling: 200 });
+}
+
+async function runFlow({ webgpu, name, epochs }) {
+  const { browser, context, page, errors, requests } = await openApp({ webgpu, query: webgpu ? '' : '?cpu' });
+  const shot = (what) => page.screenshot({ path: path.join(artifacts, `trainer-${name}-${what}.png`), fullPage: true });
+  try {
+    await page.waitForSelector(`[data-testid=backend][data-backend=${webgpu ? 'webgpu' : 'cpu'}]`, { timeout: 60_000 });
+    await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 240_000 });
+    await loadSample(page);
+    await setTiny(page, epochs);
+    await page.evaluate(() => { window.__longTasks = []; });
+    const t0 = Date.now();
+    await page.click('[data-testid=train]');
+    await waitState(page, 'training', 60_000);
+
+    // Pause at once (it takes effect between steps), export, resume.
+    const tPause = Date.now();
+    await press(page, 'pause');
+    await waitState(page, 'paused', 60_000);
+    const pauseMs = Date.now() - tPause;
+    const pausedAt = await epoch(page);
+    await shot('paused');
+    const download = page.waitForEvent('download');
+    await page.click('[data-testid=export-session]');
+    const session = path.join(artifacts, `session-${name}.pclstudio`);
+    await (await download).saveAs(session);
+    await press(page, 'pause');
+    await waitState(page, 'training', 60_000);
+
+    // Reload mid-run (past warm-up): the autosave (after every epoch and on pause) resumes.
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid=autosave]').dataset.epoch) >= 2,
+      null, { timeout: LONG, polling: 50 });
+    const savedAt = Number(await page.getAttribute('[data-testid=autosave]', 'data-epoch'));
+    const longTasks = await page.evaluate(() => window.__longTasks);
+    const rate = Number(await page.getAttribute('[data-testid=status]', 'data-images-per-s'));
+    await page.reload();
+    await page.waitForSelector('[data-testid=resume-autosave]', { timeout: 60_000 });
+    await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 240_000 });
+    await page.evaluate(() => { window.__longTasks = []; }); // page start-up is not training
+    await page.click('[data-testid=resume-autosave]');
+    await page.waitForSelector('[data-testid=status][data-state=paused], [data-testid=status][data-state=done]', { timeout: 60_000 });
+    assert.ok(await epoch(page) >= savedAt, `resumed at epoch ${await epoch(page)}, the autosave was ${savedAt}`);
+    assert.equal(await page.getAttribute('[data-testid=image-count]', 'data-count'), SAMPLE);
+    if (await state(page) === 'paused') await press(page, 'pause');
+    await waitState(page, 'done');
+    const seconds = (Date.now() - t0) / 1000;
+
+    // Every view, with finite numbers.
+    const points = Number(await page.getAttribute('[data-testid=loss-chart]', 'data-points'));
+    assert.ok(points > 0, 'losses are plotted');
+    const legend = await page.textContent('.legend');
+    assert.doesNotMatch(legend, /NaN|inf/, legend);
+    for (const level of [0, 1]) {
+      const n = await page.locator(`[data-testid=cluster][data-level="${level}"]`).count();
+      assert.ok(n > 0, `clusters at level ${level}`);
+    }
+    const sizes = await page.$$eval('[data-testid=cluster][data-level="0"]', (els) => els.map((e) => Number(e.dataset.size)));
+    assert.equal(sizes.reduce((a, b) => a + b, 0), Number(SAMPLE), 'level 0 clusters hold every image');
+    assert.ok(await page.isVisible('[data-testid=hierarchy]'));
+    await page.locator('[data-testid=cluster]').first().click();
+    await page.waitForSelector('[data-testid=cluster-members]');
+    const map = await page.$('[data-testid=map]');
+    const box = await map.boundingBox();
+    assert.ok(box.width > 100, 'the map is drawn');
+    const metrics = await page.$eval('[data-testid=metrics]', (e) => ({ ...e.dataset }));
+    for (const k of ['knn', 'ami', 'nmi']) {
+      assert.ok(Number.isFinite(Number(metrics[k])), `${k} = ${metrics[k]}`);
+    }
+    await shot('done');
+    longTasks.push(...await page.evaluate(() => window.__longTasks));
+    const worst = Math.max(0, ...longTasks);
+
+    // Import the exported session into a fresh page (same images) and continue it.
+    await page.reload();
+    await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 240_000 });
+    await page.click('button:has-text("Discard")');
+    await loadSample(page);
+    await page.setInputFiles('[data-testid=import-session]', session);
+    await waitState(page, 'paused', 60_000);
+    assert.equal(await epoch(page), pausedAt, 'the session continues where it was exported');
+    await press(page, 'pause');
+    await waitState(page, 'done');
+    await shot('imported');
+
+    assert.deepEqual(errors, []);
+    assertOwnOrigin(assert, requests);
+    const steps = 4 * epochs;
+    console.log(`${name}: ${epochs} epochs (${steps} steps of 16 images + E-steps) in ${seconds.toFixed(1)} s incl. a reload; training ${rate} images/s; pause took ${pauseMs} ms; worst main-thread task during training ${worst.toFixed(0)} ms (${longTasks.length} long tasks); metrics ${JSON.stringify(metrics)}`);
+    return { worst, seconds };
+  } catch (e) {
+    await shot('failure').catch(() => {});
+    const status = await page.textContent('[data-testid=status]').catch(() => '?');
+    console.log(`failed at status: ${status}; offer: ${await page.locator('[data-testid=autosave-offer]').count()}`);
+    throw e;
+  } finally {
+    await browser.close();
+    void context;
+  }
+}
+
+test('CPU fallback: train, pause, resume, explore, export, reload and resume, import', async () => {
+  await runFlow({ webgpu: false, name: 'cpu', epochs: 40 });
+});
+
+test('WebGPU (SwiftShader): the same', async () => {
+  await runFlow({ webgpu: true, name: 'webgpu', epochs: 4 });
+});
