@@ -22,6 +22,8 @@ USAGE:
   pcl probe [--backend cpu|wgpu]
   pcl pixels --images DIR [--size 32]       metrics of raw pixels: the floor to beat
   pcl synth --out DIR [--per-group N]       write a labelled synthetic folder (2 x 3 groups)
+  pcl sample --out DIR [--limit N]          write the built-in sample set (www/sample) as a
+                                            folder: group/subgroup/name.png
   pcl decode --images DIR [--size 32] [--dump FILE]
                                             load a folder as training would: counts, skipped
                                             files and why, decode speed; --dump writes the
@@ -109,6 +111,7 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
         Some("pixels") => pixels(&args[1..]),
         Some("synth") => synth(&args[1..]),
         Some("decode") => decode(&args[1..]),
+        Some("sample") => sample(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -218,6 +221,49 @@ fn decode(args: &[String]) -> Result<(), String> {
         let json = serde_json::json!({ "side": side, "images": images, "skipped": skipped });
         write(Path::new(dump), json.to_string().as_bytes())?;
     }
+    Ok(())
+}
+
+/// The sample set as files, picked as the page picks them (`limit` spread over the set).
+fn sample(args: &[String]) -> Result<(), String> {
+    let f = flags(args, &["--out", "--limit"])?;
+    let out = PathBuf::from(f.get("--out").ok_or("sample needs --out")?);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("www/sample");
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("emoji.json")).map_err(|e| format!("sample index: {e}"))?,
+    )
+    .map_err(|e| format!("sample index: {e}"))?;
+    let atlas = image::open(dir.join("emoji.png"))
+        .map_err(|e| format!("sample atlas: {e}"))?
+        .to_rgb8();
+    let side = index["side"].as_u64().unwrap_or(36) as u32;
+    let cols = index["cols"].as_u64().unwrap_or(64) as usize;
+    let items = index["items"]
+        .as_array()
+        .ok_or("sample index has no items")?;
+    let n = items.len();
+    let take = match f.get("--limit") {
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| "--limit: a number")?
+            .clamp(1, n),
+        None => n,
+    };
+    for j in 0..take {
+        let i = j * n / take;
+        let part = |k: usize| items[i][k].as_str().unwrap_or("").replace('/', "-");
+        let path = out
+            .join(part(0))
+            .join(part(1))
+            .join(format!("{}.png", part(2)));
+        std::fs::create_dir_all(path.parent().expect("has a folder")).map_err(|e| e.to_string())?;
+        let (x, y) = ((i % cols) as u32 * side, (i / cols) as u32 * side);
+        image::imageops::crop_imm(&atlas, x, y, side, side)
+            .to_image()
+            .save(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    println!("wrote {take} sample images to {}", out.display());
     Ok(())
 }
 

@@ -118,6 +118,20 @@ pub struct Trainer {
     estep_done: Option<usize>,
     pub clustering: Option<Clustering>,
     pub history: Vec<StepRecord>,
+    last_good: Option<Snapshot>,
+}
+
+/// The state before the last update. A finite loss can still give non-finite weights (a huge
+/// learning rate); the next read finds them, and the run goes back here instead of keeping them.
+struct Snapshot {
+    model: Encoder,
+    key: Encoder,
+    velocity: Vec<Tensor<1>>,
+    queue: Tensor<2>,
+    queue_ptr: usize,
+    epoch: usize,
+    step: usize,
+    history_len: usize,
 }
 
 fn ints(values: &[u32], device: &Device) -> Tensor<1, Int> {
@@ -161,6 +175,7 @@ impl Trainer {
             estep_done: None,
             clustering: None,
             history: Vec::new(),
+            last_good: None,
         })
     }
 
@@ -251,6 +266,14 @@ impl Trainer {
             head: (feats, host),
             ..
         } = self.embed_all(&key, data, false, progress).await?;
+        if host.iter().any(|v| !v.is_finite()) {
+            self.roll_back();
+            return Err(EngineError::NonFinite(format!(
+                "the embeddings became non-finite before epoch {}: the last update diverged and \
+                 was undone; lower the learning rate",
+                self.epoch + 1
+            )));
+        }
         let ks = self.config.num_clusters.clone();
         let mut levels = Vec::new();
         for (m, &k) in ks.iter().enumerate() {
@@ -359,7 +382,9 @@ impl Trainer {
         report.extend(protos.iter().map(|p| p.clone().without_autodiff()));
         let values: Vec<f32> = read_all(report).await?.into_iter().flatten().collect();
         if values.iter().any(|v| !v.is_finite()) {
-            // Nothing was updated: the model stays at its last good state.
+            // Nothing was updated by this step; the previous update, whose weights gave this,
+            // is undone too.
+            self.roll_back();
             return Err(EngineError::NonFinite(format!(
                 "loss became {} at epoch {} step {}; lower the learning rate or check the images",
                 values[0], self.epoch, self.step
@@ -370,6 +395,17 @@ impl Trainer {
             .config
             .lr_at(self.epoch as f64 + self.step as f64 / steps as f64);
         let grads = total.backward();
+        // Tensors are immutable and shared: keeping the previous state costs no copy.
+        self.last_good = Some(Snapshot {
+            model: self.model.clone(),
+            key: self.key.clone(),
+            velocity: self.sgd.velocity.clone(),
+            queue: self.queue.clone(),
+            queue_ptr: self.queue_ptr,
+            epoch: self.epoch,
+            step: self.step,
+            history_len: self.history.len(),
+        });
         self.model = self.sgd.step(self.model.clone(), &grads, lr);
         self.key = ema_update(self.key.clone(), &self.model, self.config.ema_momentum);
         self.enqueue(k);
@@ -391,6 +427,20 @@ impl Trainer {
         }
         self.history.push(record.clone());
         Ok(record)
+    }
+
+    /// Goes back to the state before the last update (see [`Snapshot`]).
+    fn roll_back(&mut self) {
+        if let Some(s) = self.last_good.take() {
+            self.model = s.model;
+            self.key = s.key;
+            self.sgd.velocity = s.velocity;
+            self.queue = s.queue;
+            self.queue_ptr = s.queue_ptr;
+            self.epoch = s.epoch;
+            self.step = s.step;
+            self.history.truncate(s.history_len);
+        }
     }
 
     /// FIFO: overwrite the oldest rows with the newest keys, wrapping around.

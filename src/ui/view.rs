@@ -382,7 +382,7 @@ fn AutosaveOffer(state: RwSignal<PageState>) -> impl IntoView {
             let _ = js::idb_delete("session").await;
         });
     };
-    let offer = Memo::new(move |_| state.with(|s| s.autosave_offer.clone()));
+    let offer = Memo::new(move |_| state.with(|s| s.autosave_offer));
     move || {
         offer.get().map(|(epoch, images)| {
             view! {

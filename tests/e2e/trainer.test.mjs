@@ -151,3 +151,24 @@ test('CPU fallback: train, pause, resume, explore, export, reload and resume, im
 test('WebGPU (SwiftShader): the same', async () => {
   await runFlow({ webgpu: true, name: 'webgpu', epochs: 4 });
 });
+
+test('an exploding loss stops the run with a message; images and settings stay', async () => {
+  const { browser, page, errors } = await openApp({ webgpu: false, query: '?cpu' });
+  try {
+    await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 60_000 });
+    await loadSample(page);
+    await setTiny(page, 6);
+    await page.fill('input[name=lr]', '1e9');
+    await page.dispatchEvent('input[name=lr]', 'change');
+    await page.click('[data-testid=train]');
+    await page.waitForSelector('[data-testid=status][data-state=error]', { timeout: 120_000 });
+    const message = await page.textContent('[data-testid=error]');
+    assert.match(message, /loss became|diverged/, message);
+    assert.equal(await page.getAttribute('[data-testid=image-count]', 'data-count'), SAMPLE);
+    assert.equal(await page.inputValue('input[name=lr]'), '1000000000.0');
+    await page.screenshot({ path: path.join(artifacts, 'trainer-diverged.png'), fullPage: true });
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});

@@ -131,3 +131,55 @@ fn resumed_run_matches_uninterrupted_run() {
         "{err}"
     );
 }
+
+#[test]
+fn a_diverging_run_stops_with_an_error_and_keeps_finite_weights() {
+    // lr 1e9: the first update is finite in loss but not in weights; the run must stop with
+    // NonFinite, undo that update, and still save a finite checkpoint and a clean history.
+    let data = planted_groups(2, 2, 16, 36, 3);
+    let config = PclConfig { lr: 1e9, ..tiny(4) };
+    let mut t = Trainer::new(&config, &data, &Device::flex()).unwrap();
+    let err = loop {
+        match block_on(t.advance(&data, &mut |_| {})) {
+            Ok(Event::Done) => panic!("a run at lr 1e9 finished"),
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(err, pcl_studio::engine::EngineError::NonFinite(_)),
+        "{err}"
+    );
+    assert!(t.history.iter().all(|r| r.loss.is_finite()));
+    let bytes = block_on(t.save()).unwrap();
+    let (_, tensors) = pcl_studio::engine::trainer::read_checkpoint(&bytes).unwrap();
+    let bad = tensors.iter().flatten().filter(|v| !v.is_finite()).count();
+    assert_eq!(bad, 0, "non-finite values kept in the checkpoint");
+}
+
+#[test]
+fn the_model_exports_as_burn_record_bytes() {
+    // The browser's "encoder weights" export: burn-pack bytes that `load_record` reads back
+    // into a fresh encoder giving the same embeddings.
+    use burn::module::Module;
+    use pcl_studio::engine::model::EncoderConfig;
+    let data = planted_groups(2, 2, 16, 36, 3);
+    let (t, _) = run(&tiny(1), &data);
+    let bytes = block_on(t.save_model()).unwrap();
+    let device = Device::flex();
+    let record =
+        burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes)).unwrap();
+    let loaded = EncoderConfig::new(8, 32)
+        .init(&device)
+        .try_load_record(record)
+        .unwrap();
+    let x = Tensor::<4>::ones([2, 3, 32, 32], &device);
+    let a = t
+        .encoder()
+        .forward(x.clone())
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let b = loaded.forward(x).into_data().try_to_vec::<f32>().unwrap();
+    assert_eq!(a, b);
+}
