@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 work=${QUALITY_DIR:-$(mktemp -d)}
+mkdir -p "$work"
 images=${1:-}
 epochs=${2:-40}
 pcl() { cargo run -q --profile dev --bin pcl -- "$@"; }

@@ -19,6 +19,7 @@ USAGE:
   pcl train --images DIR --out OUT [--epochs N] [--backend cpu|wgpu] [--config FILE]
             [--seed S] [--eval-every N] [--info-nce-only]
   pcl train --resume OUT [--images DIR] [--epochs N] [--backend cpu|wgpu]
+  pcl train --resume SESSION_FILE --images DIR --out OUT [--epochs N]   (a page's session)
   pcl probe [--backend cpu|wgpu]
   pcl pixels --images DIR [--size 32]       metrics of raw pixels: the floor to beat
   pcl synth --out DIR [--per-group N]       write a labelled synthetic folder (2 x 3 groups)
@@ -316,16 +317,21 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
 }
 
 pub fn train(a: &TrainArgs) -> Result<(), String> {
+    // --resume takes a run folder (its `model`) or a session file exported by the page.
+    let session_file = a.resume.as_ref().filter(|p| p.is_file());
+    if session_file.is_some() && (a.out.is_none() || a.images.is_none()) {
+        return Err("resuming a session file needs --images (the same images) and --out".into());
+    }
     let out = a
         .out
         .clone()
         .or_else(|| a.resume.clone())
         .expect("checked in parse");
     let resume_bytes = match &a.resume {
-        Some(dir) => Some(
-            std::fs::read(dir.join("model"))
-                .map_err(|e| format!("reading {}: {e}", dir.join("model").display()))?,
-        ),
+        Some(path) => {
+            let file = session_file.cloned().unwrap_or_else(|| path.join("model"));
+            Some(std::fs::read(&file).map_err(|e| format!("reading {}: {e}", file.display()))?)
+        }
         None => None,
     };
     let mut config = match (&a.config, &resume_bytes) {

@@ -269,7 +269,7 @@ fn start_worker(state: RwSignal<PageState>, version: RwSignal<usize>) {
 }
 
 /// Sends picked files (a folder pick strips the folder's own name from the paths).
-fn send_files(files: web_sys::FileList, folder: bool) {
+fn send_files(files: web_sys::FileList, folder: bool) -> Result<(), String> {
     let array = js_sys::Array::new();
     let mut paths = Vec::new();
     for i in 0..files.length() {
@@ -285,9 +285,11 @@ fn send_files(files: web_sys::FileList, folder: bool) {
         paths.push(path);
         array.push(&f);
     }
-    if !paths.is_empty() {
-        send_with(ToWorker::AddFiles { paths }, &array);
+    if paths.is_empty() {
+        return Err("that folder has no files in it".to_string());
     }
+    send_with(ToWorker::AddFiles { paths }, &array);
+    Ok(())
 }
 
 /// Resumes the autosaved run: the stored images go back to the worker, then the session.
@@ -465,15 +467,19 @@ fn ImagesCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl Into
     });
     let on_files = move |ev: web_sys::Event| {
         let input: HtmlInputElement = event_target(&ev);
-        if let Some(files) = input.files() {
-            send_files(files, false);
+        if let Some(files) = input.files()
+            && let Err(e) = send_files(files, false)
+        {
+            state.update(|s| s.error = Some(e));
         }
         input.set_value("");
     };
     let on_folder = move |ev: web_sys::Event| {
         let input: HtmlInputElement = event_target(&ev);
-        if let Some(files) = input.files() {
-            send_files(files, true);
+        if let Some(files) = input.files()
+            && let Err(e) = send_files(files, true)
+        {
+            state.update(|s| s.error = Some(e));
         }
         input.set_value("");
     };
@@ -864,6 +870,7 @@ fn ExploreCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl Int
                 <div data-testid="cluster-gallery">
                     {ex.levels.iter().enumerate().map(|(m, l)| view! {
                         <h3>{format!("Level {} — K = {}, inertia {:.1}", m + 1, l.k, l.inertia)}</h3>
+                        {level_histograms(l)}
                         <div class="clusters">
                             {l.clusters.iter().take(24).enumerate().map(|(c, card)| {
                                 let top: Vec<usize> = card.members.iter().take(6).map(|&i| i as usize).collect();
@@ -1038,6 +1045,41 @@ fn ExploreCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl Int
             {neighbours}
             {metrics}
         </section>
+    }
+}
+
+/// Cluster sizes (largest first) and a 10-bin histogram of the concentrations phi of a level.
+fn level_histograms(level: &crate::engine::explore::LevelView) -> impl IntoView + use<> {
+    let sizes: Vec<f64> = level.clusters.iter().map(|c| c.size as f64).collect();
+    let phis: Vec<f64> = level.clusters.iter().map(|c| c.phi as f64).collect();
+    let bars = |values: &[f64], color: &'static str| {
+        let (_, hi) = finite_range(values);
+        let w = 200.0 / values.len().max(1) as f64;
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let h = (v / hi.max(1e-12) * 40.0).max(1.0);
+                view! { <rect x=format!("{:.1}", i as f64 * w) y=format!("{:.1}", 40.0 - h)
+                width=format!("{:.1}", (w - 1.0).max(0.5)) height=format!("{h:.1}") fill=color /> }
+            })
+            .collect_view()
+    };
+    let (lo, hi) = finite_range(&phis);
+    let mut bins = vec![0f64; 10];
+    for p in &phis {
+        let b = (((p - lo) / (hi - lo).max(1e-12)) * 10.0)
+            .floor()
+            .clamp(0.0, 9.0) as usize;
+        bins[b] += 1.0;
+    }
+    view! {
+        <p class="histograms">
+            <svg class="hist" viewBox="0 0 200 40">{bars(&sizes, "#4363d8")}</svg>
+            {format!(" sizes {}–{} ", sizes.last().copied().unwrap_or(0.0), sizes.first().copied().unwrap_or(0.0))}
+            <svg class="hist" viewBox="0 0 200 40">{bars(&bins, "#f58231")}</svg>
+            {format!(" φ {lo:.3}–{hi:.3}")}
+        </p>
     }
 }
 

@@ -29,10 +29,10 @@ const LONG_TASKS = `
   }).observe({ entryTypes: ['longtask'] });
 `;
 
-export async function openApp({ webgpu, query = '', context: existing } = {}) {
+export async function openApp({ webgpu, query = '', context: existing, args = [] } = {}) {
   const browser = existing ? null : await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: webgpu ? [...BASE_ARGS, '--enable-unsafe-webgpu'] : BASE_ARGS,
+    args: [...BASE_ARGS, ...(webgpu ? ['--enable-unsafe-webgpu'] : []), ...args],
   });
   const context = existing || await browser.newContext({ acceptDownloads: true });
   await context.addInitScript(LONG_TASKS);

@@ -126,3 +126,69 @@ test('the sample set loads with one click', async () => {
     await browser.close();
   }
 });
+
+test('an empty folder says so; webcam snapshots join the images', async () => {
+  const { browser, page, errors } = await openApp({
+    webgpu: false,
+    query: '?cpu',
+    args: ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'],
+  });
+  try {
+    const empty = path.join(artifacts, 'empty-folder');
+    fs.mkdirSync(empty, { recursive: true });
+    await page.setInputFiles('[data-testid=folder-input]', empty);
+    await page.waitForFunction(() => /no files/.test(document.querySelector('[data-testid=error]').textContent));
+    await page.click('summary:has-text("Webcam")');
+    await page.click('button:has-text("Start camera")');
+    await page.waitForFunction(() => document.querySelector('video').videoWidth > 0, null, { timeout: 30_000 });
+    await page.click('button:has-text("Snap")');
+    await page.click('button:has-text("Snap")');
+    await waitReady(page, 2);
+    const names = await page.evaluate(() => window.pclImages().names);
+    assert.deepEqual(names, ['webcam/snapshot-1.png', 'webcam/snapshot-2.png']);
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('decode throughput: 200 camera-sized JPEGs in the browser and in the CLI', async () => {
+  const { browser, page, errors } = await openApp({ webgpu: false, query: '?cpu' });
+  try {
+    const n = 200;
+    // Photos stand-ins: 640 x 480 JPEGs with gradients and noise, encoded by the browser.
+    const files = await page.evaluate(async (n) => {
+      const out = [];
+      for (let i = 0; i < n; i += 1) {
+        const c = new OffscreenCanvas(640, 480);
+        const g = c.getContext('2d');
+        const grad = g.createLinearGradient(0, 0, 640, 480);
+        grad.addColorStop(0, `hsl(${(i * 37) % 360} 70% 50%)`);
+        grad.addColorStop(1, `hsl(${(i * 91) % 360} 60% 40%)`);
+        g.fillStyle = grad; g.fillRect(0, 0, 640, 480);
+        for (let k = 0; k < 40; k += 1) {
+          g.fillStyle = `hsl(${(i * 13 + k * 29) % 360} 80% 60%)`;
+          g.beginPath(); g.arc((k * 97 + i * 7) % 640, (k * 53 + i * 11) % 480, 10 + (k % 30), 0, 7); g.fill();
+        }
+        const blob = await c.convertToBlob({ type: 'image/jpeg', quality: 0.9 });
+        out.push(Array.from(new Uint8Array(await blob.arrayBuffer())));
+      }
+      return out;
+    }, n);
+    const dir = path.join(artifacts, 'photos');
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.mkdirSync(dir, { recursive: true });
+    files.forEach((bytes, i) => fs.writeFileSync(path.join(dir, `photo-${String(i).padStart(3, '0')}.jpg`), Buffer.from(bytes)));
+    await page.setInputFiles('[data-testid=image-input]', fs.readdirSync(dir).map((f) => path.join(dir, f)));
+    await waitReady(page, n);
+    const text = await page.textContent('[data-testid=image-count]');
+    const browserRate = Number(/([\d.]+) files\/s/.exec(text)[1]);
+    const cli = execFileSync(process.env.PCL_BIN, ['decode', '--images', dir], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const cliRate = Number(/([\d.]+) files\/s/.exec(cli)[1]);
+    assert.ok(browserRate > 0 && cliRate > 0);
+    assert.deepEqual(errors, []);
+    console.log(`decode throughput, 640x480 JPEG: browser worker ${browserRate} files/s, CLI ${cliRate} files/s`);
+  } finally {
+    await browser.close();
+  }
+});

@@ -3,7 +3,9 @@
 // metrics, export a session, reload and resume from the autosave, import the session.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { openApp, startServer, stopServer, artifacts, assertOwnOrigin } from './harness.mjs';
 
 before(startServer);
@@ -127,6 +129,19 @@ async function runFlow({ webgpu, name, epochs }) {
     await press(page, 'pause');
     await waitState(page, 'done');
     await shot('imported');
+
+    // The CLI resumes the same session file on the same images.
+    if (!webgpu) {
+      const folder = path.join(artifacts, 'sample-64');
+      const out = path.join(artifacts, 'cli-resumed');
+      fs.rmSync(folder, { recursive: true, force: true });
+      fs.rmSync(out, { recursive: true, force: true });
+      execFileSync(process.env.PCL_BIN, ['sample', '--out', folder, '--limit', SAMPLE]);
+      execFileSync(process.env.PCL_BIN, ['train', '--resume', session, '--images', folder, '--out', out],
+        { stdio: ['ignore', 'ignore', 'pipe'] });
+      const metrics = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8'));
+      assert.equal(metrics.at(-1).epoch, epochs, 'the CLI finished the run the page exported');
+    }
 
     assert.deepEqual(errors, []);
     assertOwnOrigin(assert, requests);
