@@ -50,26 +50,40 @@ fn rgba_of(bitmap: &ImageBitmap, w: u32, h: u32) -> Result<Vec<u8>, String> {
     Ok(data.data().0)
 }
 
-async fn bitmap_of(blob: &Blob) -> Result<ImageBitmap, JsValue> {
+fn bitmap_promise(blob: &Blob) -> Result<js_sys::Promise, JsValue> {
     let options = ImageBitmapOptions::new();
     options.set_image_orientation(ImageOrientation::FromImage);
     options.set_premultiply_alpha(PremultiplyAlpha::None);
     options.set_color_space_conversion(ColorSpaceConversion::None);
-    let promise = scope().create_image_bitmap_with_blob_and_image_bitmap_options(blob, &options)?;
-    Ok(JsFuture::from(promise).await?.unchecked_into())
+    scope().create_image_bitmap_with_blob_and_image_bitmap_options(blob, &options)
 }
 
-/// One file to `side` x `side` RGB, or the reason it was refused.
-pub async fn decode_blob(blob: &Blob, side: usize) -> Result<Vec<u8>, String> {
+async fn bitmap_of(blob: &Blob) -> Result<ImageBitmap, JsValue> {
+    Ok(JsFuture::from(bitmap_promise(blob)?)
+        .await?
+        .unchecked_into())
+}
+
+/// The checks from the file's size and header, then the browser's decoder started but not
+/// awaited: the browser decodes several files at once on its own threads.
+pub async fn start_decode(blob: &Blob) -> Result<JsFuture, String> {
     let len = blob.size() as u64;
     check_size(len)?;
     let head = blob
         .slice_with_f64_and_f64(0.0, (HEAD_BYTES as u64).min(len) as f64)
         .map_err(|e| format!("{e:?}"))?;
     check_header(len, &bytes_of(&head).await?)?;
-    let bitmap = bitmap_of(blob)
+    bitmap_promise(blob)
+        .map(JsFuture::from)
+        .map_err(|_| "the browser cannot decode this file".to_string())
+}
+
+/// A started decode to `side` x `side` RGB, or the reason it failed.
+pub async fn finish_decode(pending: JsFuture, side: usize) -> Result<Vec<u8>, String> {
+    let bitmap: ImageBitmap = pending
         .await
-        .map_err(|_| "the browser cannot decode this file (broken or truncated?)".to_string())?;
+        .map_err(|_| "the browser cannot decode this file (broken or truncated?)".to_string())?
+        .unchecked_into();
     let (w, h) = (bitmap.width(), bitmap.height());
     let (dw, dh) = if w as u64 * h as u64 > PRESCALE_PIXELS {
         let scale = (4 * side) as f64 / w.min(h) as f64;

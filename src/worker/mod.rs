@@ -23,6 +23,9 @@ use crate::protocol::{ExportKind, FromWorker, ImagesAdded, RunState, RunStatus, 
 /// Autosaves follow epochs, but at most one per this many milliseconds.
 const AUTOSAVE_MIN_MS: f64 = 2000.0;
 
+/// Files whose decoding runs at once while loading.
+const DECODE_IN_FLIGHT: usize = 8;
+
 /// Side of the stored images in the browser: the default 32-px training plus crop room.
 const STORE_SIDE: usize = 36;
 
@@ -271,27 +274,39 @@ async fn load(source: Source) {
         Source::Files(files) => {
             let total = files.len();
             let mut last_post = 0.0;
-            for (i, (path, blob)) in files.into_iter().enumerate() {
-                if count() + batch.names.len() >= MAX_IMAGES {
-                    batch.skipped.push(Skipped {
-                        file: path,
-                        reason: format!("over the limit of {MAX_IMAGES} images"),
-                    });
-                    continue;
+            let mut done = 0;
+            // A few files in flight at once: the browser decodes them in parallel.
+            for chunk in files.chunks(DECODE_IN_FLIGHT) {
+                let mut started = Vec::with_capacity(chunk.len());
+                for (path, blob) in chunk {
+                    let over = count() + batch.names.len() + started.len() >= MAX_IMAGES;
+                    let pending = if over {
+                        Err(format!("over the limit of {MAX_IMAGES} images"))
+                    } else {
+                        decode::start_decode(blob).await
+                    };
+                    started.push((path.clone(), pending));
                 }
-                match decode::decode_blob(&blob, STORE_SIDE).await {
-                    Ok(rgb) => {
-                        let label = label_of(&path);
-                        batch.add(path, label, rgb);
+                for (path, pending) in started {
+                    let decoded = match pending {
+                        Ok(p) => decode::finish_decode(p, STORE_SIDE).await,
+                        Err(reason) => Err(reason),
+                    };
+                    match decoded {
+                        Ok(rgb) => {
+                            let label = label_of(&path);
+                            batch.add(path, label, rgb);
+                        }
+                        Err(reason) => batch.skipped.push(Skipped { file: path, reason }),
                     }
-                    Err(reason) => batch.skipped.push(Skipped { file: path, reason }),
+                    done += 1;
                 }
                 if now_ms() - last_post > 150.0 {
                     last_post = now_ms();
                     post(FromWorker::Loading {
-                        done: i + 1,
+                        done,
                         total,
-                        eta_s: eta_seconds(i + 1, total, (now_ms() - t0) / 1000.0),
+                        eta_s: eta_seconds(done, total, (now_ms() - t0) / 1000.0),
                     });
                     // Thumbnails appear while the rest decodes.
                     if batch.names.len() >= 256 {
