@@ -151,22 +151,37 @@ fn draw_tiles(canvas: &HtmlCanvasElement, indices: &[usize], cols: usize) {
     });
 }
 
-/// A canvas showing `indices` as thumbnails.
+/// A canvas showing `indices` as thumbnails; `pick` gets the image index of a clicked tile.
 #[component]
 fn Tiles(
     indices: Vec<usize>,
     cols: usize,
     version: RwSignal<usize>,
     #[prop(optional)] testid: &'static str,
+    #[prop(optional)] pick: Option<Callback<usize>>,
 ) -> impl IntoView {
     let node = NodeRef::<leptos::html::Canvas>::new();
+    let shown = indices.clone();
     Effect::new(move |_| {
         version.track();
         if let Some(c) = node.get() {
-            draw_tiles(&c, &indices, cols);
+            draw_tiles(&c, &shown, cols);
         }
     });
-    view! { <canvas class="tiles" node_ref=node data-testid=testid></canvas> }
+    let on_click = move |ev: web_sys::MouseEvent| {
+        let (Some(pick), Some(c)) = (pick, node.get_untracked()) else {
+            return;
+        };
+        let cols = cols.min(indices.len()).max(1);
+        let rows = indices.len().div_ceil(cols);
+        let rect = c.get_bounding_client_rect();
+        let col = ((ev.client_x() as f64 - rect.left()) / rect.width() * cols as f64) as usize;
+        let row = ((ev.client_y() as f64 - rect.top()) / rect.height() * rows as f64) as usize;
+        if let Some(&i) = indices.get(row * cols + col.min(cols - 1)) {
+            pick.run(i);
+        }
+    };
+    view! { <canvas class="tiles" node_ref=node data-testid=testid on:click=on_click></canvas> }
 }
 
 fn on_worker_message(state: RwSignal<PageState>, version: RwSignal<usize>, e: MessageEvent) {
@@ -896,8 +911,9 @@ fn ExploreCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl Int
             let all: Vec<usize> = card.members.iter().take(400).map(|&i| i as usize).collect();
             Some(view! {
                 <div class="members" data-testid="cluster-members">
-                    <h3>{format!("Level {}, cluster {}: {} images, the most typical first", m + 1, c + 1, card.size)}</h3>
-                    <Tiles indices=all cols=20 version />
+                    <h3>{format!("Level {}, cluster {}: {} images, the most typical first (click one for its nearest neighbours)", m + 1, c + 1, card.size)}</h3>
+                    <Tiles indices=all cols=20 version
+                        pick=Callback::new(|i| send(ToWorker::Neighbours { index: i })) />
                 </div>
             })
         })

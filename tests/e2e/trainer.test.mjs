@@ -107,6 +107,12 @@ async function runFlow({ webgpu, name, epochs }) {
     assert.ok(await page.isVisible('[data-testid=hierarchy]'));
     await page.locator('[data-testid=cluster]').first().click();
     await page.waitForSelector('[data-testid=cluster-members]');
+    // The most typical member (top-left tile): its nearest neighbours are shown.
+    const members = await page.$('[data-testid=cluster-members] canvas');
+    await members.scrollIntoViewIfNeeded();
+    const mb = await members.boundingBox();
+    await page.mouse.click(mb.x + 3, mb.y + 3);
+    await page.waitForSelector('[data-testid=neighbours] canvas', { timeout: 30_000 });
     const map = await page.$('[data-testid=map]');
     const box = await map.boundingBox();
     assert.ok(box.width > 100, 'the map is drawn');
