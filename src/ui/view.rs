@@ -133,6 +133,8 @@ fn draw_tiles(canvas: &HtmlCanvasElement, indices: &[usize], cols: usize) {
         }
         canvas.set_width(w as u32);
         canvas.set_height(h as u32);
+        // One CSS pixel per stored pixel, whatever the number of tiles.
+        let _ = canvas.set_attribute("style", &format!("width: {w}px"));
         let ctx: Option<web_sys::CanvasRenderingContext2d> = canvas
             .get_context("2d")
             .ok()
