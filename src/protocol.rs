@@ -62,6 +62,8 @@ pub enum ToWorker {
     Neighbours {
         index: usize,
     },
+    /// Test hook: make the worker panic, to prove that the page recovers from a crash.
+    SimulateCrash,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -170,6 +172,9 @@ pub enum FromWorker {
     },
     /// Something the user should read; the run and the images stay as they were.
     Error(String),
+    /// The worker cannot go on (it panicked, or the GPU device was lost): the page starts a new
+    /// worker and resumes from the last autosave.
+    Crashed(String),
 }
 
 impl ToWorker {

@@ -171,6 +171,13 @@ impl PageState {
                 self.neighbours = Some((index, neighbours))
             }
             FromWorker::Error(e) => self.error = Some(e),
+            FromWorker::Crashed(why) => {
+                self.error = Some(format!(
+                    "{why}. Starting a new compute worker and resuming from the last autosave…"
+                ));
+                self.run.state = RunState::Error;
+                self.probe = None;
+            }
         }
         None
     }

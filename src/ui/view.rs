@@ -41,6 +41,8 @@ struct Link {
 }
 
 thread_local! {
+    /// Set when the worker crashed: resume the autosave once the new worker's device is ready.
+    static RECOVERING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     static WORKER: RefCell<Link> = RefCell::new(Link::default());
     static STORE: RefCell<Store> = RefCell::new(Store::default());
 }
@@ -100,6 +102,12 @@ fn expose_pixels() {
         let _ = js_sys::Reflect::set(&w, &"pclImages".into(), f.as_ref());
     }
     f.forget();
+    // `window.pclSimulateCrash()`: the end-to-end test of crash recovery.
+    let crash = Closure::<dyn Fn()>::new(|| send(ToWorker::SimulateCrash));
+    if let Some(w) = web_sys::window() {
+        let _ = js_sys::Reflect::set(&w, &"pclSimulateCrash".into(), crash.as_ref());
+    }
+    crash.forget();
 }
 
 fn query_has(flag: &str) -> bool {
@@ -233,6 +241,8 @@ fn on_worker_message(state: RwSignal<PageState>, version: RwSignal<usize>, e: Me
         _ => {}
     }
     let ready = msg == FromWorker::Ready;
+    let crashed = matches!(msg, FromWorker::Crashed(_));
+    let device_ready = matches!(msg, FromWorker::ProbeStep { .. });
     let mut reply = None;
     state.update(|s| reply = s.apply(msg));
     if let Some(r) = reply {
@@ -245,6 +255,24 @@ fn on_worker_message(state: RwSignal<PageState>, version: RwSignal<usize>, e: Me
     }
     if ready {
         worker_ready();
+    }
+    if crashed {
+        // The old worker's wasm may be poisoned (a panic aborts): replace it.
+        WORKER.with_borrow_mut(|link| {
+            if let Some(w) = link.worker.take() {
+                w.terminate();
+            }
+            *link = Link::default();
+        });
+        RECOVERING.set(true);
+        start_worker(state, version);
+    }
+    if device_ready && RECOVERING.replace(false) {
+        leptos::task::spawn_local(async move {
+            if let Err(e) = resume_autosave(state).await {
+                state.update(|s| s.error = Some(format!("could not resume after the crash: {e}")));
+            }
+        });
     }
 }
 
@@ -275,7 +303,13 @@ fn start_worker(state: RwSignal<PageState>, version: RwSignal<usize>) {
             // The page lives as long as the worker: both handlers stay for the page's lifetime.
             on_message.forget();
             let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
-                state.update(|s| s.error = Some("the compute worker failed to start".into()));
+                // A crash already explained itself (and a new worker is on its way).
+                if !RECOVERING.get() {
+                    state.update(|s| {
+                        s.error
+                            .get_or_insert("the compute worker stopped with an error".into());
+                    });
+                }
             });
             worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
             on_error.forget();

@@ -126,7 +126,9 @@ async fn browser_adapter_name() -> Option<String> {
 
 pub fn start() {
     std::panic::set_hook(Box::new(|info| {
-        post(FromWorker::Error(format!("worker panicked: {info}")));
+        post(FromWorker::Crashed(format!(
+            "the compute worker crashed: {info}"
+        )));
     }));
     let on_message = Closure::<dyn FnMut(MessageEvent)>::new(|e: MessageEvent| {
         let data = e.data();
@@ -194,6 +196,7 @@ async fn handle(msg: ToWorker, payload: JsValue) {
             let bytes = js_sys::Uint8Array::new(&payload).to_vec();
             import(bytes, autosave).await
         }
+        ToWorker::SimulateCrash => panic!("simulated crash (test hook)"),
         ToWorker::Neighbours { index } => {
             let found = STATE.with_borrow(|s| {
                 s.embeddings
@@ -595,16 +598,19 @@ async fn run(trainer: Trainer) {
                 put_trainer(t);
                 break RunState::Done;
             }
+            Err(EngineError::Device(m)) => {
+                put_trainer(t);
+                post(FromWorker::Crashed(format!(
+                    "the GPU stopped answering ({m})"
+                )));
+                break RunState::Error;
+            }
             Err(e) => {
                 put_trainer(t);
                 error(match e {
                     EngineError::NonFinite(m) => format!(
                         "training stopped: the loss became {m}. The last good state is kept; \
                          try a lower learning rate."
-                    ),
-                    EngineError::Device(m) => format!(
-                        "the GPU stopped answering ({m}). Reload the page to resume from the \
-                         last autosave."
                     ),
                     other => other.to_string(),
                 });

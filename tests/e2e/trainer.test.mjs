@@ -193,3 +193,28 @@ test('an exploding loss stops the run with a message; images and settings stay',
     await browser.close();
   }
 });
+
+test('a crashed worker is replaced and the run resumes from the autosave', async () => {
+  const { browser, page, errors } = await openApp({ webgpu: false, query: '?cpu' });
+  try {
+    await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 60_000 });
+    await loadSample(page);
+    await setTiny(page, 40);
+    await page.click('[data-testid=train]');
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid=autosave]').dataset.epoch) >= 2,
+      null, { timeout: LONG, polling: 50 });
+    const savedAt = Number(await page.getAttribute('[data-testid=autosave]', 'data-epoch'));
+    await page.evaluate(() => window.pclSimulateCrash());
+    await page.waitForFunction(() => /crashed/.test(document.querySelector('[data-testid=error]').textContent));
+    await page.waitForSelector('[data-testid=status][data-state=paused], [data-testid=status][data-state=done]', { timeout: 120_000 });
+    assert.ok(await epoch(page) >= savedAt, `resumed at ${await epoch(page)}, autosave ${savedAt}`);
+    assert.equal(await page.getAttribute('[data-testid=image-count]', 'data-count'), SAMPLE);
+    if (await state(page) === 'paused') await press(page, 'pause');
+    await waitState(page, 'done');
+    await page.screenshot({ path: path.join(artifacts, 'trainer-recovered.png'), fullPage: true });
+    // The panic itself is reported by the browser as an error in the old worker; nothing else.
+    assert.deepEqual(errors.filter((e) => !/simulated crash|unreachable|panicked/.test(e)), []);
+  } finally {
+    await browser.close();
+  }
+});
