@@ -2,85 +2,47 @@
 //! else burn's pure-Rust CPU backend (flex), and describing what was chosen.
 
 use burn::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineError;
 use crate::engine::loss::info_nce;
 use crate::engine::model::{EncoderConfig, l2_normalize};
 use crate::engine::params::{Sgd, read_all};
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// wgpu on the browser's WebGPU.
-    Webgpu,
-    /// wgpu natively (Vulkan, Metal, DX12, GL).
-    Wgpu,
-    /// burn's pure-Rust CPU backend.
-    Cpu,
-}
+pub use crate::backend::{BackendInfo, BackendKind};
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct BackendInfo {
-    pub kind: BackendKind,
-    /// Adapter name (e.g. "SwiftShader Device"), or "CPU" for the fallback.
-    pub adapter: String,
-    /// The graphics API under wgpu, when on a GPU.
-    pub api: String,
-    /// Key device limits, name and value.
-    pub limits: Vec<(String, u64)>,
-    /// Why the GPU is not used, when it is not, in plain words.
-    pub notice: Option<String>,
-    /// The underlying error, for the curious (shown folded).
-    #[serde(default)]
-    pub detail: Option<String>,
-}
-
-impl BackendInfo {
-    pub fn cpu(notice: Option<String>) -> Self {
-        Self {
-            kind: BackendKind::Cpu,
-            adapter: "CPU (burn flex)".into(),
-            api: String::new(),
-            limits: Vec::new(),
-            notice,
-            detail: None,
-        }
-    }
-
-    fn from_setup(kind: BackendKind, setup: &burn::tensor::wgpu::WgpuSetup) -> Self {
-        let info = setup.adapter.get_info();
-        let l = setup.adapter.limits();
-        let name = if info.name.is_empty() {
-            format!("{:?} adapter", info.backend)
-        } else {
-            info.name.clone()
-        };
-        Self {
-            kind,
-            adapter: name,
-            api: match kind {
-                BackendKind::Webgpu => "WebGPU".into(),
-                _ => format!("{:?}", info.backend),
-            },
-            limits: vec![
-                ("maxBufferSize".into(), l.max_buffer_size),
-                (
-                    "maxStorageBufferBindingSize".into(),
-                    l.max_storage_buffer_binding_size,
-                ),
-                (
-                    "maxComputeWorkgroupSizeX".into(),
-                    l.max_compute_workgroup_size_x as u64,
-                ),
-                (
-                    "maxComputeInvocationsPerWorkgroup".into(),
-                    l.max_compute_invocations_per_workgroup as u64,
-                ),
-            ],
-            notice: None,
-            detail: None,
-        }
+/// How wgpu describes the adapter it got, in our terms.
+fn info_from_setup(kind: BackendKind, setup: &burn::tensor::wgpu::WgpuSetup) -> BackendInfo {
+    let info = setup.adapter.get_info();
+    let l = setup.adapter.limits();
+    let name = if info.name.is_empty() {
+        format!("{:?} adapter", info.backend)
+    } else {
+        info.name.clone()
+    };
+    BackendInfo {
+        kind,
+        adapter: name,
+        api: match kind {
+            BackendKind::Webgpu => "WebGPU".into(),
+            _ => format!("{:?}", info.backend),
+        },
+        limits: vec![
+            ("maxBufferSize".into(), l.max_buffer_size),
+            (
+                "maxStorageBufferBindingSize".into(),
+                l.max_storage_buffer_binding_size,
+            ),
+            (
+                "maxComputeWorkgroupSizeX".into(),
+                l.max_compute_workgroup_size_x as u64,
+            ),
+            (
+                "maxComputeInvocationsPerWorkgroup".into(),
+                l.max_compute_invocations_per_workgroup as u64,
+            ),
+        ],
+        notice: None,
+        detail: None,
     }
 }
 
@@ -90,7 +52,7 @@ pub async fn init_gpu(kind: BackendKind) -> Result<(Device, BackendInfo), String
         .init_with_setup_async()
         .await
         .map_err(|e| format!("{e}"))?;
-    Ok((device, BackendInfo::from_setup(kind, &setup)))
+    Ok((device, info_from_setup(kind, &setup)))
 }
 
 /// The GPU when `prefer_gpu` and one initialises, else the CPU with a notice saying why.

@@ -1,7 +1,11 @@
 //! pcl-studio: Prototypical Contrastive Learning in the browser and on the command line.
 //!
 //! - [`engine`]: the algorithm on any burn device (no browser types).
-//! - [`compute`]: picking and describing a device (WebGPU / wgpu / CPU fallback).
+//! - [`compute`]: picking a device (WebGPU / wgpu / CPU fallback); [`backend`] describes it.
+//!
+//! The `engine` feature (default) brings burn. The page is built without it, so its wasm holds
+//! no tensor code: only the plain types it shows (`engine::config`, `engine::records`,
+//! `backend`, `protocol`, `intake`).
 //! - [`intake`]: the rules for taking files in (limits, sniffing, labels), shared by the
 //!   browser and the CLI.
 //! - [`protocol`]: the serde messages between the page and its Web Worker.
@@ -9,15 +13,17 @@
 //!   that only shows what the worker reports.
 //! - `cli` (native only): the command-line trainer.
 
+pub mod backend;
+#[cfg(feature = "engine")]
 pub mod compute;
 pub mod engine;
 pub mod intake;
 pub mod protocol;
 
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(not(target_arch = "wasm32"), feature = "engine"))]
 pub mod cli;
 pub mod ui;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "engine"))]
 pub mod worker;
 
 /// Runs the static constructors of the wasm module once (some dependencies register items

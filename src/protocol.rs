@@ -5,10 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::compute::BackendInfo;
-use crate::engine::explore::ExploreReport;
-use crate::engine::trainer::LevelSummary;
-use crate::engine::{PclConfig, StepRecord};
+use crate::backend::BackendInfo;
+use crate::engine::PclConfig;
+use crate::engine::records::{ExploreReport, LevelSummary, StepRecord};
 use crate::intake::Skipped;
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]

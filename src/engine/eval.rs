@@ -3,19 +3,12 @@
 //! in row blocks; everything else is small host arithmetic.
 
 use burn::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use super::EngineError;
 use super::params::read_all;
 use super::rng::Rng;
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct EvalReport {
-    pub knn_accuracy: f64,
-    pub ami: f64,
-    pub nmi: f64,
-    pub linear_accuracy: f64,
-}
+pub use super::records::EvalReport;
 
 /// Weighted kNN (k neighbours by cosine similarity, vote weight exp(sim / t)), each image
 /// classified by all the others (leave-one-out). `feats` [n, d] must have unit rows.

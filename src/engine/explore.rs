@@ -2,50 +2,12 @@
 //! the query encoder over every image: clusters per level sorted by size with their members
 //! ordered by closeness to the prototype, a 2-D PCA map, and label metrics where labels exist.
 
-use serde::{Deserialize, Serialize};
-
 use super::data::Dataset;
-use super::eval::{EvalReport, ami, nmi, pca_2d};
+use super::eval::{ami, nmi, pca_2d};
 use super::trainer::{Phase, Trainer};
 use super::{EngineError, label_metrics};
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct ClusterCard {
-    pub size: usize,
-    /// Concentration phi of the prototype (lower = tighter cluster).
-    pub phi: f32,
-    /// Member image indices, the most typical (closest to the prototype) first.
-    pub members: Vec<u32>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct LevelView {
-    pub k: usize,
-    pub inertia: f64,
-    /// Clusters, largest first.
-    pub clusters: Vec<ClusterCard>,
-    /// Per image, the index into `clusters`.
-    pub assignments: Vec<u32>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Metrics {
-    pub epoch: usize,
-    /// kNN, AMI / NMI of k-means with K = classes, linear probe.
-    pub report: EvalReport,
-    /// AMI and NMI of each clustering level against the labels.
-    pub level_ami: Vec<f64>,
-    pub level_nmi: Vec<f64>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct ExploreReport {
-    pub epoch: usize,
-    pub levels: Vec<LevelView>,
-    /// PCA of the embeddings, per image.
-    pub map: Vec<[f32; 2]>,
-    pub metrics: Option<Metrics>,
-}
+pub use super::records::{ClusterCard, ExploreReport, LevelView, Metrics};
 
 /// The report, plus the host embeddings [n, d] (unit rows) for nearest-neighbour queries.
 pub async fn explore(

@@ -2,23 +2,37 @@
 //! evaluation and checkpoints. It runs on any burn `Device` (flex CPU, wgpu natively, WebGPU in
 //! the browser) and knows nothing of the browser: no web types, no synchronous tensor reads.
 
-pub mod augment;
+// Plain data, also in the page's build (no burn): settings, images, records, the RNG.
 pub mod config;
 pub mod data;
-pub mod eval;
-pub mod explore;
-pub mod kmeans;
-pub mod loss;
-pub mod model;
-pub mod params;
+pub mod records;
 pub mod rng;
+
+// The algorithm on burn tensors (the `engine` feature; the page is built without it).
+#[cfg(feature = "engine")]
+pub mod augment;
+#[cfg(feature = "engine")]
+pub mod eval;
+#[cfg(feature = "engine")]
+pub mod explore;
+#[cfg(feature = "engine")]
+pub mod kmeans;
+#[cfg(feature = "engine")]
+pub mod loss;
+#[cfg(feature = "engine")]
+pub mod model;
+#[cfg(feature = "engine")]
+pub mod params;
+#[cfg(feature = "engine")]
 pub mod trainer;
 
 pub use config::{AugPreset, PclConfig, ProtoMode};
 pub use data::Dataset;
-pub use eval::EvalReport;
-pub use trainer::{Event, Phase, StepRecord, Trainer};
+pub use records::{EvalReport, StepRecord};
+#[cfg(feature = "engine")]
+pub use trainer::{Event, Phase, Trainer};
 
+#[cfg(feature = "engine")]
 use burn::prelude::*;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +62,7 @@ impl std::fmt::Display for EngineError {
 
 impl std::error::Error for EngineError {}
 
+#[cfg(feature = "engine")]
 /// All label-based metrics of the trainer's current encoder on `data`: kNN on backbone features,
 /// AMI / NMI of k-means (K = classes) on the embeddings, linear probe on backbone features.
 pub async fn evaluate(
@@ -69,6 +84,7 @@ pub async fn evaluate(
     .await
 }
 
+#[cfg(feature = "engine")]
 /// kNN and the linear probe on `features`, AMI / NMI of k-means (K = classes) on `clustered`;
 /// each given as the device tensor [n, d] with unit rows and its host copy.
 pub(crate) async fn label_metrics(
@@ -91,6 +107,7 @@ pub(crate) async fn label_metrics(
     })
 }
 
+#[cfg(feature = "engine")]
 /// The same metrics on raw pixels (centre crop, flattened, unit rows): the floor that learned
 /// features must beat.
 pub async fn evaluate_pixels(

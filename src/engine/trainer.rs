@@ -15,32 +15,7 @@ use super::model::{Encoder, EncoderConfig, l2_normalize};
 use super::params::{Sgd, ema_update, flat_params, read_all};
 use super::rng::Rng;
 
-/// Loss parts and rates of one SGD step.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct StepRecord {
-    pub epoch: usize,
-    pub step: usize,
-    pub loss: f32,
-    pub info_nce: f32,
-    /// Prototype term per level (empty before the first E-step).
-    pub proto: Vec<f32>,
-    /// Fraction of queries whose positive key scored highest.
-    pub instance_acc: f32,
-    pub lr: f64,
-    /// Set on the last step of an epoch.
-    pub epoch_done: bool,
-}
-
-/// Summary of an E-step, per level.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct LevelSummary {
-    pub k: usize,
-    pub inertia: f64,
-    pub min_size: usize,
-    pub max_size: usize,
-    pub phi_min: f32,
-    pub phi_max: f32,
-}
+pub use super::records::{LevelSummary, StepRecord};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum Event {

@@ -1,11 +1,9 @@
 //! Page state and its transitions, free of any DOM or Leptos type (tested natively). Image
 //! pixels are not in here: the view keeps them in a plain store beside it (see `view.rs`).
 
-use crate::compute::{BackendInfo, BackendKind};
+use crate::backend::{BackendInfo, BackendKind};
 use crate::engine::PclConfig;
-use crate::engine::StepRecord;
-use crate::engine::explore::{ExploreReport, Metrics};
-use crate::engine::trainer::LevelSummary;
+use crate::engine::records::{ExploreReport, LevelSummary, Metrics, StepRecord};
 use crate::intake::Skipped;
 use crate::protocol::{FromWorker, RunState, RunStatus, ToWorker};
 
@@ -466,7 +464,7 @@ pub fn finite_range<'a>(values: impl IntoIterator<Item = &'a f64>) -> (f64, f64)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::explore::{ClusterCard, LevelView};
+    use crate::engine::records::{ClusterCard, LevelView};
     use crate::protocol::ImagesAdded;
 
     #[test]

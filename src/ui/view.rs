@@ -1101,7 +1101,7 @@ fn ExploreCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl Int
 }
 
 /// Cluster sizes (largest first) and a 10-bin histogram of the concentrations phi of a level.
-fn level_histograms(level: &crate::engine::explore::LevelView) -> impl IntoView + use<> {
+fn level_histograms(level: &crate::engine::records::LevelView) -> impl IntoView + use<> {
     let sizes: Vec<f64> = level.clusters.iter().map(|c| c.size as f64).collect();
     let phis: Vec<f64> = level.clusters.iter().map(|c| c.phi as f64).collect();
     let bars = |values: &[f64], color: &'static str| {
