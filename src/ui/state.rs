@@ -489,6 +489,18 @@ mod tests {
         s.apply(FromWorker::Error("lost device".into()));
         assert!(s.status_line().starts_with("Error: lost device"));
         assert_eq!(s.probe, Some((2.5, 12.0)), "an error keeps what was known");
+        // A crash: the run stops and the page says it restarts from the autosave.
+        s.apply(FromWorker::Crashed("the compute worker crashed".into()));
+        assert_eq!(s.state_attr(), "error");
+        assert!(
+            s.error
+                .as_deref()
+                .unwrap()
+                .contains("resuming from the last autosave")
+        );
+        assert_eq!(s.probe, None, "the new worker checks its device again");
+        s.apply(FromWorker::History(vec![]));
+        assert_eq!(s.error, None, "a resumed run clears the message");
     }
 
     #[test]
