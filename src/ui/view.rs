@@ -516,23 +516,17 @@ fn ImagesCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl Into
             let _ = input.set_attribute("webkitdirectory", "");
         }
     });
-    let on_files = move |ev: web_sys::Event| {
-        let input: HtmlInputElement = event_target(&ev);
-        if let Some(files) = input.files()
-            && let Err(e) = send_files(files, false)
-        {
-            state.update(|s| s.error = Some(e));
+    // Files from the file picker, or (`folder`) the folder picker.
+    let picked = move |folder: bool| {
+        move |ev: web_sys::Event| {
+            let input: HtmlInputElement = event_target(&ev);
+            if let Some(files) = input.files()
+                && let Err(e) = send_files(files, folder)
+            {
+                state.update(|s| s.error = Some(e));
+            }
+            input.set_value("");
         }
-        input.set_value("");
-    };
-    let on_folder = move |ev: web_sys::Event| {
-        let input: HtmlInputElement = event_target(&ev);
-        if let Some(files) = input.files()
-            && let Err(e) = send_files(files, true)
-        {
-            state.update(|s| s.error = Some(e));
-        }
-        input.set_value("");
     };
     let on_drop = move |ev: web_sys::DragEvent| {
         ev.prevent_default();
@@ -619,9 +613,9 @@ fn ImagesCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl Into
             <h2>"1. Images"</h2>
             <div class="dropzone">
                 <p>"Drop image files or folders here, or pick them:"</p>
-                <label>"Files " <input type="file" multiple accept="image/*" data-testid="image-input" on:change=on_files /></label>
+                <label>"Files " <input type="file" multiple accept="image/*" data-testid="image-input" on:change=picked(false) /></label>
                 " "
-                <label>"A folder " <input type="file" node_ref=folder data-testid="folder-input" on:change=on_folder /></label>
+                <label>"A folder " <input type="file" node_ref=folder data-testid="folder-input" on:change=picked(true) /></label>
                 <p class="hint">
                     "Subfolder names become labels, used only to measure how good the "
                     "representation is, never to train (a second level, coarse/fine, is kept too)."
