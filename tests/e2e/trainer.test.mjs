@@ -218,3 +218,26 @@ test('a crashed worker is replaced and the run resumes from the autosave', async
     await browser.close();
   }
 });
+
+test('one click runs the InfoNCE-only baseline and both curves are shown', async () => {
+  const { browser, page, errors } = await openApp({ webgpu: false, query: '?cpu' });
+  try {
+    await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 60_000 });
+    await loadSample(page);
+    await setTiny(page, 3);
+    await page.click('[data-testid=train]');
+    await waitState(page, 'done');
+    await press(page, 'baseline');
+    await page.waitForFunction(() => /InfoNCE only/.test(document.querySelector('[data-testid=metrics]')?.textContent ?? ''),
+      null, { timeout: LONG });
+    await waitState(page, 'done');
+    const legend = await page.textContent('[data-testid=metrics] .legend');
+    assert.match(legend, /PCL/);
+    assert.match(legend, /InfoNCE only/);
+    assert.equal(await page.locator('[data-testid=metrics] polyline').count(), 2);
+    await page.screenshot({ path: path.join(artifacts, 'trainer-baseline.png'), fullPage: true });
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
