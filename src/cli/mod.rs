@@ -250,8 +250,7 @@ fn sample(args: &[String]) -> Result<(), String> {
             .clamp(1, n),
         None => n,
     };
-    for j in 0..take {
-        let i = j * n / take;
+    for i in engine::data::spread(n, take) {
         let part = |k: usize| items[i][k].as_str().unwrap_or("").replace('/', "-");
         let path = out
             .join(part(0))

@@ -131,6 +131,13 @@ impl Dataset {
     }
 }
 
+/// Indices of `take` items spread evenly over `n` (all of them when `take >= n`): how the page
+/// and the CLI pick a smaller sample set, so both get the same images.
+pub fn spread(n: usize, take: usize) -> impl Iterator<Item = usize> {
+    let take = take.clamp(1, n.max(1)).min(n);
+    (0..take).map(move |j| j * n / take)
+}
+
 /// Resizes an RGBA image (`w` x `h`) to `side` x `side` RGB: the short side is scaled to `side`
 /// with an area (box) filter, the long side centre-cropped, alpha composited on white.
 pub fn resize_rgba_square(rgba: &[u8], w: usize, h: usize, side: usize) -> Vec<u8> {
@@ -248,6 +255,13 @@ mod tests {
         // Fully transparent black is white; 1x1 upscales to a flat image.
         let out = resize_rgba_square(&[0, 0, 0, 0], 1, 1, 3);
         assert_eq!(out, vec![255; 27]);
+    }
+
+    #[test]
+    fn spread_picks_evenly_and_never_repeats() {
+        assert_eq!(spread(10, 4).collect::<Vec<_>>(), vec![0, 2, 5, 7]);
+        assert_eq!(spread(3, 9).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(spread(0, 5).count(), 0);
     }
 
     #[test]

@@ -28,6 +28,7 @@ const PALETTE: [&str; 12] = [
 struct Store {
     side: usize,
     names: Vec<String>,
+    labels: Vec<String>,
     pixels: Vec<u8>,
 }
 
@@ -116,6 +117,14 @@ fn query_has(flag: &str) -> bool {
         .is_some_and(|q| q.trim_start_matches('?').split('&').any(|p| p == flag))
 }
 
+fn context_2d(canvas: &HtmlCanvasElement) -> Option<web_sys::CanvasRenderingContext2d> {
+    canvas
+        .get_context("2d")
+        .ok()
+        .flatten()
+        .and_then(|c| c.dyn_into().ok())
+}
+
 /// Draws images `indices` of the store as a grid of `cols` columns on `canvas`.
 fn draw_tiles(canvas: &HtmlCanvasElement, indices: &[usize], cols: usize) {
     STORE.with_borrow(|store| {
@@ -143,13 +152,8 @@ fn draw_tiles(canvas: &HtmlCanvasElement, indices: &[usize], cols: usize) {
         canvas.set_height(h as u32);
         // One CSS pixel per stored pixel, whatever the number of tiles.
         let _ = canvas.set_attribute("style", &format!("width: {w}px"));
-        let ctx: Option<web_sys::CanvasRenderingContext2d> = canvas
-            .get_context("2d")
-            .ok()
-            .flatten()
-            .and_then(|c| c.dyn_into().ok());
         if let (Some(ctx), Ok(img)) = (
-            ctx,
+            context_2d(canvas),
             web_sys::ImageData::new_with_u8_clamped_array_and_sh(
                 wasm_bindgen::Clamped(&rgba),
                 w as u32,
@@ -207,6 +211,7 @@ fn on_worker_message(state: RwSignal<PageState>, version: RwSignal<usize>, e: Me
             STORE.with_borrow_mut(|s| {
                 s.side = added.side;
                 s.names.extend(added.names.iter().cloned());
+                s.labels.extend(added.labels.iter().cloned());
                 s.pixels.extend(b.to_vec());
             });
             version.update(|v| *v += 1);
@@ -218,6 +223,7 @@ fn on_worker_message(state: RwSignal<PageState>, version: RwSignal<usize>, e: Me
             STORE.with_borrow_mut(|s| {
                 s.pixels.clear();
                 s.names.clear();
+                s.labels.clear();
             });
             version.update(|v| *v += 1);
         }
@@ -276,18 +282,25 @@ fn on_worker_message(state: RwSignal<PageState>, version: RwSignal<usize>, e: Me
     }
 }
 
-/// Keeps the loaded images in the browser's storage, so a reload can resume an autosave.
+/// Keeps the loaded images (pixels, names, labels: one record) in the browser's storage, so a
+/// reload can resume an autosave.
 fn save_images_soon() {
     leptos::task::spawn_local(async move {
-        let (side, pixels) = STORE.with_borrow(|s| (s.side, s.pixels.clone()));
         let record = js_sys::Object::new();
-        let _ = js_sys::Reflect::set(&record, &"side".into(), &(side as u32).into());
-        let _ = js_sys::Reflect::set(
-            &record,
-            &"pixels".into(),
-            &js_sys::Uint8Array::from(&pixels[..]),
-        );
-        if let Err(e) = js::idb_put("images-pixels", &record).await {
+        STORE.with_borrow(|s| {
+            let strings = |v: &[String]| -> js_sys::Array {
+                v.iter().map(|n| JsValue::from(n.as_str())).collect()
+            };
+            let _ = js_sys::Reflect::set(&record, &"side".into(), &(s.side as u32).into());
+            let _ = js_sys::Reflect::set(&record, &"names".into(), &strings(&s.names));
+            let _ = js_sys::Reflect::set(&record, &"labels".into(), &strings(&s.labels));
+            let _ = js_sys::Reflect::set(
+                &record,
+                &"pixels".into(),
+                &js_sys::Uint8Array::from(&s.pixels[..]),
+            );
+        });
+        if let Err(e) = js::idb_put("images", &record).await {
             web_sys::console::warn_1(&format!("images not stored: {e}").into());
         }
     });
@@ -345,25 +358,27 @@ fn send_files(files: web_sys::FileList, folder: bool) -> Result<(), String> {
 
 /// Resumes the autosaved run: the stored images go back to the worker, then the session.
 async fn resume_autosave(state: RwSignal<PageState>) -> Result<(), String> {
-    let images = js::idb_get("images-pixels").await?;
-    let names = js::idb_get("images-names").await?;
+    let images = js::idb_get("images").await?;
     let record = js::idb_get("session").await?;
-    if images.is_undefined() || record.is_undefined() || names.is_undefined() {
+    if images.is_undefined() || record.is_undefined() {
         return Err("no autosave in this browser".into());
     }
-    let session = js_sys::Reflect::get(&record, &"bytes".into()).map_err(|e| format!("{e:?}"))?;
-    let names: (Vec<String>, Vec<String>) =
-        serde_json::from_str(&names.as_string().unwrap_or_default())
-            .map_err(|e| format!("autosave names: {e}"))?;
-    let pixels = js_sys::Reflect::get(&images, &"pixels".into()).map_err(|e| format!("{e:?}"))?;
-    send(ToWorker::ClearImages);
-    send_with(
-        ToWorker::RestoreImages {
-            names: names.0,
-            labels: names.1,
-        },
-        &pixels,
+    let field =
+        |o: &JsValue, k: &str| js_sys::Reflect::get(o, &k.into()).map_err(|e| format!("{e:?}"));
+    let strings = |v: JsValue| -> Vec<String> {
+        js_sys::Array::from(&v)
+            .iter()
+            .filter_map(|s| s.as_string())
+            .collect()
+    };
+    let session = field(&record, "bytes")?;
+    let (names, labels) = (
+        strings(field(&images, "names")?),
+        strings(field(&images, "labels")?),
     );
+    let pixels = field(&images, "pixels")?;
+    send(ToWorker::ClearImages);
+    send_with(ToWorker::RestoreImages { names, labels }, &pixels);
     send_with(ToWorker::Import { autosave: true }, &session);
     state.update(|s| s.autosave_offer = None);
     Ok(())
@@ -374,19 +389,7 @@ fn App() -> impl IntoView {
     let state = RwSignal::new(PageState::new(query_has("cpu")));
     let version = RwSignal::new(0usize);
     start_worker(state, version);
-    // Names go to storage with the pixels (the page keeps both); the offer to resume is made
-    // when an earlier session left an autosave.
-    Effect::new(move |_| {
-        let (loading, count) = state.with(|s| (s.images.loading.is_some(), s.images.count));
-        if !loading && count > 0 {
-            let names = state.with_untracked(|s| {
-                serde_json::to_string(&(&s.images.names, &s.images.labels)).unwrap_or_default()
-            });
-            leptos::task::spawn_local(async move {
-                let _ = js::idb_put("images-names", &names.into()).await;
-            });
-        }
-    });
+    // The offer to resume is made when an earlier session left an autosave.
     leptos::task::spawn_local(async move {
         if let Ok(record) = js::idb_get("session").await
             && record.is_object()
@@ -700,12 +703,7 @@ fn Webcam() -> impl IntoView {
         }
         canvas.set_width(w);
         canvas.set_height(h);
-        let Some(ctx) = canvas
-            .get_context("2d")
-            .ok()
-            .flatten()
-            .and_then(|c| c.dyn_into::<web_sys::CanvasRenderingContext2d>().ok())
-        else {
+        let Some(ctx) = context_2d(&canvas) else {
             return;
         };
         let _ = ctx.draw_image_with_html_video_element(&v, 0.0, 0.0);
@@ -1146,12 +1144,7 @@ fn map_points(map: &[[f32; 2]]) -> Vec<(f64, f64)> {
 }
 
 fn draw_map(canvas: &HtmlCanvasElement, map: &[[f32; 2]], clusters: Option<&[u32]>) {
-    let Some(ctx) = canvas
-        .get_context("2d")
-        .ok()
-        .flatten()
-        .and_then(|c| c.dyn_into::<web_sys::CanvasRenderingContext2d>().ok())
-    else {
+    let Some(ctx) = context_2d(canvas) else {
         return;
     };
     ctx.clear_rect(0.0, 0.0, 400.0, 400.0);

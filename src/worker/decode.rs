@@ -12,7 +12,7 @@ use web_sys::{
 };
 
 use super::{Batch, now_ms, scope};
-use crate::engine::data::resize_rgba_square;
+use crate::engine::data::{resize_rgba_square, spread};
 use crate::intake::{HEAD_BYTES, check_header, check_size};
 
 /// Above this many pixels the browser first draws the image down to a few times the stored
@@ -157,8 +157,7 @@ pub async fn load_sample(
     let n = index.count.min(index.items.len());
     let take = limit.unwrap_or(n).clamp(1, n);
     let s = index.side;
-    for j in 0..take {
-        let i = j * n / take;
+    for i in spread(n, take) {
         let (col, row) = (i % index.cols, i / index.cols);
         let mut tile = Vec::with_capacity(s * s * 4);
         for y in 0..s {
