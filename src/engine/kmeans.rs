@@ -499,6 +499,50 @@ mod tests {
         assert!(phi[4] > phi[0]);
     }
 
+    /// Plain k-means++ (every point's distance to every new centre), the reference for the
+    /// pruned version.
+    fn plain_kmeans_pp(x: &[f32], d: usize, k: usize, rng: &mut Rng) -> Vec<f32> {
+        let n = x.len() / d;
+        let row = |i: usize| &x[i * d..(i + 1) * d];
+        let first = rng.below(n);
+        let mut centroids = row(first).to_vec();
+        let mut best: Vec<f32> = (0..n).map(|i| sq(row(i), row(first))).collect();
+        for _ in 1..k {
+            let total: f64 = best.iter().map(|&v| v as f64).sum();
+            let mut target = rng.f32() as f64 * total;
+            let mut pick = n - 1;
+            for (i, &v) in best.iter().enumerate() {
+                target -= v as f64;
+                if target < 0.0 {
+                    pick = i;
+                    break;
+                }
+            }
+            let c = row(pick).to_vec();
+            for (i, b) in best.iter_mut().enumerate() {
+                *b = b.min(sq(row(i), &c));
+            }
+            centroids.extend_from_slice(&c);
+        }
+        centroids
+    }
+
+    #[test]
+    fn pruned_seeding_draws_the_same_centres_as_plain_kmeans_pp() {
+        let (n, d) = (600, 20);
+        let mut rng = Rng::new(5);
+        // Twelve blobs, so that pruning skips most groups.
+        let blobs: Vec<f32> = (0..12 * d).map(|_| rng.range(-3.0, 3.0)).collect();
+        let x: Vec<f32> = (0..n * d)
+            .map(|i| blobs[(i / d % 12) * d + i % d] + rng.range(-0.5, 0.5))
+            .collect();
+        for k in [1, 7, 60, 300] {
+            let pruned = kmeans_pp(&x, d, k, &mut Rng::new(k as u64));
+            let plain = plain_kmeans_pp(&x, d, k, &mut Rng::new(k as u64));
+            assert_eq!(pruned, plain, "K = {k}");
+        }
+    }
+
     #[test]
     fn empty_clusters_are_refilled_by_splitting() {
         let mut rng = Rng::new(0);
