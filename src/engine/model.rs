@@ -69,8 +69,36 @@ pub struct ConvBlock {
 
 impl ConvBlock {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(self.norm.forward(self.conv.forward(x)))
+        norm_relu(&self.norm, self.conv.forward(x))
     }
+}
+
+/// GroupNorm then ReLU, with the normalisation folded into one scale and shift per (image,
+/// channel): y = x * a + b, a = gamma / sqrt(var + eps), b = beta - mean * a, var = E[x^2] -
+/// mean^2. Five passes over the activations instead of burn's eight (and fewer in the backward
+/// pass); the same values to float rounding (tested against burn's GroupNorm).
+fn norm_relu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
+    let [n, c, h, w] = x.dims(); // x: [n, c, h, w]
+    let g = norm.num_groups;
+    let per = c / g;
+    let xg = x.reshape([n, g, per * h * w]); // xg: [n, g, per h w]
+    let mean = xg.clone().mean_dim(2); // mean: [n, g, 1]
+    let var = (xg.clone().square().mean_dim(2) - mean.clone().square()).clamp_min(0.0); // [n, g, 1]
+    let rstd = var.add_scalar(norm.epsilon).sqrt().recip(); // rstd: [n, g, 1]
+    let (a, b) = match (&norm.gamma, &norm.beta) {
+        (Some(gamma), Some(beta)) => {
+            let a = gamma.val().reshape([1, g, per]) * rstd; // a: [n, g, per]
+            let b = beta.val().reshape([1, g, per]) - mean * a.clone(); // b: [n, g, per]
+            (a, b)
+        }
+        _ => {
+            let a = rstd.repeat_dim(2, per); // a: [n, g, per]
+            let b = mean.neg() * a.clone(); // b: [n, g, per]
+            (a, b)
+        }
+    };
+    let y = xg.reshape([n, g, per, h * w]) * a.reshape([n, g, per, 1]) + b.reshape([n, g, per, 1]);
+    relu(y.reshape([n, c, h, w])) // [n, c, h, w]
 }
 
 #[derive(Module, Debug)]
@@ -138,7 +166,7 @@ impl Encoder {
         // images: [n, 3, s, s]
         let mut x = if on_cpu(&images.device()) {
             let y = conv3x3_as_matmul(images, self.stem.conv.weight.val()); // y: [n, w, s, s]
-            relu(self.stem.norm.forward(y))
+            norm_relu(&self.stem.norm, y)
         } else {
             self.stem.forward(images) // [n, w, s, s]
         };
@@ -194,6 +222,43 @@ mod tests {
         let gb = conv.weight.grad(&(b * mask).sum().backward()).unwrap();
         for (p, q) in values(ga).iter().zip(values(gb)) {
             assert!((p - q).abs() < 1e-3 * (1.0 + p.abs()), "{p} vs {q}");
+        }
+    }
+
+    #[test]
+    fn folded_group_norm_equals_burns_with_its_gradients() {
+        let device = Device::flex().autodiff();
+        let norm = GroupNormConfig::new(4, 8).init(&device);
+        // Non-trivial affine parameters, so that gamma and beta matter.
+        let gamma = Tensor::<1>::random([8], burn::tensor::Distribution::Default, &device);
+        let beta = Tensor::<1>::random([8], burn::tensor::Distribution::Default, &device);
+        let norm = GroupNorm {
+            gamma: Some(burn::module::Param::from_tensor(gamma.add_scalar(0.5))),
+            beta: Some(burn::module::Param::from_tensor(beta.sub_scalar(0.5))),
+            ..norm
+        };
+        let x = Tensor::<4>::random([3, 8, 5, 6], burn::tensor::Distribution::Default, &device)
+            .mul_scalar(4.0)
+            .require_grad();
+        let mask = Tensor::<4>::random([3, 8, 5, 6], burn::tensor::Distribution::Default, &device);
+        let values = |t: Tensor<4>| -> Vec<f32> { t.into_data().try_into_vec_as().unwrap() };
+        let ours = norm_relu(&norm, x.clone());
+        let theirs = relu(norm.forward(x.clone()));
+        for (p, q) in values(ours.clone()).iter().zip(values(theirs.clone())) {
+            assert!((p - q).abs() < 1e-4, "{p} vs {q}");
+        }
+        let g1 = (ours * mask.clone()).sum().backward();
+        let g2 = (theirs * mask).sum().backward();
+        let grads = |g: &_| -> Vec<f32> {
+            let mut v: Vec<f32> = x.grad(g).unwrap().into_data().try_into_vec_as().unwrap();
+            for p in [&norm.gamma, &norm.beta] {
+                let p = p.as_ref().unwrap().grad(g).unwrap();
+                v.extend(p.into_data().try_into_vec_as::<f32>().unwrap());
+            }
+            v
+        };
+        for (p, q) in grads(&g1).iter().zip(grads(&g2)) {
+            assert!((p - q).abs() < 1e-3 * (1.0 + q.abs()), "{p} vs {q}");
         }
     }
 
