@@ -152,19 +152,23 @@ impl Encoder {
     /// Backbone features, before the head: the representation evaluated by kNN and the probe.
     pub fn backbone(&self, images: Tensor<4>) -> Tensor<2> {
         let n = images.dims()[0];
-        if n > CPU_SLICE && on_cpu(&images.device()) {
+        let cpu = on_cpu(&images.device());
+        if n > CPU_SLICE && cpu {
             let parts = (0..n)
                 .step_by(CPU_SLICE)
-                .map(|s| self.backbone_whole(images.clone().narrow(0, s, CPU_SLICE.min(n - s))))
+                .map(|s| {
+                    self.backbone_whole(images.clone().narrow(0, s, CPU_SLICE.min(n - s)), cpu)
+                })
                 .collect();
             return Tensor::cat(parts, 0); // [n, 8w]
         }
-        self.backbone_whole(images)
+        self.backbone_whole(images, cpu)
     }
 
-    fn backbone_whole(&self, images: Tensor<4>) -> Tensor<2> {
+    /// The backbone on one batch; `cpu`: the images are on the CPU backend.
+    fn backbone_whole(&self, images: Tensor<4>, cpu: bool) -> Tensor<2> {
         // images: [n, 3, s, s]
-        let mut x = if on_cpu(&images.device()) {
+        let mut x = if cpu {
             let y = conv3x3_as_matmul(images, self.stem.conv.weight.val()); // y: [n, w, s, s]
             norm_relu(&self.stem.norm, y)
         } else {
@@ -295,7 +299,7 @@ mod tests {
             .try_into_vec_as()
             .unwrap();
         let last: Vec<f32> = enc
-            .backbone_whole(x.narrow(0, 69, 1))
+            .backbone_whole(x.narrow(0, 69, 1), true)
             .into_data()
             .try_into_vec_as()
             .unwrap();
