@@ -1,5 +1,5 @@
 //! `cargo bench --bench train`: prints training throughput, E-step time and peak memory.
-//! Figures, not assertions. Knobs: BENCH_STEPS (default 5), BENCH_KS (default 10,100,1000),
+//! Figures, not assertions. Knobs: BENCH_STEPS (default 5; 0 skips training), BENCH_KS (default 10,100,1000),
 //! BENCH_N (default 10000), BENCH_WGPU=1 to also time the native wgpu backend.
 //! scripts/bench.sh runs this beside PyTorch CPU and faiss-cpu and prints the ratios.
 
@@ -8,7 +8,7 @@ use std::time::Instant;
 use burn::prelude::*;
 use futures_lite::future::block_on;
 use pcl_studio::engine::data::planted_groups;
-use pcl_studio::engine::kmeans::{cluster_level, kmeans_restarts, seed_centroids};
+use pcl_studio::engine::kmeans::{Points, cluster_level, kmeans_restarts, seed_centroids};
 use pcl_studio::engine::rng::Rng;
 use pcl_studio::engine::{Event, PclConfig, Trainer};
 
@@ -123,7 +123,8 @@ fn estep(device: &Device, label: &str, n: usize, ks: &[usize]) {
         seed_centroids(&x, d, k, &mut Rng::new(1));
         let seeding = start.elapsed().as_secs_f64();
         let start = Instant::now();
-        let km = block_on(kmeans_restarts(&xt, &x, k, 20, 1, &mut Rng::new(1))).expect("kmeans");
+        let points = Points::new(&xt, &x).expect("points");
+        let km = block_on(kmeans_restarts(&points, k, 20, 1, &mut Rng::new(1))).expect("kmeans");
         let secs = start.elapsed().as_secs_f64();
         println!(
             "estep[{label}] kmeans N={n} d={d} K={k} iters=20 restarts=1: {secs:.3} s inertia {:.4} \
@@ -132,7 +133,7 @@ fn estep(device: &Device, label: &str, n: usize, ks: &[usize]) {
         );
         let start = Instant::now();
         let level =
-            block_on(cluster_level(&xt, &x, k, 20, 1, 0.2, &mut Rng::new(1))).expect("level");
+            block_on(cluster_level(&points, k, 20, 1, 0.2, &mut Rng::new(1))).expect("level");
         println!(
             "estep[{label}] level with phi K={k}: {:.3} s (phi mean {:.3})",
             start.elapsed().as_secs_f64(),
@@ -150,8 +151,10 @@ fn main() {
         .filter_map(|k| k.trim().parse().ok())
         .collect();
     let cpu = Device::flex();
-    train_img_s(&cpu, "cpu", steps);
-    model_step_img_s(&cpu, "cpu", steps);
+    if steps > 0 {
+        train_img_s(&cpu, "cpu", steps);
+        model_step_img_s(&cpu, "cpu", steps);
+    }
     estep(&cpu, "cpu", n, &ks);
     if std::env::var("BENCH_WGPU").is_ok_and(|v| v == "1") {
         match block_on(pcl_studio::compute::init_gpu(
@@ -159,8 +162,10 @@ fn main() {
         )) {
             Ok((gpu, info)) => {
                 println!("wgpu adapter: {} ({})", info.adapter, info.api);
-                train_img_s(&gpu, "wgpu", steps);
-                model_step_img_s(&gpu, "wgpu", steps);
+                if steps > 0 {
+                    train_img_s(&gpu, "wgpu", steps);
+                    model_step_img_s(&gpu, "wgpu", steps);
+                }
                 estep(&gpu, "wgpu", n, &ks);
             }
             Err(e) => println!("wgpu: no adapter ({e})"),

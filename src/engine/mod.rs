@@ -97,8 +97,8 @@ pub(crate) async fn label_metrics(
     let [n, d] = features.0.dims();
     let classes = labels.iter().max().map_or(1, |&m| m as usize + 1);
     let mut rng = rng::Rng::new(seed);
-    let km =
-        kmeans::kmeans_restarts(clustered.0, clustered.1, classes.min(n), 20, 3, &mut rng).await?;
+    let points = kmeans::Points::new(clustered.0, clustered.1)?;
+    let km = kmeans::kmeans_restarts(&points, classes.min(n), 20, 3, &mut rng).await?;
     Ok(EvalReport {
         knn_accuracy,
         ami: eval::ami(labels, &km.assignments),

@@ -9,7 +9,7 @@ use super::EngineError;
 use super::augment::{ViewParams, augment, center_view, upload};
 use super::config::{PclConfig, ProtoMode};
 use super::data::Dataset;
-use super::kmeans::{Level, cluster_level};
+use super::kmeans::{Level, Points, cluster_level};
 use super::loss::{info_nce, proto_full, proto_sampled, sample_negatives};
 use super::model::{Encoder, EncoderConfig, l2_normalize};
 use super::params::{Sgd, ema_update, flat_params, read_all};
@@ -250,6 +250,7 @@ impl Trainer {
             )));
         }
         let ks = self.config.num_clusters.clone();
+        let points = Points::new(&feats, &host)?;
         let mut levels = Vec::new();
         for (m, &k) in ks.iter().enumerate() {
             progress(Phase::KMeans {
@@ -260,8 +261,7 @@ impl Trainer {
             // Seeded per level and epoch, as the official code seeds faiss with the level index.
             let mut rng = Rng::new(self.config.seed ^ ((self.epoch as u64) << 32) ^ m as u64);
             let level = cluster_level(
-                &feats,
-                &host,
+                &points,
                 k,
                 self.config.kmeans_iters,
                 self.config.kmeans_restarts,

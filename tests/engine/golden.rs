@@ -3,7 +3,7 @@
 
 use burn::prelude::*;
 use pcl_studio::engine::eval::{ami, knn_accuracy, nmi};
-use pcl_studio::engine::kmeans::{concentration, kmeans_restarts};
+use pcl_studio::engine::kmeans::{Points, concentration, kmeans_restarts};
 use pcl_studio::engine::loss::{info_nce, proto_full, proto_sampled};
 use pcl_studio::engine::rng::Rng;
 use serde_json::Value;
@@ -149,7 +149,8 @@ fn kmeans_reaches_sklearn_inertia_and_partition() {
     let device = Device::flex();
     let x = tensor2(&g["x"], &device);
     let host = matrix(&g["x"]).0;
-    let km = futures_lite::future::block_on(kmeans_restarts(&x, &host, 3, 20, 3, &mut Rng::new(0)))
+    let points = Points::new(&x, &host).unwrap();
+    let km = futures_lite::future::block_on(kmeans_restarts(&points, 3, 20, 3, &mut Rng::new(0)))
         .unwrap();
     let want = g["inertia"].as_f64().unwrap();
     assert!(
