@@ -33,6 +33,27 @@ async function setTiny(page, epochs) {
   }
 }
 
+// The CPU fallback page with the sample set and the tiny settings (plus `extra` inputs),
+// training started: the setup the single-purpose tests below share.
+async function startTinyCpuRun(epochs, extra = {}) {
+  const opened = await openApp({ webgpu: false, query: '?cpu' });
+  const { browser, page } = opened;
+  try {
+    await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 60_000 });
+    await loadSample(page);
+    await setTiny(page, epochs);
+    for (const [key, value] of Object.entries(extra)) {
+      await page.fill(`input[name=${key}]`, value);
+      await page.dispatchEvent(`input[name=${key}]`, 'change');
+    }
+    await page.click('[data-testid=train]');
+    return opened;
+  } catch (e) {
+    await browser.close();
+    throw e;
+  }
+}
+
 // A DOM click: while training, the galleries below re-render and the page's height changes,
 // so Playwright's "stable position" wait can last the whole run.
 const press = (page, id) => page.$eval(`[data-testid=${id}]`, (b) => b.click());
@@ -174,14 +195,8 @@ test('WebGPU (SwiftShader): the same', async () => {
 });
 
 test('an exploding loss stops the run with a message; images and settings stay', async () => {
-  const { browser, page, errors } = await openApp({ webgpu: false, query: '?cpu' });
+  const { browser, page, errors } = await startTinyCpuRun(6, { lr: '1e9' });
   try {
-    await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 60_000 });
-    await loadSample(page);
-    await setTiny(page, 6);
-    await page.fill('input[name=lr]', '1e9');
-    await page.dispatchEvent('input[name=lr]', 'change');
-    await page.click('[data-testid=train]');
     await page.waitForSelector('[data-testid=status][data-state=error]', { timeout: 120_000 });
     const message = await page.textContent('[data-testid=error]');
     assert.match(message, /loss became|diverged/, message);
@@ -195,12 +210,8 @@ test('an exploding loss stops the run with a message; images and settings stay',
 });
 
 test('a crashed worker is replaced and the run resumes from the autosave', async () => {
-  const { browser, page, errors } = await openApp({ webgpu: false, query: '?cpu' });
+  const { browser, page, errors } = await startTinyCpuRun(40);
   try {
-    await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 60_000 });
-    await loadSample(page);
-    await setTiny(page, 40);
-    await page.click('[data-testid=train]');
     await page.waitForFunction(() => Number(document.querySelector('[data-testid=autosave]').dataset.epoch) >= 2,
       null, { timeout: LONG, polling: 50 });
     const savedAt = Number(await page.getAttribute('[data-testid=autosave]', 'data-epoch'));
@@ -220,12 +231,8 @@ test('a crashed worker is replaced and the run resumes from the autosave', async
 });
 
 test('one click runs the InfoNCE-only baseline and both curves are shown', async () => {
-  const { browser, page, errors } = await openApp({ webgpu: false, query: '?cpu' });
+  const { browser, page, errors } = await startTinyCpuRun(3);
   try {
-    await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 60_000 });
-    await loadSample(page);
-    await setTiny(page, 3);
-    await page.click('[data-testid=train]');
     await waitState(page, 'done');
     await press(page, 'baseline');
     await page.waitForFunction(() => /InfoNCE only/.test(document.querySelector('[data-testid=metrics]')?.textContent ?? ''),
