@@ -286,14 +286,6 @@ impl<'a> Points<'a> {
             d,
         })
     }
-
-    pub fn len(&self) -> usize {
-        self.n
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
 }
 
 /// Lloyd's k-means of the prepared points. At most `iters` updates; stops early once an
@@ -579,6 +571,14 @@ mod tests {
             let plain = plain_kmeans_pp(&x, d, k, &mut Rng::new(k as u64));
             assert_eq!(pruned, plain, "K = {k}");
         }
+    }
+
+    #[test]
+    fn points_name_both_sizes_when_the_host_copy_does_not_match() {
+        let x = Tensor::<2>::zeros([4, 3], &Device::flex());
+        let err = Points::new(&x, &[0.0; 10]).err().expect("a size mismatch");
+        let msg = err.to_string();
+        assert!(msg.contains("10 values") && msg.contains("4 x 3"), "{msg}");
     }
 
     #[test]
