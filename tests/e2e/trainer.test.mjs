@@ -26,8 +26,8 @@ async function loadSample(page) {
   await page.waitForSelector(`[data-testid=image-count][data-state=ready][data-count="${SAMPLE}"]`, { timeout: 60_000 });
 }
 
-async function setTiny(page, epochs) {
-  for (const [key, value] of Object.entries({ ...TINY, epochs: String(epochs) })) {
+async function setTiny(page, epochs, extra = {}) {
+  for (const [key, value] of Object.entries({ ...TINY, epochs: String(epochs), ...extra })) {
     await page.fill(`input[name=${key}]`, value);
     await page.dispatchEvent(`input[name=${key}]`, 'change');
   }
@@ -41,11 +41,7 @@ async function startTinyCpuRun(epochs, extra = {}) {
   try {
     await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 60_000 });
     await loadSample(page);
-    await setTiny(page, epochs);
-    for (const [key, value] of Object.entries(extra)) {
-      await page.fill(`input[name=${key}]`, value);
-      await page.dispatchEvent(`input[name=${key}]`, 'change');
-    }
+    await setTiny(page, epochs, extra);
     await page.click('[data-testid=train]');
     return opened;
   } catch (e) {
