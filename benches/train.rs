@@ -143,6 +143,7 @@ fn estep(device: &Device, label: &str, n: usize, ks: &[usize]) {
 }
 
 fn main() {
+    pcl_studio::alloc::keep_freed_memory();
     let steps = env("BENCH_STEPS", 5);
     let n = env("BENCH_N", 10_000);
     let ks: Vec<usize> = std::env::var("BENCH_KS")

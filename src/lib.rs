@@ -11,8 +11,10 @@
 //! - [`protocol`]: the serde messages between the page and its Web Worker.
 //! - `worker` and `ui` (wasm32 only): the Web Worker that owns every tensor, and the Leptos page
 //!   that only shows what the worker reports.
-//! - `cli` (native only): the command-line trainer.
+//! - `cli` (native only): the command-line trainer; `alloc` (native only): its allocator.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod alloc;
 pub mod backend;
 #[cfg(feature = "engine")]
 pub mod compute;

@@ -2,6 +2,7 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
+    pcl_studio::alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     std::process::exit(pcl_studio::cli::main_with_args(args));
 }

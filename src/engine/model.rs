@@ -84,8 +84,22 @@ fn norm_relu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
     let xg = x.reshape([n, g, per * h * w]); // xg: [n, g, per h w]
     let mean = xg.clone().mean_dim(2); // mean: [n, g, 1]
     let var = (xg.clone().square().mean_dim(2) - mean.clone().square()).clamp_min(0.0); // [n, g, 1]
+    let (a, b) = scale_shift(norm, mean, var, per); // a, b: [n, g, per]
+    let y = xg.reshape([n, g, per, h * w]) * a.reshape([n, g, per, 1]) + b.reshape([n, g, per, 1]);
+    relu(y.reshape([n, c, h, w])) // [n, c, h, w]
+}
+
+/// GroupNorm's per-(image, group) statistics folded with gamma and beta into one scale and
+/// shift per (image, channel): a = gamma / sqrt(var + eps), b = beta - mean * a.
+fn scale_shift(
+    norm: &GroupNorm,
+    mean: Tensor<3>,
+    var: Tensor<3>,
+    per: usize,
+) -> (Tensor<3>, Tensor<3>) {
+    let g = norm.num_groups;
     let rstd = var.add_scalar(norm.epsilon).sqrt().recip(); // rstd: [n, g, 1]
-    let (a, b) = match (&norm.gamma, &norm.beta) {
+    match (&norm.gamma, &norm.beta) {
         (Some(gamma), Some(beta)) => {
             let a = gamma.val().reshape([1, g, per]) * rstd; // a: [n, g, per]
             let b = beta.val().reshape([1, g, per]) - mean * a.clone(); // b: [n, g, per]
@@ -96,9 +110,7 @@ fn norm_relu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
             let b = mean.neg() * a.clone(); // b: [n, g, per]
             (a, b)
         }
-    };
-    let y = xg.reshape([n, g, per, h * w]) * a.reshape([n, g, per, 1]) + b.reshape([n, g, per, 1]);
-    relu(y.reshape([n, c, h, w])) // [n, c, h, w]
+    }
 }
 
 #[derive(Module, Debug)]
@@ -109,38 +121,143 @@ pub struct Encoder {
     head_out: Linear,
 }
 
-/// A 3x3, stride-1, zero-padded convolution without bias as one matrix product over the nine
-/// shifted copies of the input (im2col). For the stem on the CPU backend: flex computes a
-/// convolution's weight gradient as a convolution whose kernel is the whole output map, which
-/// for 3 input channels at 32x32 took 14 ms per 32 images; this form takes 6 ms (same values).
-/// Slower than flex's own convolution where the input gradient is needed, so only the stem,
-/// whose input (the images) has none, uses it.
-fn conv3x3_as_matmul(x: Tensor<4>, weight: Tensor<4>) -> Tensor<4> {
-    let [n, c, h, w] = x.dims(); // x: [n, c, h, w]
-    let co = weight.dims()[0]; // weight: [co, c, 3, 3]
-    let padded = x
-        .swap_dims(0, 1)
-        .pad([(0, 0), (0, 0), (1, 1), (1, 1)], PadMode::Constant(0.0)); // padded: [c, n, h + 2, w + 2]
-    let shifted: Vec<Tensor<4>> = (0..9)
-        .map(|t| {
-            let (dy, dx) = (t / 3, t % 3);
-            padded.clone().slice([0..c, 0..n, dy..dy + h, dx..dx + w]) // [c, n, h, w]
+/// The CPU backend's convolutions, channels-last. flex multiplies per image (a 256 x 1152 by
+/// 1152 x 16 product for the last block) and computes the input gradient as a transposed
+/// convolution; here an activation is a row matrix [n h w, c] and every convolution is one
+/// gather of the nine taps (its gradient one scatter-add) and one matrix product over all the
+/// rows of a slice, whose gradients are two more large products. A training step went from
+/// about 350 to about 500 img/s (README); the values and gradients are the convolution's (tested).
+mod rows {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// Output side of a 3x3, padding-1 convolution.
+    pub fn out_side(side: usize, stride: usize) -> usize {
+        (side - 1) / stride + 1
+    }
+
+    /// For each output pixel (image, y, x) of a 3x3, padding-1 convolution with `stride` over n
+    /// images of side x side, the rows of its nine taps in (ky, kx) order, in a row matrix
+    /// [n side side + 1, c] whose last row is zeros: taps in the padding read that row.
+    pub fn tap_rows(n: usize, side: usize, stride: usize) -> Vec<i64> {
+        let out = out_side(side, stride);
+        let zero = (n * side * side) as i64;
+        let inside = |v: i64| (0..side as i64).contains(&v);
+        let mut idx = Vec::with_capacity(n * out * out * 9);
+        for b in 0..n {
+            for oy in 0..out {
+                for ox in 0..out {
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let iy = (oy * stride + ky) as i64 - 1;
+                            let ix = (ox * stride + kx) as i64 - 1;
+                            idx.push(if inside(iy) && inside(ix) {
+                                (b * side * side) as i64 + iy * side as i64 + ix
+                            } else {
+                                zero
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        idx
+    }
+
+    /// (n, side, stride, the device's Debug). Not `Device`'s equality: it holds a CPU device and
+    /// the same device wrapped for autodiff equal, and an index made for one fails on the other.
+    type TapKey = (usize, usize, usize, String);
+
+    thread_local! {
+        // The index tensors of the last few shapes: building one took 2% of a training step.
+        static TAPS: RefCell<Vec<(TapKey, Tensor<1, Int>)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    fn tap_index(n: usize, side: usize, stride: usize, device: &Device) -> Tensor<1, Int> {
+        let key = (n, side, stride, format!("{device:?}"));
+        TAPS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if let Some((_, t)) = cache.iter().find(|(k, _)| *k == key) {
+                return t.clone();
+            }
+            let idx = tap_rows(n, side, stride);
+            let len = idx.len();
+            let t = Tensor::<1, Int>::from_data(TensorData::new(idx, [len]), device);
+            if cache.len() == 16 {
+                cache.remove(0);
+            }
+            cache.push((key, t.clone()));
+            t
         })
-        .collect();
-    // cols: [c * 9, n * h * w], rows in the weight's (channel, ky, kx) order
-    let cols = Tensor::stack::<5>(shifted, 1).reshape([c * 9, n * h * w]);
-    weight
-        .reshape([co, c * 9])
-        .matmul(cols) // [co, n * h * w]
-        .reshape([co, n, h, w])
-        .swap_dims(0, 1) // [n, co, h, w]
+    }
+
+    /// A [co, c, 3, 3] weight as the [9 c, co] matrix whose rows are in (ky, kx, c) order, the
+    /// order of `conv3x3`'s gathered taps. Two copies with contiguous runs (a 2-d transpose,
+    /// then whole rows of co): one 4-d permute walked element by element, twice as slow.
+    pub fn taps_major(weight: Tensor<4>) -> Tensor<2> {
+        let [co, c, kh, kw] = weight.dims();
+        let taps = kh * kw;
+        weight
+            .reshape([co, c * taps])
+            .transpose() // [c taps, co]
+            .reshape([c, taps, co])
+            .swap_dims(0, 1) // [taps, c, co]
+            .reshape([taps * c, co])
+    }
+
+    /// A 3x3, padding-1 convolution without bias: x [n side side, c], w from `taps_major` ->
+    /// [n out out, co].
+    pub fn conv3x3(x: Tensor<2>, n: usize, side: usize, w: Tensor<2>, stride: usize) -> Tensor<2> {
+        let c = x.dims()[1];
+        let out = out_side(side, stride);
+        let device = x.device();
+        let idx = tap_index(n, side, stride, &device); // idx: [n out out 9]
+        let padded = Tensor::cat(vec![x, Tensor::zeros([1, c], &device)], 0); // [n side side + 1, c]
+        let cols = padded.select(0, idx).reshape([n * out * out, 9 * c]); // cols: [n out out, 9 c]
+        cols.matmul(w) // [n out out, co]
+    }
+
+    /// The stem: images [n, c, s, s] (no gradient wanted) and w = the weight as [c 9, co] ->
+    /// [n s s, co]. With 3 channels a gathered row would be 12 bytes; nine shifted copies of the
+    /// channel-major images are gathered in runs of a whole image row instead.
+    pub fn stem(x: Tensor<4>, w: Tensor<2>) -> Tensor<2> {
+        let [n, c, h, wd] = x.dims(); // x: [n, c, h, w]
+        let padded = x
+            .swap_dims(0, 1)
+            .pad([(0, 0), (0, 0), (1, 1), (1, 1)], PadMode::Constant(0.0)); // padded: [c, n, h + 2, w + 2]
+        let shifted: Vec<Tensor<4>> = (0..9)
+            .map(|t| {
+                let (dy, dx) = (t / 3, t % 3);
+                padded.clone().slice([0..c, 0..n, dy..dy + h, dx..dx + wd]) // [c, n, h, w]
+            })
+            .collect();
+        // cols: [c 9, n h w], rows in the weight's own (channel, ky, kx) order
+        let cols = Tensor::stack::<5>(shifted, 1).reshape([c * 9, n * h * wd]);
+        cols.transpose().matmul(w) // [n h w, co]
+    }
+
+    /// `norm_relu` on the rows [n hw, c] of n images.
+    pub fn norm_relu(norm: &GroupNorm, x: Tensor<2>, n: usize) -> Tensor<2> {
+        let [m, c] = x.dims();
+        let hw = m / n;
+        let g = norm.num_groups;
+        let per = c / g;
+        let count = (hw * per) as f64;
+        let x3 = x.reshape([n, hw, c]); // x3: [n, hw, c]
+        let group_sum = |t: Tensor<3>| t.sum_dim(1).reshape([n, g, per]).sum_dim(2); // [n, g, 1]
+        let mean = group_sum(x3.clone()).div_scalar(count); // mean: [n, g, 1]
+        let var = (group_sum(x3.clone().square()).div_scalar(count) - mean.clone().square())
+            .clamp_min(0.0); // var: [n, g, 1]
+        let (a, b) = scale_shift(norm, mean, var, per); // a, b: [n, g, per]
+        relu(x3 * a.reshape([n, 1, c]) + b.reshape([n, 1, c])).reshape([m, c]) // [n hw, c]
+    }
 }
 
-/// Most images the CPU backend's convolutions see at once. flex's convolutions slow down more
-/// than linearly with the batch (a training step at batch 256: 340 img/s in slices of 32, 226
-/// whole; 16 is no faster, 64 a little slower), and GroupNorm couples no two images, so a batch
-/// run in slices gives the same numbers and gradients.
-const CPU_SLICE: usize = 32;
+/// Most images the CPU backend's convolutions see at once. GroupNorm couples no two images, so
+/// a batch run in slices gives the same numbers and gradients, and a slice's activations stay
+/// in cache where a whole batch of 256 spills (measured: 32 and 64 about equal, 256 a third
+/// slower).
+const CPU_SLICE: usize = 64;
 
 fn on_cpu(device: &Device) -> bool {
     // burn's dispatch device has no "is CPU" query; its Debug names the backend, also when
@@ -151,34 +268,56 @@ fn on_cpu(device: &Device) -> bool {
 impl Encoder {
     /// Backbone features, before the head: the representation evaluated by kNN and the probe.
     pub fn backbone(&self, images: Tensor<4>) -> Tensor<2> {
-        let n = images.dims()[0];
-        let cpu = on_cpu(&images.device());
-        if n > CPU_SLICE && cpu {
-            let parts = (0..n)
-                .step_by(CPU_SLICE)
-                .map(|s| {
-                    self.backbone_whole(images.clone().narrow(0, s, CPU_SLICE.min(n - s)), cpu)
-                })
-                .collect();
-            return Tensor::cat(parts, 0); // [n, 8w]
+        if !on_cpu(&images.device()) {
+            return self.backbone_nchw(images);
         }
-        self.backbone_whole(images, cpu)
+        // The weights as matrices once per call, not once per slice (so their gradients, too,
+        // are folded back once).
+        let stem_w = self.stem.conv.weight.val();
+        let co = stem_w.dims()[0];
+        let stem_w = stem_w.reshape([co, 27]).transpose(); // [3 9, w]
+        let block_w: Vec<Tensor<2>> = self
+            .blocks
+            .iter()
+            .map(|b| rows::taps_major(b.conv.weight.val()))
+            .collect();
+        let n = images.dims()[0];
+        let parts = (0..n)
+            .step_by(CPU_SLICE)
+            .map(|s| {
+                let slice = images.clone().narrow(0, s, CPU_SLICE.min(n - s));
+                self.backbone_rows(slice, stem_w.clone(), &block_w)
+            })
+            .collect();
+        Tensor::cat(parts, 0) // [n, 8w]
     }
 
-    /// The backbone on one batch; `cpu`: the images are on the CPU backend.
-    fn backbone_whole(&self, images: Tensor<4>, cpu: bool) -> Tensor<2> {
-        // images: [n, 3, s, s]
-        let mut x = if cpu {
-            let y = conv3x3_as_matmul(images, self.stem.conv.weight.val()); // y: [n, w, s, s]
-            norm_relu(&self.stem.norm, y)
-        } else {
-            self.stem.forward(images) // [n, w, s, s]
-        };
+    /// The backbone in burn's own modules (channels-first): the GPU path.
+    fn backbone_nchw(&self, images: Tensor<4>) -> Tensor<2> {
+        let mut x = self.stem.forward(images); // x: [n, w, s, s]
         for b in &self.blocks {
             x = b.forward(x); // halves s, doubles channels
         }
         // x: [n, 8w, s/8, s/8] -> global average pool -> [n, 8w]
         x.mean_dims(&[2, 3]).flatten(1, 3)
+    }
+
+    /// The backbone on the CPU, channels-last (see `rows`), for one slice of images.
+    fn backbone_rows(
+        &self,
+        images: Tensor<4>,
+        stem_w: Tensor<2>,
+        block_w: &[Tensor<2>],
+    ) -> Tensor<2> {
+        let [n, _, mut side, _] = images.dims(); // images: [n, 3, s, s]
+        let mut x = rows::norm_relu(&self.stem.norm, rows::stem(images, stem_w), n); // x: [n s s, w]
+        for (b, w) in self.blocks.iter().zip(block_w) {
+            x = rows::conv3x3(x, n, side, w.clone(), 2); // [n s/2 s/2, 2c]
+            x = rows::norm_relu(&b.norm, x, n);
+            side = rows::out_side(side, 2);
+        }
+        let [m, c] = x.dims(); // x: [n s/8 s/8, 8w] -> global average pool -> [n, 8w]
+        x.reshape([n, m / n, c]).mean_dim(1).reshape([n, c])
     }
 
     /// Projects backbone features to the L2-normalised embedding.
@@ -204,29 +343,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stem_as_matmul_equals_the_convolution_and_its_weight_gradient() {
+    fn cpu_rows_backbone_equals_burns_modules_with_gradients() {
         let device = Device::flex().autodiff();
-        let conv = Conv2dConfig::new([3, 8], [3, 3])
-            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-            .with_bias(false)
-            .init(&device);
-        let x = Tensor::<4>::random([5, 3, 9, 7], burn::tensor::Distribution::Default, &device);
-        let values = |t: Tensor<4>| -> Vec<f32> { t.into_data().try_into_vec_as().unwrap() };
-        let a = conv.forward(x.clone());
-        let b = conv3x3_as_matmul(x, conv.weight.val());
-        for (p, q) in values(a.clone()).iter().zip(values(b.clone())) {
-            assert!((p - q).abs() < 1e-5, "{p} vs {q}");
+        let enc = EncoderConfig::new(8, 16).init(&device);
+        // 70 images: two slices; side 9: odd sides through every stride-2 block (9, 5, 3, 2).
+        let dist = burn::tensor::Distribution::Default;
+        let x = Tensor::<4>::random([70, 3, 9, 9], dist, &device);
+        let mask = Tensor::<2>::random([70, 64], dist, &device);
+        let values = |t: Tensor<2>| -> Vec<f32> { t.into_data().try_into_vec_as().unwrap() };
+        let ours = enc.backbone(x.clone());
+        let theirs = enc.backbone_nchw(x);
+        for (p, q) in values(ours.clone()).iter().zip(values(theirs.clone())) {
+            assert!((p - q).abs() < 1e-4, "{p} vs {q}");
         }
-        // Weight gradients of a weighted sum (so that every output position counts differently).
-        let mask = Tensor::<4>::random([5, 8, 9, 7], burn::tensor::Distribution::Default, &device);
-        let ga = conv
-            .weight
-            .grad(&(a * mask.clone()).sum().backward())
-            .unwrap();
-        let gb = conv.weight.grad(&(b * mask).sum().backward()).unwrap();
-        for (p, q) in values(ga).iter().zip(values(gb)) {
-            assert!((p - q).abs() < 1e-3 * (1.0 + p.abs()), "{p} vs {q}");
+        // Gradients of a weighted sum (every feature counts differently), for every
+        // convolution's weight and a GroupNorm's gamma.
+        let g1 = (ours * mask.clone()).sum().backward();
+        let g2 = (theirs * mask).sum().backward();
+        let grads = |g: &_| -> Vec<f32> {
+            let mut v = Vec::new();
+            for b in std::iter::once(&enc.stem).chain(&enc.blocks) {
+                let w = b.conv.weight.grad(g).unwrap();
+                v.extend(w.into_data().try_into_vec_as::<f32>().unwrap());
+            }
+            let gamma = enc.blocks[1].norm.gamma.as_ref().unwrap().grad(g).unwrap();
+            v.extend(gamma.into_data().try_into_vec_as::<f32>().unwrap());
+            v
+        };
+        let (a, b) = (grads(&g1), grads(&g2));
+        assert_eq!(a.len(), b.len());
+        for (p, q) in a.iter().zip(&b) {
+            assert!((p - q).abs() < 1e-3 * (1.0 + q.abs()), "{p} vs {q}");
         }
+    }
+
+    #[test]
+    fn tap_rows_read_the_zero_row_in_the_padding() {
+        // One 2x2 image, stride 2: the single output pixel's taps (ky, kx) sit at input
+        // (ky - 1, kx - 1); only the four with ky, kx >= 1 are inside, rows 0..4; row 4 is zeros.
+        assert_eq!(rows::tap_rows(1, 2, 2), vec![4, 4, 4, 4, 0, 1, 4, 2, 3]);
+        assert_eq!(rows::out_side(9, 2), 5);
+        assert_eq!(rows::tap_rows(2, 3, 1).len(), 2 * 9 * 9);
     }
 
     #[test]
@@ -299,7 +456,7 @@ mod tests {
             .try_into_vec_as()
             .unwrap();
         let last: Vec<f32> = enc
-            .backbone_whole(x.narrow(0, 69, 1), true)
+            .backbone(x.narrow(0, 69, 1))
             .into_data()
             .try_into_vec_as()
             .unwrap();
