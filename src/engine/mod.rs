@@ -16,6 +16,8 @@ pub mod eval;
 #[cfg(feature = "engine")]
 pub mod explore;
 #[cfg(feature = "engine")]
+pub mod kernels;
+#[cfg(feature = "engine")]
 pub mod kmeans;
 #[cfg(feature = "engine")]
 pub mod loss;

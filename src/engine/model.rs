@@ -10,7 +10,6 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use burn::tensor::ops::PadMode;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -130,66 +129,11 @@ pub struct Encoder {
 /// gradients are the convolution's (tested).
 mod rows {
     use super::*;
-    use std::cell::RefCell;
+    use crate::engine::kernels;
 
     /// Output side of a 3x3, padding-1 convolution.
     pub fn out_side(side: usize, stride: usize) -> usize {
         (side - 1) / stride + 1
-    }
-
-    /// For each output pixel (image, y, x) of a 3x3, padding-1 convolution with `stride` over n
-    /// images of side x side, the rows of its nine taps in (ky, kx) order, in a row matrix
-    /// [n side side + 1, c] whose last row is zeros: taps in the padding read that row.
-    pub fn tap_rows(n: usize, side: usize, stride: usize) -> Vec<i64> {
-        let out = out_side(side, stride);
-        let zero = (n * side * side) as i64;
-        let inside = |v: i64| (0..side as i64).contains(&v);
-        let mut idx = Vec::with_capacity(n * out * out * 9);
-        for b in 0..n {
-            for oy in 0..out {
-                for ox in 0..out {
-                    for ky in 0..3 {
-                        for kx in 0..3 {
-                            let iy = (oy * stride + ky) as i64 - 1;
-                            let ix = (ox * stride + kx) as i64 - 1;
-                            idx.push(if inside(iy) && inside(ix) {
-                                (b * side * side) as i64 + iy * side as i64 + ix
-                            } else {
-                                zero
-                            });
-                        }
-                    }
-                }
-            }
-        }
-        idx
-    }
-
-    /// (n, side, stride, the device's Debug). Not `Device`'s equality: it holds a CPU device and
-    /// the same device wrapped for autodiff equal, and an index made for one fails on the other.
-    type TapKey = (usize, usize, usize, String);
-
-    thread_local! {
-        // The index tensors of the last few shapes: building one took 2% of a training step.
-        static TAPS: RefCell<Vec<(TapKey, Tensor<1, Int>)>> = const { RefCell::new(Vec::new()) };
-    }
-
-    fn tap_index(n: usize, side: usize, stride: usize, device: &Device) -> Tensor<1, Int> {
-        let key = (n, side, stride, format!("{device:?}"));
-        TAPS.with(|cache| {
-            let mut cache = cache.borrow_mut();
-            if let Some((_, t)) = cache.iter().find(|(k, _)| *k == key) {
-                return t.clone();
-            }
-            let idx = tap_rows(n, side, stride);
-            let len = idx.len();
-            let t = Tensor::<1, Int>::from_data(TensorData::new(idx, [len]), device);
-            if cache.len() == 16 {
-                cache.remove(0);
-            }
-            cache.push((key, t.clone()));
-            t
-        })
     }
 
     /// A [co, c, 3, 3] weight as the [9 c, co] matrix whose rows are in (ky, kx, c) order, the
@@ -209,48 +153,23 @@ mod rows {
     /// A 3x3, padding-1 convolution without bias: x [n side side, c], w from `taps_major` ->
     /// [n out out, co].
     pub fn conv3x3(x: Tensor<2>, n: usize, side: usize, w: Tensor<2>, stride: usize) -> Tensor<2> {
-        let c = x.dims()[1];
-        let out = out_side(side, stride);
-        let device = x.device();
-        let idx = tap_index(n, side, stride, &device); // idx: [n out out 9]
-        let padded = Tensor::cat(vec![x, Tensor::zeros([1, c], &device)], 0); // [n side side + 1, c]
-        let cols = padded.select(0, idx).reshape([n * out * out, 9 * c]); // cols: [n out out, 9 c]
-        cols.matmul(w) // [n out out, co]
-    }
-
-    /// The stem: images [n, c, s, s] (no gradient wanted) and w = the weight as [c 9, co] ->
-    /// [n s s, co]. With 3 channels a gathered row would be 12 bytes; nine shifted copies of the
-    /// channel-major images are gathered in runs of a whole image row instead.
-    pub fn stem(x: Tensor<4>, w: Tensor<2>) -> Tensor<2> {
-        let [n, c, h, wd] = x.dims(); // x: [n, c, h, w]
-        let padded = x
-            .swap_dims(0, 1)
-            .pad([(0, 0), (0, 0), (1, 1), (1, 1)], PadMode::Constant(0.0)); // padded: [c, n, h + 2, w + 2]
-        let shifted: Vec<Tensor<4>> = (0..9)
-            .map(|t| {
-                let (dy, dx) = (t / 3, t % 3);
-                padded.clone().slice([0..c, 0..n, dy..dy + h, dx..dx + wd]) // [c, n, h, w]
-            })
-            .collect();
-        // cols: [c 9, n h w], rows in the weight's own (channel, ky, kx) order
-        let cols = Tensor::stack::<5>(shifted, 1).reshape([c * 9, n * h * wd]);
-        cols.transpose().matmul(w) // [n h w, co]
+        kernels::conv3x3(x, w, n, side, stride)
     }
 
     /// `norm_relu` on the rows [n hw, c] of n images.
     pub fn norm_relu(norm: &GroupNorm, x: Tensor<2>, n: usize) -> Tensor<2> {
-        let [m, c] = x.dims();
-        let hw = m / n;
+        let [rows, c] = x.dims();
+        let hw = rows / n;
         let g = norm.num_groups;
         let per = c / g;
         let count = (hw * per) as f64;
         let x3 = x.reshape([n, hw, c]); // x3: [n, hw, c]
-        let group_sum = |t: Tensor<3>| t.sum_dim(1).reshape([n, g, per]).sum_dim(2); // [n, g, 1]
-        let mean = group_sum(x3.clone()).div_scalar(count); // mean: [n, g, 1]
-        let var = (group_sum(x3.clone().square()).div_scalar(count) - mean.clone().square())
-            .clamp_min(0.0); // var: [n, g, 1]
+        let m = kernels::moments(x3.clone()); // m: [n, 2, c], sums and sums of squares
+        let group = |k: usize| m.clone().narrow(1, k, 1).reshape([n, g, per]).sum_dim(2); // [n, g, 1]
+        let mean = group(0).div_scalar(count); // mean: [n, g, 1]
+        let var = (group(1).div_scalar(count) - mean.clone().square()).clamp_min(0.0); // var: [n, g, 1]
         let (a, b) = scale_shift(norm, mean, var, per); // a, b: [n, g, per]
-        relu(x3 * a.reshape([n, 1, c]) + b.reshape([n, 1, c])).reshape([m, c]) // [n hw, c]
+        kernels::affine_relu(x3, a.reshape([n, 1, c]), b.reshape([n, 1, c])).reshape([rows, c]) // [n hw, c]
     }
 }
 
@@ -274,20 +193,16 @@ impl Encoder {
         }
         // The weights as matrices once per call, not once per slice (so their gradients, too,
         // are folded back once).
-        let stem_w = self.stem.conv.weight.val();
-        let co = stem_w.dims()[0];
-        let stem_w = stem_w.reshape([co, 27]).transpose(); // [3 9, w]
-        let block_w: Vec<Tensor<2>> = self
-            .blocks
-            .iter()
-            .map(|b| rows::taps_major(b.conv.weight.val()))
+        let weights: Vec<Tensor<2>> = std::iter::once(&self.stem)
+            .chain(&self.blocks)
+            .map(|b| rows::taps_major(b.conv.weight.val())) // [9 c, co]
             .collect();
         let n = images.dims()[0];
         let parts = (0..n)
             .step_by(CPU_SLICE)
             .map(|s| {
                 let slice = images.clone().narrow(0, s, CPU_SLICE.min(n - s));
-                self.backbone_rows(slice, stem_w.clone(), &block_w)
+                self.backbone_rows(slice, &weights)
             })
             .collect();
         Tensor::cat(parts, 0) // [n, 8w]
@@ -303,19 +218,16 @@ impl Encoder {
         x.mean_dims(&[2, 3]).flatten(1, 3)
     }
 
-    /// The backbone on the CPU, channels-last (see `rows`), for one slice of images.
-    fn backbone_rows(
-        &self,
-        images: Tensor<4>,
-        stem_w: Tensor<2>,
-        block_w: &[Tensor<2>],
-    ) -> Tensor<2> {
-        let [n, _, mut side, _] = images.dims(); // images: [n, 3, s, s]
-        let mut x = rows::norm_relu(&self.stem.norm, rows::stem(images, stem_w), n); // x: [n s s, w]
-        for (b, w) in self.blocks.iter().zip(block_w) {
-            x = rows::conv3x3(x, n, side, w.clone(), 2); // [n s/2 s/2, 2c]
+    /// The backbone on the CPU, channels-last (see `rows`), for one slice of images; `weights`:
+    /// the stem's and each block's from `rows::taps_major`.
+    fn backbone_rows(&self, images: Tensor<4>, weights: &[Tensor<2>]) -> Tensor<2> {
+        let [n, ch, mut side, _] = images.dims(); // images: [n, 3, s, s]
+        let mut x = images.permute([0, 2, 3, 1]).reshape([n * side * side, ch]); // x: [n s s, 3]
+        let layers = std::iter::once((&self.stem, 1)).chain(self.blocks.iter().map(|b| (b, 2)));
+        for ((b, stride), w) in layers.zip(weights) {
+            x = rows::conv3x3(x, n, side, w.clone(), stride); // [n s' s', co]
             x = rows::norm_relu(&b.norm, x, n);
-            side = rows::out_side(side, 2);
+            side = rows::out_side(side, stride);
         }
         let [m, c] = x.dims(); // x: [n s/8 s/8, 8w] -> global average pool -> [n, 8w]
         x.reshape([n, m / n, c]).mean_dim(1).reshape([n, c])
@@ -376,15 +288,6 @@ mod tests {
         for (p, q) in a.iter().zip(&b) {
             assert!((p - q).abs() < 1e-3 * (1.0 + q.abs()), "{p} vs {q}");
         }
-    }
-
-    #[test]
-    fn tap_rows_read_the_zero_row_in_the_padding() {
-        // One 2x2 image, stride 2: the single output pixel's taps (ky, kx) sit at input
-        // (ky - 1, kx - 1); only the four with ky, kx >= 1 are inside, rows 0..4; row 4 is zeros.
-        assert_eq!(rows::tap_rows(1, 2, 2), vec![4, 4, 4, 4, 0, 1, 4, 2, 3]);
-        assert_eq!(rows::out_side(9, 2), 5);
-        assert_eq!(rows::tap_rows(2, 3, 1).len(), 2 * 9 * 9);
     }
 
     #[test]
