@@ -258,6 +258,10 @@ mod tests {
     #[test]
     fn cpu_rows_backbone_equals_burns_modules_with_gradients() {
         let device = Device::flex().autodiff();
+        // Seeded: the two paths round differently, and a pre-activation within rounding of zero
+        // falls on different sides of a ReLU, which moved one gradient by 0.2% in about one
+        // unseeded run of twenty (typical worst difference: 2e-5).
+        device.seed(7);
         let enc = EncoderConfig::new(8, 16).init(&device);
         // 70 images: two slices; side 9: odd sides through every stride-2 block (9, 5, 3, 2).
         let dist = burn::tensor::Distribution::Default;
