@@ -6,13 +6,14 @@
 //! about ten backward); here each is one pass forward and one backward.
 //!
 //! - `conv3x3`: the nine taps of every output pixel gathered into a row (zero in the padding),
-//!   times the weight; gradients: dW = cols^T dy, dcols = dy W^T scattered back and summed.
+//!   times the weight; gradients: dW = cols^T dy, and dcols = dy W^T summed back per pixel.
 //! - `moments`: per image and channel, the sum and the sum of squares over the pixels;
 //!   gradient: g_sum + 2 x g_sumsq.
 //! - `affine_relu`: relu(x * a + b), a and b per image and channel; gradients: dz = dy [y > 0],
 //!   dx = dz a, da = sum dz x, db = sum dz.
 //!
-//! Only for tensors on burn's flex backend, plain or wrapped for autodiff (the callers check);
+//! Only for tensors on burn's flex backend, plain or wrapped for autodiff (`model.rs` calls them
+//! only there; elsewhere they panic);
 //! values and gradients are checked against the same maths in burn ops (tests below and the
 //! encoder test in `model.rs`).
 
@@ -98,14 +99,15 @@ fn build_plain<F: Fn(usize, &mut [f32]) + Sync + Send>(
     })
 }
 
-/// A row-major matrix product dst [m, n] = lhs [m, k] x rhs [k, n], each operand given by its
-/// row and column strides (a transposed operand is the same buffer with the strides swapped).
+/// One operand of `matmul`: a buffer and its row and column strides (a transposed operand is
+/// the same buffer with the strides swapped).
 struct Operand<'a> {
     data: &'a [f32],
     row_stride: usize,
     col_stride: usize,
 }
 
+/// dst [m, n] = lhs [m, k] x rhs [k, n], row-major, by gemm (in burn's rayon pool natively).
 fn matmul(m: usize, k: usize, n: usize, lhs: Operand, rhs: Operand) -> Vec<f32> {
     let last = |o: &Operand, rows: usize, cols: usize| {
         (rows - 1) * o.row_stride + (cols - 1) * o.col_stride
