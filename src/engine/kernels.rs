@@ -334,7 +334,7 @@ pub fn conv3x3(x: Tensor<2>, w: Tensor<2>, n: usize, side: usize, stride: usize)
                 grads.register::<Flex>(node.id, flex(dw, &[k, co]));
             }
             if let Some(node) = px {
-                // dcols: [m, 9 c] = dy [m, co] x W^T [co, 9 c], then scattered back to the pixels
+                // dcols: [m, 9 c] = dy [m, co] x W^T [co, 9 c], then summed back per pixel
                 let dcols = matmul(m, co, k, rows_of(vals(&dy), co), transposed(vals(&w), co));
                 let dx = taps_backward(&dcols, n, side, c, stride);
                 grads.register::<Flex>(node.id, flex(dx, &[n * side * side, c]));
