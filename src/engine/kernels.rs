@@ -165,6 +165,11 @@ fn transposed(data: &[f32], cols: usize) -> Operand<'_> {
     }
 }
 
+/// Output side of a 3x3, padding-1 convolution with `stride` over `side` input pixels.
+pub fn out_side(side: usize, stride: usize) -> usize {
+    (side - 1) / stride + 1
+}
+
 /// The input pixel (y, x) of tap (ky, kx) of output pixel (oy, ox), or None in the padding.
 fn tap_source(oy: usize, ox: usize, t: usize, stride: usize, side: usize) -> Option<usize> {
     let iy = (oy * stride + t / 3).checked_sub(1).filter(|&v| v < side)?;
@@ -173,7 +178,7 @@ fn tap_source(oy: usize, ox: usize, t: usize, stride: usize, side: usize) -> Opt
 }
 
 fn taps_forward(x: &[f32], n: usize, side: usize, c: usize, stride: usize) -> Vec<f32> {
-    let out = (side - 1) / stride + 1;
+    let out = out_side(side, stride);
     build_plain(n * out * out * 9 * c, out * out * 9 * c, |i, dst| {
         let src = &x[i * side * side * c..(i + 1) * side * side * c];
         for (p, row) in dst.chunks_exact_mut(9 * c).enumerate() {
@@ -199,7 +204,7 @@ fn readers(i: usize, stride: usize, out: usize) -> impl Iterator<Item = (usize, 
 /// The gradient of `taps_forward`: each input pixel sums the taps that read it (a gather, so
 /// every value is written once and images run in parallel).
 fn taps_backward(dcols: &[f32], n: usize, side: usize, c: usize, stride: usize) -> Vec<f32> {
-    let out = (side - 1) / stride + 1;
+    let out = out_side(side, stride);
     build_plain(n * side * side * c, side * side * c, |i, dst| {
         let src = &dcols[i * out * out * 9 * c..(i + 1) * out * out * 9 * c];
         for (s, d_px) in dst.chunks_exact_mut(c).enumerate() {
@@ -307,7 +312,7 @@ pub fn conv3x3(x: Tensor<2>, w: Tensor<2>, n: usize, side: usize, stride: usize)
     let c = x.dims()[1];
     let [k, co] = w.dims();
     assert_eq!(k, 9 * c, "conv3x3: weight rows {k} for {c} input channels");
-    let out = (side - 1) / stride + 1;
+    let out = out_side(side, stride);
     let m = n * out * out;
     let forward = |x: &FlexTensor, w: &FlexTensor| {
         let cols = taps_forward(vals(x), n, side, c, stride); // cols: [m, 9 c]
@@ -517,7 +522,7 @@ mod tests {
             let ws = Tensor::<2>::random([9 * c, 5], Distribution::Default, &device)
                 .sub_scalar(0.5)
                 .require_grad();
-            let out = (side - 1) / stride + 1;
+            let out = out_side(side, stride);
             let idx: Vec<i64> = (0..2 * out * out * 9)
                 .map(|k| {
                     let (i, p, t) = (k / (out * out * 9), k / 9 % (out * out), k % 9);

@@ -132,11 +132,6 @@ pub struct Encoder {
 mod rows {
     use super::*;
 
-    /// Output side of a 3x3, padding-1 convolution.
-    pub fn out_side(side: usize, stride: usize) -> usize {
-        (side - 1) / stride + 1
-    }
-
     /// A [co, c, 3, 3] weight as the [9 c, co] matrix whose rows are in (ky, kx, c) order, the
     /// order of `kernels::conv3x3`'s gathered taps. Two copies with contiguous runs (a 2-d
     /// transpose, then whole rows of co): one 4-d permute walked element by element, twice as
@@ -227,7 +222,7 @@ impl Encoder {
         for ((b, stride), w) in layers.zip(weights) {
             x = kernels::conv3x3(x, w.clone(), n, side, stride); // [n s' s', co]
             x = rows::norm_relu(&b.norm, x, n);
-            side = rows::out_side(side, stride);
+            side = kernels::out_side(side, stride);
         }
         let [m, c] = x.dims(); // x: [n s/8 s/8, 8w] -> global average pool -> [n, 8w]
         x.reshape([n, m / n, c]).mean_dim(1).reshape([n, c])
