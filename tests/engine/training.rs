@@ -63,8 +63,9 @@ fn pcl_recovers_planted_groups_and_beats_info_nce_only() {
     );
     let clustering = pcl.clustering.as_ref().expect("E-steps ran");
     assert_eq!(clustering.levels.len(), 3);
-    // Measured: PCL AMI 0.44 (kNN 0.64), InfoNCE-only 0.26 (0.58), raw pixels 0.45 (0.92)
-    // (0.43 / 0.65 while k-means stopped at a gain under 1e-4 instead of 0.1%).
+    // Measured: PCL AMI 0.45 (kNN 0.65), InfoNCE-only 0.21 (0.59), raw pixels 0.45 (0.92)
+    // with the CPU kernels (0.44 / 0.64 against 0.26 / 0.58 with flex's own convolutions;
+    // 0.43 / 0.65 while k-means stopped at a gain under 1e-4 instead of 0.1%).
     // (0.47 and 0.34 with earlier, numerically equal forms of the stem and GroupNorm: other
     // rounding, other trajectories; single runs this small move by about 0.1.)
     assert!(
