@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The same workloads as benches/train.rs in PyTorch CPU and faiss-cpu, for side-by-side ratios.
 
-Training: the tiny encoder (conv3x3 3->32 + GroupNorm + ReLU, three stride-2 blocks to 256, GAP,
-MLP 256-256-128, L2 norm), two 32x32 views of a batch of 256, InfoNCE against a 4096-key queue,
+Training: the tiny encoder (conv3x3 3->32 + BatchNorm over 4 ghost batches + ReLU, three stride-2 blocks to 256, GAP,
+MLP 256-256-128, L2 norm), two 32x32 views of a batch of 256 (the key batch shuffled across
+the chunks), InfoNCE against a 4096-key queue,
 backward, SGD step, EMA of the key encoder. E-step: faiss k-means (niter 20, nredo 1) on the very
 vectors the Rust bench wrote to $TMPDIR/pcl-bench-x.f32.
 """
@@ -19,9 +20,26 @@ import torch.nn.functional as F
 torch.manual_seed(0)
 
 
+class GhostBN(nn.Module):
+    """BatchNorm with statistics per chunk of the batch (the chunks as extra channels)."""
+
+    def __init__(self, c, chunks=4):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(c))
+        self.bias = nn.Parameter(torch.zeros(c))
+        self.chunks = chunks
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        g = self.chunks
+        y = x.view(g, n // g, c, h, w).transpose(0, 1).reshape(n // g, g * c, h, w)
+        y = F.batch_norm(y, None, None, training=True)
+        y = y.view(n // g, g, c, h, w).transpose(0, 1).reshape(n, c, h, w)
+        return y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
 def block(cin, cout, stride):
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
-                         nn.GroupNorm(8, cout), nn.ReLU())
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), GhostBN(cout), nn.ReLU())
 
 
 class Encoder(nn.Module):
@@ -41,13 +59,15 @@ for p in k_enc.parameters():
     p.requires_grad = False
 opt = torch.optim.SGD(q_enc.parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
 queue = F.normalize(torch.randn(4096, 128), dim=1)
+perm = (torch.arange(256) + 64) % 256
+inverse = torch.argsort(perm)
 
 
 def step():
     x1, x2 = torch.rand(256, 3, 32, 32), torch.rand(256, 3, 32, 32)
     q = q_enc(x1)
     with torch.no_grad():
-        k = k_enc(x2)
+        k = k_enc(x2[perm])[inverse]
     logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.T], 1) / 0.2
     loss = F.cross_entropy(logits, torch.zeros(256, dtype=torch.long))
     opt.zero_grad()

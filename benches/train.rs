@@ -75,13 +75,16 @@ fn model_step_img_s(device: &Device, label: &str, steps: usize) {
     let mut sgd = Sgd::new(0.9, 5e-4);
     let dist = burn::tensor::Distribution::Default;
     let queue = l2_normalize(Tensor::<2>::random([4096, 128], dist, device));
+    let perm: Vec<usize> = (0..256).map(|i| (i + 64) % 256).collect();
     let mut step = |model: &mut pcl_studio::engine::model::Encoder,
                     key: &mut pcl_studio::engine::model::Encoder| {
         let x1 = Tensor::<4>::random([256, 3, 32, 32], dist, device);
         let x2 = Tensor::<4>::random([256, 3, 32, 32], dist, device);
-        let q = model.forward(x1.autodiff());
-        let k = key.forward(x2);
-        let (loss, _) = info_nce(q, k, queue.clone(), 0.2);
+        // BatchNorm over 4 chunks; the key batch shuffled across them (a fixed permutation:
+        // the host-side shuffle is not what is timed).
+        let (q, _) = model.forward_train(x1.autodiff(), 4);
+        let (k, _) = key.forward_shuffled(x2, 4, &perm);
+        let (loss, _) = info_nce(q, k, queue.clone(), 0.2, None);
         let grads = loss.backward();
         *model = sgd.step(model.clone(), &grads, 0.06);
         *key = ema_update(key.clone(), model, 0.99);

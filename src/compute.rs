@@ -87,9 +87,10 @@ pub async fn probe_step(device: &Device) -> Result<f32, EngineError> {
     let x1 = Tensor::<4>::random([4, 3, 32, 32], dist, device);
     let x2 = x1.clone() + Tensor::<4>::random([4, 3, 32, 32], dist, device).mul_scalar(0.1);
     let queue = l2_normalize(Tensor::<2>::random([8, 16], dist, device));
-    let q = model.forward(x1.autodiff()); // q: [4, 16]
-    let k = model.valid().forward(x2); // k: [4, 16]
-    let (loss, _) = info_nce(q, k, queue, 0.2);
+    // Training mode: BatchNorm over two chunks, the key batch shuffled across them.
+    let (q, _) = model.forward_train(x1.autodiff(), 2); // q: [4, 16]
+    let (k, _) = model.valid().forward_shuffled(x2, 2, &[2, 3, 0, 1]); // k: [4, 16]
+    let (loss, _) = info_nce(q, k, queue, 0.2, None);
     let grads = loss.backward();
     let mut sgd = Sgd::new(0.9, 1e-4);
     let model = sgd.step(model, &grads, 0.03);

@@ -16,8 +16,9 @@ pub const USAGE: &str = "\
 pcl-studio command-line trainer
 
 USAGE:
-  pcl train --images DIR --out OUT [--epochs N] [--backend cpu|wgpu] [--config FILE]
-            [--seed S] [--eval-every N] [--info-nce-only]
+  pcl train --images DIR --out OUT [--preset quick|thorough|infonce] [--minutes M]
+            [--epochs N] [--backend cpu|wgpu] [--config FILE] [--seed S] [--eval-every N]
+            [--info-nce-only]
   pcl train --resume OUT [--images DIR] [--epochs N] [--backend cpu|wgpu]
   pcl train --resume SESSION_FILE --images DIR --out OUT [--epochs N]   (a page's session)
   pcl probe [--backend cpu|wgpu]
@@ -34,6 +35,11 @@ USAGE:
                  a second level a fine label (labels are only used to evaluate, never to train);
                  PNG, JPEG, GIF; at most 50,000 images, 100 MB and 100 megapixels per file
   --out OUT      writes config.json, model, metrics.json, clusters.json, embeddings.csv
+  --preset P     the page's presets: quick (2 minutes), thorough (10 minutes), infonce (the
+                 quick demo without prototypes); --config and the flags below override it
+  --minutes M    time budget: the run plans its epochs from its measured speed so that the
+                 learning-rate schedule ends at M minutes (--epochs alone turns a preset's
+                 budget off)
   --config FILE  JSON with any PclConfig fields (see config.json of a run)
   --resume OUT   continue the run saved in OUT (its model file)";
 
@@ -46,15 +52,16 @@ pub struct TrainArgs {
     pub backend: Option<String>,
     pub config: Option<PathBuf>,
     pub seed: Option<u64>,
-    pub eval_every: usize,
+    /// Evaluate every N epochs (0: never); by default every epoch, or only at the end of a
+    /// run with a time budget (evaluation time would come out of the budget).
+    pub eval_every: Option<usize>,
     pub info_nce_only: bool,
+    pub preset: Option<engine::config::Preset>,
+    pub minutes: Option<f64>,
 }
 
 pub fn parse_train(args: &[String]) -> Result<TrainArgs, String> {
-    let mut a = TrainArgs {
-        eval_every: 1,
-        ..Default::default()
-    };
+    let mut a = TrainArgs::default();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = |name: &str| {
@@ -74,8 +81,20 @@ pub fn parse_train(args: &[String]) -> Result<TrainArgs, String> {
             "--backend" => a.backend = Some(value("--backend")?),
             "--epochs" => a.epochs = Some(num(value("--epochs")?, "--epochs")? as usize),
             "--seed" => a.seed = Some(num(value("--seed")?, "--seed")?),
-            "--eval-every" => a.eval_every = num(value("--eval-every")?, "--eval-every")? as usize,
+            "--eval-every" => {
+                a.eval_every = Some(num(value("--eval-every")?, "--eval-every")? as usize)
+            }
             "--info-nce-only" => a.info_nce_only = true,
+            "--preset" => a.preset = Some(engine::config::Preset::from_key(&value("--preset")?)?),
+            "--minutes" => {
+                let v = value("--minutes")?;
+                let m = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|m| *m > 0.0 && *m <= 1440.0)
+                    .ok_or_else(|| format!("--minutes wants a number of minutes in (0, 1440], got '{v}'"))?;
+                a.minutes = Some(m);
+            }
             other => return Err(format!("unknown option '{other}'\n\n{USAGE}")),
         }
     }
@@ -308,6 +327,21 @@ struct EpochMetrics {
     nmi: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     linear_accuracy: Option<f64>,
+    /// Per clustering level, the E-step clusters' AMI / NMI against the labels and fine labels.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    level_ami: Vec<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    level_nmi: Vec<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    level_ami_fine: Vec<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    level_nmi_fine: Vec<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pixels_ami: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pixels_ami_fine: Option<f64>,
+    /// Epochs of the run as planned after this one (a time budget re-plans them).
+    epochs_planned: usize,
     seconds: f64,
 }
 
@@ -333,10 +367,18 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
         }
         None => None,
     };
+    let base = a.preset.map(|p| p.config()).unwrap_or_default();
     let mut config = match (&a.config, &resume_bytes) {
         (Some(f), _) => {
             let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-            serde_json::from_str::<PclConfig>(&text)
+            let file: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| format!("{}: not a valid config: {e}", f.display()))?;
+            // The file's fields over the preset's (or the defaults).
+            let mut merged = serde_json::to_value(&base).expect("json");
+            if let (Some(m), Some(f)) = (merged.as_object_mut(), file.as_object()) {
+                m.extend(f.clone());
+            }
+            serde_json::from_value::<PclConfig>(merged)
                 .map_err(|e| format!("{}: not a valid config: {e}", f.display()))?
         }
         (None, Some(bytes)) => {
@@ -345,10 +387,14 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
                 .0
                 .config
         }
-        (None, None) => PclConfig::default(),
+        (None, None) => base,
     };
     if let Some(e) = a.epochs {
         config.epochs = e;
+        config.minutes = None;
+    }
+    if let Some(m) = a.minutes {
+        config.minutes = Some(m);
     }
     if let Some(s) = a.seed {
         config.seed = s;
@@ -388,7 +434,10 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
     let mut trainer = match &resume_bytes {
         Some(bytes) => {
             let mut t = Trainer::load(bytes, &data, &device).map_err(|e| e.to_string())?;
-            t.config.epochs = config.epochs;
+            if a.epochs.is_some() || a.minutes.is_some() {
+                t.config.epochs = config.epochs;
+                t.config.minutes = config.minutes;
+            }
             t
         }
         None => Trainer::new(&config, &data, &device).map_err(|e| e.to_string())?,
@@ -404,8 +453,14 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
     )?;
 
     let labels = data.eval_labels().map(<[u32]>::to_vec);
+    let (pixels_ami, pixels_ami_fine) = futures_lite::future::block_on(engine::pixels_ami(
+        &data,
+        trainer.config.image_size,
+        trainer.config.seed,
+        &Device::flex(),
+    ))
+    .map_err(|e| e.to_string())?;
     let steps = trainer.steps_per_epoch(data.len());
-    let total_steps = steps * trainer.config.epochs;
     // On resume, metrics.json keeps the epochs already written.
     let mut metrics: Vec<serde_json::Value> = match &resume_bytes {
         Some(_) => std::fs::read_to_string(out.join("metrics.json"))
@@ -417,9 +472,17 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
     let mut epoch_steps: Vec<engine::StepRecord> = Vec::new();
     let mut bar = Bar::new();
     let mut epoch_start = std::time::Instant::now();
+    let run_start = std::time::Instant::now();
+    let (mut estep_secs, mut epochs_timed) = (0.0, 0);
     let b = trainer.config.batch_size;
+    let eval_every = a.eval_every.unwrap_or(match trainer.config.minutes {
+        Some(_) => usize::MAX,
+        None => 1,
+    });
     loop {
         let done_steps = trainer.epoch * steps + trainer.step;
+        let total_steps = steps * trainer.config.epochs;
+        let estep_start = std::time::Instant::now();
         let mut phase_note = String::new();
         let event = futures_lite::future::block_on(trainer.advance(&data, &mut |p| {
             if let Phase::KMeans { level, levels, k } = p {
@@ -436,6 +499,7 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
         match event {
             Event::Done => break,
             Event::EStep { epoch, levels } => {
+                estep_secs += estep_start.elapsed().as_secs_f64();
                 let ks: Vec<String> = levels
                     .iter()
                     .map(|l| format!("K={} inertia={:.1}", l.k, l.inertia))
@@ -465,9 +529,45 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
                     let m = summarize(&epoch_steps, epoch_start.elapsed().as_secs_f64());
                     epoch_steps.clear();
                     let mut m = m;
+                    m.pixels_ami = pixels_ami;
+                    m.pixels_ami_fine = pixels_ami_fine;
+                    if let (Some(l), Some(c)) = (&labels, &trainer.clustering) {
+                        let levels: Vec<&[u32]> =
+                            c.levels.iter().map(|l| &l.assignments[..]).collect();
+                        let s = explore::LevelScores::new(&levels, l, data.eval_fine_labels());
+                        let show = |v: &[f64]| {
+                            v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(" ")
+                        };
+                        eprintln!(
+                            "\repoch {}: E-step clusters per level: AMI [{}] fine [{}] (raw pixels {})\x1b[K",
+                            trainer.epoch,
+                            show(&s.ami),
+                            show(&s.ami_fine),
+                            pixels_ami.map_or("-".into(), |p| format!("{p:.3}"))
+                        );
+                        m.level_ami = s.ami;
+                        m.level_nmi = s.nmi;
+                        m.level_ami_fine = s.ami_fine;
+                        m.level_nmi_fine = s.nmi_fine;
+                    }
+                    epochs_timed += 1;
+                    if trainer.fit_to_budget(
+                        run_start.elapsed().as_secs_f64(),
+                        estep_secs,
+                        epochs_timed,
+                    ) {
+                        eprintln!(
+                            "\rtime budget: {} epochs in all (warm-up {}), {} of {:.0} s used\x1b[K",
+                            trainer.config.epochs,
+                            trainer.config.warmup_epochs,
+                            format_secs(trainer.seconds),
+                            trainer.config.minutes.unwrap_or(0.0) * 60.0
+                        );
+                    }
+                    m.epochs_planned = trainer.config.epochs;
                     if let Some(l) = &labels
-                        && a.eval_every > 0
-                        && (trainer.epoch % a.eval_every == 0 || trainer.is_done())
+                        && eval_every > 0
+                        && (trainer.epoch % eval_every == 0 || trainer.is_done())
                     {
                         let rep =
                             futures_lite::future::block_on(engine::evaluate(&trainer, &data, l))
@@ -520,6 +620,13 @@ fn summarize(steps: &[engine::StepRecord], seconds: f64) -> EpochMetrics {
         ami: None,
         nmi: None,
         linear_accuracy: None,
+        level_ami: Vec::new(),
+        level_nmi: Vec::new(),
+        level_ami_fine: Vec::new(),
+        level_nmi_fine: Vec::new(),
+        pixels_ami: None,
+        pixels_ami_fine: None,
+        epochs_planned: 0,
         seconds,
     }
 }

@@ -23,6 +23,18 @@ pub enum AugPreset {
     V2,
 }
 
+/// How the encoder normalises its activations.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NormKind {
+    /// BatchNorm over ghost batches with the key batch shuffled across them (the official
+    /// choice); running statistics in evaluation mode.
+    #[default]
+    Batch,
+    /// GroupNorm: no batch statistics, training and evaluation alike.
+    Group,
+}
+
 /// All settings of a run. `None` / empty fields are derived from the data by [`PclConfig::resolve`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -60,6 +72,17 @@ pub struct PclConfig {
     pub kmeans_restarts: usize,
     pub augmentation: AugPreset,
     pub seed: u64,
+    /// Normalisation layers of the encoder.
+    pub norm: NormKind,
+    /// Ghost batches of BatchNorm: the batch is normalised in this many equal chunks, and the
+    /// key batch is shuffled across them.
+    pub bn_chunks: usize,
+    /// Mask the queue's keys of a query's own image out of its negatives.
+    pub mask_self_negatives: bool,
+    /// Time budget in minutes: the run re-plans `epochs` (and the warm-up, in proportion) after
+    /// every epoch from its measured speed, so that the cosine schedule ends at the budget.
+    /// `epochs` is then only the first plan.
+    pub minutes: Option<f64>,
 }
 
 impl Default for PclConfig {
@@ -92,6 +115,10 @@ impl Default for PclConfig {
             kmeans_restarts: 3,
             augmentation: AugPreset::V2,
             seed: 0,
+            norm: NormKind::Batch,
+            bn_chunks: 4,
+            mask_self_negatives: true,
+            minutes: None,
         }
     }
 }
@@ -110,6 +137,113 @@ pub fn too_few_images(n: usize) -> String {
         "{have}; training needs at least {MIN_IMAGES} (contrast needs other images to tell \
          each one apart from)"
     )
+}
+
+/// The presets of the page and of `pcl train --preset`: each is defined by the time it may take
+/// (a budget the run fits itself to) and the settings measured to learn most within it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// Two minutes: what a workshop sees first.
+    Quick,
+    /// Ten minutes.
+    Thorough,
+    /// The quick demo without the prototype term (InfoNCE only, the MoCo baseline).
+    InfoNce,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 3] = [Preset::Quick, Preset::Thorough, Preset::InfoNce];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Quick => "quick demo",
+            Preset::Thorough => "thorough",
+            Preset::InfoNce => "InfoNCE only (MoCo)",
+        }
+    }
+
+    /// The word `pcl train --preset` takes.
+    pub fn key(self) -> &'static str {
+        match self {
+            Preset::Quick => "quick",
+            Preset::Thorough => "thorough",
+            Preset::InfoNce => "infonce",
+        }
+    }
+
+    pub fn from_key(key: &str) -> Result<Preset, String> {
+        Preset::ALL
+            .into_iter()
+            .find(|p| p.key() == key)
+            .ok_or_else(|| format!("--preset is quick, thorough or infonce, not '{key}'"))
+    }
+
+    /// The settings of this preset; fields derived from the data stay empty.
+    pub fn config(self) -> PclConfig {
+        match self {
+            Preset::Quick => PclConfig {
+                width: 16,
+                feature_dim: 64,
+                epochs: 12,
+                warmup_epochs: 2,
+                kmeans_restarts: 1,
+                minutes: Some(2.0),
+                ..PclConfig::default()
+            },
+            Preset::Thorough => PclConfig {
+                minutes: Some(10.0),
+                ..PclConfig::default()
+            },
+            Preset::InfoNce => Preset::Quick.config().info_nce_only(),
+        }
+    }
+}
+
+/// Epochs that fit a time budget: the largest E such that the remaining epochs `epoch..E`, each
+/// `train_secs` plus `estep_secs` where `estep_before` says an E-step runs, fit in
+/// `remaining_secs` (E = `epoch`, the run ends, when not even half an epoch fits; at least 1).
+/// `warmup_share` of E is the warm-up while it has not started.
+pub fn epochs_for_budget(
+    config: &PclConfig,
+    epoch: usize,
+    remaining_secs: f64,
+    train_secs: f64,
+    estep_secs: f64,
+    warmup_share: f64,
+) -> (usize, usize) {
+    const MAX_EPOCHS: usize = 100_000;
+    let plan = |e: usize| {
+        let mut c = config.clone();
+        c.epochs = e;
+        if epoch < config.warmup_epochs || config.warmup_epochs == 0 {
+            // The warm-up has not ended: it keeps its share of the run, never ending before now.
+            c.warmup_epochs = ((e as f64 * warmup_share).round() as usize)
+                .max(epoch)
+                .min(e.saturating_sub(1));
+        }
+        c
+    };
+    let cost = |c: &PclConfig| -> f64 {
+        (epoch..c.epochs)
+            .map(|j| train_secs + if c.estep_before(j) { estep_secs } else { 0.0 })
+            .sum()
+    };
+    if remaining_secs < 0.5 * train_secs {
+        let c = plan(epoch.max(1));
+        return (c.epochs, c.warmup_epochs.min(config.warmup_epochs));
+    }
+    let mut best = plan(epoch + 1);
+    let mut e = epoch + 2;
+    while e <= MAX_EPOCHS {
+        let c = plan(e);
+        if cost(&c) > remaining_secs {
+            break;
+        }
+        best = c;
+        e += 1;
+    }
+    (best.epochs, best.warmup_epochs)
 }
 
 impl PclConfig {
@@ -151,6 +285,18 @@ impl PclConfig {
         // batch never exceeds half the data.
         let cap = (n / 8).max(16).min(n / 2);
         c.batch_size = c.batch_size.min(cap).max(2);
+        if c.norm == NormKind::Batch {
+            if c.bn_chunks < 2 {
+                return Err(EngineError::Config(format!(
+                    "bn_chunks is {}; BatchNorm needs at least 2 chunks to shuffle the keys \
+                     across (or norm \"group\")",
+                    c.bn_chunks
+                )));
+            }
+            // Equal chunks of at least two images each.
+            c.bn_chunks = c.bn_chunks.min(c.batch_size / 2).max(2);
+            c.batch_size = (c.batch_size - c.batch_size % c.bn_chunks).max(c.bn_chunks);
+        }
         let max_queue = n / 2;
         let r = c
             .queue_size
@@ -167,6 +313,13 @@ impl PclConfig {
                     "K = {k} clusters cannot be formed from {n} images (need 2 <= K <= {n})"
                 )));
             }
+        }
+        if let Some(m) = c.minutes
+            && !(m > 0.0 && m <= 24.0 * 60.0)
+        {
+            return Err(EngineError::Config(format!(
+                "minutes is {m}; a time budget is between 0 and 1440 (a day)"
+            )));
         }
         if c.tau.is_nan() || c.tau <= 0.0 || !(0.0..1.0).contains(&c.ema_momentum) || c.lr <= 0.0 {
             return Err(EngineError::Config(
@@ -211,7 +364,7 @@ mod tests {
         let c = PclConfig::default().resolve(2000).unwrap();
         assert_eq!(c.num_clusters, vec![20, 80, 200]);
         assert_eq!(c.queue_size, Some(1000));
-        assert_eq!(c.batch_size, 250);
+        assert_eq!(c.batch_size, 248); // 250, rounded to BatchNorm's 4 equal chunks
         assert_eq!(
             PclConfig::default().resolve(10_000).unwrap().batch_size,
             256
@@ -232,6 +385,34 @@ mod tests {
         };
         let e = c.resolve(100).unwrap_err();
         assert!(e.to_string().contains("K = 500"), "{e}");
+    }
+
+    #[test]
+    fn a_time_budget_plans_the_epochs_and_keeps_the_warmup_share() {
+        let c = PclConfig {
+            epochs: 10,
+            warmup_epochs: 4,
+            ..Default::default()
+        };
+        // One epoch done at 2 s; 100 s left; E-steps cost 1 s: 4 s of warm-up share.
+        let (e, w) = epochs_for_budget(&c, 1, 100.0, 2.0, 1.0, 0.4);
+        let planned = PclConfig { epochs: e, warmup_epochs: w, ..c.clone() };
+        let cost: f64 = (1..e).map(|j| 2.0 + if planned.estep_before(j) { 1.0 } else { 0.0 }).sum();
+        assert!(cost <= 100.0 && cost + 3.0 > 100.0, "{e} epochs cost {cost}");
+        assert_eq!(w, (e as f64 * 0.4).round() as usize);
+        // Once the E-steps have started, the warm-up stays where it was.
+        let (_, w) = epochs_for_budget(&c, 6, 100.0, 2.0, 1.0, 0.4);
+        assert_eq!(w, 4);
+        // No time left: the run ends where it is; a little time: one more epoch.
+        assert_eq!(epochs_for_budget(&c, 3, 0.0, 2.0, 1.0, 0.4).0, 3);
+        assert_eq!(epochs_for_budget(&c, 3, 1.5, 2.0, 1.0, 0.4).0, 4);
+        // Presets: the CLI's words, and their budgets.
+        assert_eq!(Preset::from_key("quick").unwrap(), Preset::Quick);
+        assert!(Preset::from_key("fast").unwrap_err().contains("quick, thorough or infonce"));
+        assert_eq!(Preset::InfoNce.config().proto_weight, 0.0);
+        assert!(Preset::ALL.iter().all(|p| p.config().minutes.is_some()));
+        let bad = PclConfig { minutes: Some(-1.0), ..Default::default() };
+        assert!(bad.resolve(100).unwrap_err().to_string().contains("minutes"));
     }
 
     #[test]

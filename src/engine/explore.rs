@@ -35,11 +35,17 @@ pub async fn explore(
                 trainer.config.seed,
             )
             .await?;
+            let assignments: Vec<&[u32]> = levels.iter().map(|l| &l.assignments[..]).collect();
+            let scores = LevelScores::new(&assignments, labels, data.eval_fine_labels());
             Some(Metrics {
                 epoch: trainer.epoch,
                 report,
-                level_ami: levels.iter().map(|l| ami(labels, &l.assignments)).collect(),
-                level_nmi: levels.iter().map(|l| nmi(labels, &l.assignments)).collect(),
+                level_ami: scores.ami,
+                level_nmi: scores.nmi,
+                level_ami_fine: scores.ami_fine,
+                level_nmi_fine: scores.nmi_fine,
+                pixels_ami: None,
+                pixels_ami_fine: None,
             })
         }
         _ => None,
@@ -51,6 +57,30 @@ pub async fn explore(
         metrics,
     };
     Ok((report, host))
+}
+
+/// AMI and NMI of each clustering level against the labels and, where they exist, the fine
+/// labels (empty vectors without them).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LevelScores {
+    pub ami: Vec<f64>,
+    pub nmi: Vec<f64>,
+    pub ami_fine: Vec<f64>,
+    pub nmi_fine: Vec<f64>,
+}
+
+impl LevelScores {
+    pub fn new(levels: &[&[u32]], labels: &[u32], fine: Option<&[u32]>) -> Self {
+        let score = |truth: &[u32], f: fn(&[u32], &[u32]) -> f64| -> Vec<f64> {
+            levels.iter().map(|a| f(truth, a)).collect()
+        };
+        Self {
+            ami: score(labels, ami),
+            nmi: score(labels, nmi),
+            ami_fine: fine.map(|f| score(f, ami)).unwrap_or_default(),
+            nmi_fine: fine.map(|f| score(f, nmi)).unwrap_or_default(),
+        }
+    }
 }
 
 fn level_view(level: &super::kmeans::Level, emb: &[f32], d: usize) -> LevelView {

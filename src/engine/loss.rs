@@ -12,13 +12,23 @@ pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
     logp.gather(1, labels.reshape([n, 1])).mean().neg() // [1]
 }
 
-/// InfoNCE (MoCo): queries `q` [n, d], keys `k` [n, d], queue [r, d], all unit rows.
+/// InfoNCE (MoCo): queries `q` [n, d], keys `k` [n, d], queue [r, d], all unit rows; `masked`
+/// [n, r] marks queue rows that are no negative of a query (older keys of its own image).
 /// Returns the loss and the logits [n, 1 + r] (for the instance accuracy).
-pub fn info_nce(q: Tensor<2>, k: Tensor<2>, queue: Tensor<2>, tau: f64) -> (Tensor<1>, Tensor<2>) {
+pub fn info_nce(
+    q: Tensor<2>,
+    k: Tensor<2>,
+    queue: Tensor<2>,
+    tau: f64,
+    masked: Option<Tensor<2, Bool>>,
+) -> (Tensor<1>, Tensor<2>) {
     let device = q.device();
     let n = q.dims()[0];
     let l_pos = (q.clone() * k).sum_dim(1); // l_pos: [n, 1]
-    let l_neg = q.matmul(queue.transpose()); // l_neg: [n, r]
+    let mut l_neg = q.matmul(queue.transpose()); // l_neg: [n, r]
+    if let Some(m) = masked {
+        l_neg = l_neg.mask_fill(m, -1e9); // exp(-1e9 / tau) = 0: out of the softmax
+    }
     let logits = Tensor::cat(vec![l_pos, l_neg], 1).div_scalar(tau); // logits: [n, 1 + r]
     let labels = Tensor::<1, Int>::zeros([n], &device); // positive in column 0
     (cross_entropy(logits.clone(), labels), logits)
@@ -60,6 +70,33 @@ pub fn proto_sampled(
     cross_entropy(logits, labels)
 }
 
+/// Which queue rows hold a key of each batch image: `[n, r]` as a device mask, and how many
+/// of the `n` queries have at least one (`queue_ids[j]` is the image of queue row j, if known).
+pub fn self_negatives(
+    batch: &[usize],
+    queue_ids: &[Option<u32>],
+    images: usize,
+    device: &Device,
+) -> (Option<Tensor<2, Bool>>, usize) {
+    let mut in_queue = vec![false; images];
+    for &id in queue_ids.iter().flatten() {
+        if let Some(slot) = in_queue.get_mut(id as usize) {
+            *slot = true;
+        }
+    }
+    let hits = batch.iter().filter(|&&i| in_queue.get(i) == Some(&true)).count();
+    if hits == 0 {
+        return (None, 0);
+    }
+    let (n, r) = (batch.len(), queue_ids.len());
+    let b: Vec<i32> = batch.iter().map(|&i| i as i32).collect();
+    let q: Vec<i32> = queue_ids.iter().map(|id| id.map_or(-1, |i| i as i32)).collect();
+    let b = Tensor::<1, Int>::from_data(TensorData::new(b, [n]), device).reshape([n, 1]); // [n, 1]
+    let q = Tensor::<1, Int>::from_data(TensorData::new(q, [r]), device).reshape([1, r]); // [1, r]
+    let mask = b.expand([n, r]).equal(q.expand([n, r])); // mask: [n, r]
+    (Some(mask), hits)
+}
+
 /// Negative prototypes for `sampled` mode: up to `r` distinct clusters that are no sample's
 /// positive, drawn without replacement from all K (the official code drew from
 /// range(max id), which never picked the last cluster).
@@ -87,6 +124,36 @@ pub fn sample_negatives(
 mod tests {
     use super::*;
     use crate::engine::rng::Rng;
+
+    #[test]
+    fn own_keys_in_the_queue_are_masked_out_of_the_negatives() {
+        let device = Device::flex();
+        // Queue rows hold keys of images 5, 1, (unknown), 5; the batch is images 5, 2.
+        let ids = [Some(5), Some(1), None, Some(5)];
+        let (mask, hits) = self_negatives(&[5, 2], &ids, 8, &device);
+        assert_eq!(hits, 1);
+        let mask: Vec<bool> = mask.unwrap().into_data().try_to_vec().unwrap();
+        assert_eq!(mask, vec![true, false, false, true, false, false, false, false]);
+        assert!(self_negatives(&[0, 2], &ids, 8, &device).0.is_none());
+        // A masked row changes nothing but its own softmax column: the loss equals InfoNCE
+        // against the queue without that row.
+        let t = |v: Vec<f32>, s: [usize; 2]| Tensor::<2>::from_data(TensorData::new(v, s), &device);
+        let q = t(vec![0.6, 0.8, 1.0, 0.0], [2, 2]);
+        let k = t(vec![0.8, 0.6, 0.0, 1.0], [2, 2]);
+        let queue = t(vec![0.6, 0.8, 0.0, 1.0, 1.0, 0.0], [3, 2]);
+        let m = Tensor::<2, Bool>::from_data(
+            TensorData::new(vec![true, false, false, false, false, false], [2, 3]),
+            &device,
+        );
+        let (masked, _) = info_nce(q.clone(), k.clone(), queue.clone(), 0.2, Some(m));
+        let first = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap()[0];
+        let row = |i: usize| q.clone().narrow(0, i, 1);
+        let krow = |i: usize| k.clone().narrow(0, i, 1);
+        let (a, _) = info_nce(row(0), krow(0), queue.clone().narrow(0, 1, 2), 0.2, None);
+        let (b, _) = info_nce(row(1), krow(1), queue, 0.2, None);
+        let (got, want) = (first(masked), (first(a) + first(b)) / 2.0);
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    }
 
     #[test]
     fn negatives_exclude_positives_and_reach_the_last_cluster() {

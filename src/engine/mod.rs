@@ -28,7 +28,7 @@ pub mod params;
 #[cfg(feature = "engine")]
 pub mod trainer;
 
-pub use config::{AugPreset, PclConfig, ProtoMode};
+pub use config::{AugPreset, NormKind, PclConfig, ProtoMode};
 pub use data::Dataset;
 pub use records::{EvalReport, StepRecord};
 #[cfg(feature = "engine")]
@@ -110,14 +110,51 @@ pub(crate) async fn label_metrics(
 }
 
 #[cfg(feature = "engine")]
-/// The same metrics on raw pixels (centre crop, flattened, unit rows): the floor that learned
-/// features must beat.
-pub async fn evaluate_pixels(
+/// Raw pixels' k-means AMI (K = classes) against the labels and the fine labels, each where the
+/// data has them: the line the learned clusterings are drawn against.
+pub async fn pixels_ami(
     data: &Dataset,
+    image_size: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<(Option<f64>, Option<f64>), EngineError> {
+    let (coarse, fine) = (data.eval_labels(), data.eval_fine_labels());
+    if coarse.is_none() && fine.is_none() {
+        return Ok((None, None));
+    }
+    let (feats, host) = pixel_features(data, image_size, device).await?;
+    let points = kmeans::Points::new(&feats, &host)?;
+    let coarse = match coarse {
+        Some(l) => Some(kmeans_ami(&points, l, seed).await?),
+        None => None,
+    };
+    let fine = match fine {
+        Some(l) => Some(kmeans_ami(&points, l, seed).await?),
+        None => None,
+    };
+    Ok((coarse, fine))
+}
+
+#[cfg(feature = "engine")]
+/// AMI of k-means with K = the number of classes against `labels`.
+async fn kmeans_ami(
+    points: &kmeans::Points<'_>,
     labels: &[u32],
+    seed: u64,
+) -> Result<f64, EngineError> {
+    let classes = labels.iter().max().map_or(1, |&m| m as usize + 1);
+    let mut rng = rng::Rng::new(seed);
+    let km = kmeans::kmeans_restarts(points, classes.min(labels.len()), 20, 3, &mut rng).await?;
+    Ok(eval::ami(labels, &km.assignments))
+}
+
+#[cfg(feature = "engine")]
+/// Every image's centre crop, flattened, as unit rows [n, 3 s s], and the host copy.
+async fn pixel_features(
+    data: &Dataset,
     image_size: usize,
     device: &Device,
-) -> Result<EvalReport, EngineError> {
+) -> Result<(Tensor<2>, Vec<f32>), EngineError> {
     let n = data.len();
     let mut parts = Vec::new();
     for start in (0..n).step_by(256) {
@@ -129,5 +166,18 @@ pub async fn evaluate_pixels(
     let feats = Tensor::cat(parts, 0);
     let d = feats.dims()[1];
     let host = params::read_all(vec![feats.clone().reshape([n * d])]).await?;
-    label_metrics((&feats, &host[0]), (&feats, &host[0]), labels, 0).await
+    Ok((feats, host.into_iter().next().unwrap_or_default()))
+}
+
+#[cfg(feature = "engine")]
+/// The same metrics on raw pixels (centre crop, flattened, unit rows): the floor that learned
+/// features must beat.
+pub async fn evaluate_pixels(
+    data: &Dataset,
+    labels: &[u32],
+    image_size: usize,
+    device: &Device,
+) -> Result<EvalReport, EngineError> {
+    let (feats, host) = pixel_features(data, image_size, device).await?;
+    label_metrics((&feats, &host), (&feats, &host), labels, 0).await
 }

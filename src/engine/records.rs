@@ -17,6 +17,10 @@ pub struct StepRecord {
     pub lr: f64,
     /// Set on the last step of an epoch.
     pub epoch_done: bool,
+    /// Fraction of queries with an older key of their own image in the queue (masked out of
+    /// the negatives unless `mask_self_negatives` is off).
+    #[serde(default)]
+    pub self_negatives: f32,
 }
 
 /// Summary of an E-step, per level.
@@ -57,7 +61,7 @@ pub struct LevelView {
     pub assignments: Vec<u32>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Metrics {
     pub epoch: usize,
     /// kNN, AMI / NMI of k-means with K = classes, linear probe.
@@ -65,6 +69,17 @@ pub struct Metrics {
     /// AMI and NMI of each clustering level against the labels.
     pub level_ami: Vec<f64>,
     pub level_nmi: Vec<f64>,
+    /// The same against the fine labels (`coarse/fine` folders), where every image has one.
+    #[serde(default)]
+    pub level_ami_fine: Vec<f64>,
+    #[serde(default)]
+    pub level_nmi_fine: Vec<f64>,
+    /// Raw pixels' AMI (k-means, K = classes) against the labels and the fine labels: the line
+    /// a learned clustering should rise above.
+    #[serde(default)]
+    pub pixels_ami: Option<f64>,
+    #[serde(default)]
+    pub pixels_ami_fine: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

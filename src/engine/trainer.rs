@@ -10,8 +10,8 @@ use super::augment::{ViewParams, augment, center_view, upload};
 use super::config::{PclConfig, ProtoMode};
 use super::data::Dataset;
 use super::kmeans::{Level, Points, cluster_level};
-use super::loss::{info_nce, proto_full, proto_sampled, sample_negatives};
-use super::model::{Encoder, EncoderConfig, l2_normalize};
+use super::loss::{info_nce, proto_full, proto_sampled, sample_negatives, self_negatives};
+use super::model::{BN_MOMENTUM, Encoder, EncoderConfig, l2_normalize, shuffle_for_bn};
 use super::params::{Sgd, ema_update, flat_params, read_all};
 use super::rng::Rng;
 
@@ -86,6 +86,8 @@ pub struct Trainer {
     /// queue: [r, d] unit rows; `queue_ptr` is the next row to overwrite (FIFO).
     queue: Tensor<2>,
     queue_ptr: usize,
+    /// The image of each queue row (None for the random rows of a fresh queue).
+    queue_ids: Vec<Option<u32>>,
     rng: Rng,
     pub epoch: usize,
     pub step: usize,
@@ -94,6 +96,12 @@ pub struct Trainer {
     pub clustering: Option<Clustering>,
     pub history: Vec<StepRecord>,
     last_good: Option<Snapshot>,
+    /// Warm-up epochs / epochs as configured: kept when a time budget re-plans the epochs.
+    warmup_share: f64,
+    /// Seconds of training before this process resumed the run, and in all as of the last
+    /// `fit_to_budget` (saved with the run, so a resumed run keeps its budget).
+    seconds_before: f64,
+    pub seconds: f64,
 }
 
 /// The state before the last update. A finite loss can still give non-finite weights (a huge
@@ -104,6 +112,7 @@ struct Snapshot {
     velocity: Vec<Tensor<1>>,
     queue: Tensor<2>,
     queue_ptr: usize,
+    queue_ids: Vec<Option<u32>>,
     epoch: usize,
     step: usize,
     history_len: usize,
@@ -126,7 +135,7 @@ impl Trainer {
             )));
         }
         device.seed(config.seed);
-        let enc = EncoderConfig::new(config.width, config.feature_dim);
+        let enc = EncoderConfig::new(config.width, config.feature_dim).with_norm(config.norm);
         let model = enc.init(&device.clone().autodiff());
         let key = model.valid();
         let r = config.queue_size.expect("resolved");
@@ -138,12 +147,12 @@ impl Trainer {
         Ok(Self {
             sgd: Sgd::new(config.sgd_momentum, config.weight_decay),
             rng: Rng::new(config.seed),
-            config,
             device: device.clone(),
             model,
             key,
             queue,
             queue_ptr: 0,
+            queue_ids: vec![None; r],
             epoch: 0,
             step: 0,
             order: Vec::new(),
@@ -151,6 +160,10 @@ impl Trainer {
             clustering: None,
             history: Vec::new(),
             last_good: None,
+            warmup_share: config.warmup_epochs as f64 / config.epochs.max(1) as f64,
+            seconds_before: 0.0,
+            seconds: 0.0,
+            config,
         })
     }
 
@@ -160,6 +173,44 @@ impl Trainer {
 
     pub fn is_done(&self) -> bool {
         self.epoch >= self.config.epochs
+    }
+
+    /// With a time budget (`config.minutes`), re-plans the epochs (and the warm-up's share of
+    /// them while it lasts) from the speed so far: `elapsed_secs` since the run started (of
+    /// this process), of which `estep_secs` went to E-steps. Call it after an epoch ends;
+    /// returns whether the plan changed. Without a budget it does nothing.
+    pub fn fit_to_budget(&mut self, elapsed_secs: f64, estep_secs: f64, epochs_timed: usize) -> bool {
+        let Some(minutes) = self.config.minutes else {
+            return false;
+        };
+        if epochs_timed == 0 || self.is_done() {
+            return false;
+        }
+        self.seconds = self.seconds_before + elapsed_secs;
+        let first = self.epoch.saturating_sub(epochs_timed);
+        let esteps = (first..self.epoch)
+            .filter(|&j| self.config.estep_before(j))
+            .count();
+        let train_secs = ((elapsed_secs - estep_secs) / epochs_timed as f64).max(1e-6);
+        // Before the first E-step its cost is a guess: embedding every image once and k-means
+        // are about a third of an epoch at this scale.
+        let estep_cost = if esteps > 0 {
+            estep_secs / esteps as f64
+        } else {
+            0.35 * train_secs
+        };
+        let (epochs, warmup) = super::config::epochs_for_budget(
+            &self.config,
+            self.epoch,
+            minutes * 60.0 - self.seconds,
+            train_secs,
+            estep_cost,
+            self.warmup_share,
+        );
+        let changed = (epochs, warmup) != (self.config.epochs, self.config.warmup_epochs);
+        self.config.epochs = epochs;
+        self.config.warmup_epochs = warmup;
+        changed
     }
 
     /// The query encoder, without autodiff.
@@ -308,9 +359,21 @@ impl Trainer {
         let v1 = augment(x.clone(), &p1, s); // v1: [b, 3, s, s]
         let v2 = augment(x, &p2, s);
 
-        let q = self.model.forward(v1.autodiff()); // q: [b, d], tracked
-        let k = self.key.forward(v2); // k: [b, d], no gradient to keys
-        let (info, logits) = info_nce(q.clone(), k.clone(), self.queue.clone(), self.config.tau);
+        // Training mode: BatchNorm per chunk of the batch; the key batch shuffled across chunks
+        // so that no query meets its key in the same statistics (shuffled BN).
+        let chunks = self.config.bn_chunks;
+        let (q, q_stats) = self.model.forward_train(v1.autodiff(), chunks); // q: [b, d], tracked
+        let perm = shuffle_for_bn(b, chunks, &mut self.rng);
+        let (k, k_stats) = self.key.forward_shuffled(v2, chunks, &perm); // k: [b, d], no gradient
+        let (masked, self_neg) = self_negatives(&idx, &self.queue_ids, n_img, &self.device);
+        let masked = masked.filter(|_| self.config.mask_self_negatives);
+        let (info, logits) = info_nce(
+            q.clone(),
+            k.clone(),
+            self.queue.clone(),
+            self.config.tau,
+            masked.map(|m| m.autodiff()),
+        );
         let mut protos = Vec::new();
         if let Some(c) = &self.clustering
             && self.config.proto_weight > 0.0
@@ -377,13 +440,22 @@ impl Trainer {
             velocity: self.sgd.velocity.clone(),
             queue: self.queue.clone(),
             queue_ptr: self.queue_ptr,
+            queue_ids: self.queue_ids.clone(),
             epoch: self.epoch,
             step: self.step,
             history_len: self.history.len(),
         });
-        self.model = self.sgd.step(self.model.clone(), &grads, lr);
-        self.key = ema_update(self.key.clone(), &self.model, self.config.ema_momentum);
-        self.enqueue(k);
+        self.model = self
+            .sgd
+            .step(self.model.clone(), &grads, lr)
+            .update_running_stats(&q_stats, BN_MOMENTUM);
+        // The key encoder averages the query's weights but keeps running statistics of its own
+        // (of its shuffled passes), as MoCo's key encoder does.
+        let key_stats = self.key.running_stats();
+        self.key = ema_update(self.key.clone(), &self.model, self.config.ema_momentum)
+            .with_running_stats(&key_stats)
+            .update_running_stats(&k_stats, BN_MOMENTUM);
+        self.enqueue(k, &idx);
 
         let record = StepRecord {
             epoch: self.epoch,
@@ -394,6 +466,7 @@ impl Trainer {
             proto: values[3..].to_vec(),
             lr,
             epoch_done: self.step + 1 == steps,
+            self_negatives: self_neg as f32 / b as f32,
         };
         self.step += 1;
         if self.step == steps {
@@ -412,16 +485,20 @@ impl Trainer {
             self.sgd.velocity = s.velocity;
             self.queue = s.queue;
             self.queue_ptr = s.queue_ptr;
+            self.queue_ids = s.queue_ids;
             self.epoch = s.epoch;
             self.step = s.step;
             self.history.truncate(s.history_len);
         }
     }
 
-    /// FIFO: overwrite the oldest rows with the newest keys, wrapping around.
-    fn enqueue(&mut self, keys: Tensor<2>) {
+    /// FIFO: overwrite the oldest rows with the newest keys (of images `ids`), wrapping around.
+    fn enqueue(&mut self, keys: Tensor<2>, ids: &[usize]) {
         let [r, d] = self.queue.dims();
         let n = keys.dims()[0].min(r);
+        for (j, &id) in ids.iter().take(n).enumerate() {
+            self.queue_ids[(self.queue_ptr + j) % r] = Some(id as u32);
+        }
         let first = n.min(r - self.queue_ptr);
         let p = self.queue_ptr;
         self.queue = self
@@ -460,6 +537,9 @@ impl Trainer {
             order: self.order.clone(),
             rng: self.rng.clone(),
             queue_ptr: self.queue_ptr,
+            queue_ids: self.queue_ids.clone(),
+            seconds: self.seconds,
+            warmup_share: Some(self.warmup_share),
             estep_done: self.estep_done,
             clustering: self
                 .clustering
@@ -490,7 +570,9 @@ impl Trainer {
     pub async fn save_model(&self) -> Result<Vec<u8>, EngineError> {
         let values = read_all(flat_params(&self.model.valid())).await?;
         let cpu = Device::flex();
-        let copy = EncoderConfig::new(self.config.width, self.config.feature_dim).init(&cpu);
+        let copy = EncoderConfig::new(self.config.width, self.config.feature_dim)
+            .with_norm(self.config.norm)
+            .init(&cpu);
         let copy = super::params::load_params(copy, &values, &cpu)?;
         let bytes = copy
             .into_record()
@@ -544,6 +626,14 @@ impl Trainer {
         t.order = header.order;
         t.rng = header.rng;
         t.queue_ptr = header.queue_ptr;
+        let rows = q.len() / d;
+        t.queue_ids = header.queue_ids;
+        t.queue_ids.resize(rows, None);
+        t.seconds_before = header.seconds;
+        t.seconds = header.seconds;
+        if let Some(share) = header.warmup_share {
+            t.warmup_share = share;
+        }
         t.estep_done = header.estep_done;
         t.clustering = header
             .clustering
@@ -554,7 +644,9 @@ impl Trainer {
 }
 
 const MAGIC: &[u8; 8] = b"PCLSTUD1";
-const CHECKPOINT_FORMAT: u32 = 1;
+/// 2: BatchNorm running statistics among the parameters, the queue's image ids, `norm` in the
+/// config. Format 1 (GroupNorm only) is read and converted (`from_format_1`).
+const CHECKPOINT_FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 pub struct CheckpointHeader {
@@ -565,6 +657,13 @@ pub struct CheckpointHeader {
     order: Vec<usize>,
     rng: Rng,
     queue_ptr: usize,
+    #[serde(default)]
+    queue_ids: Vec<Option<u32>>,
+    /// Seconds of training so far (as of the last budget check).
+    #[serde(default)]
+    seconds: f64,
+    #[serde(default)]
+    warmup_share: Option<f64>,
     estep_done: Option<usize>,
     pub clustering: Option<(usize, Vec<Level>)>,
     pub history: Vec<StepRecord>,
@@ -585,16 +684,17 @@ pub fn read_checkpoint(bytes: &[u8]) -> Result<(CheckpointHeader, Vec<Vec<f32>>)
             bytes.len()
         ))
     })?;
-    let header: CheckpointHeader =
+    let mut header: CheckpointHeader =
         serde_json::from_slice(json).map_err(|e| bad(format!("header: {e}")))?;
-    if header.format != CHECKPOINT_FORMAT {
+    if header.format != CHECKPOINT_FORMAT && header.format != 1 {
         return Err(bad(format!(
-            "checkpoint format {} (this build reads {CHECKPOINT_FORMAT})",
+            "checkpoint format {} (this build reads 1 and {CHECKPOINT_FORMAT}); it was saved by \
+             a newer pcl-studio",
             header.format
         )));
     }
     let mut off = 16 + len;
-    let mut values = Vec::new();
+    let mut values: Vec<Vec<f32>> = Vec::new();
     for &n in &header.tensor_lens {
         let raw = bytes.get(off..off + 4 * n).ok_or_else(|| {
             bad(format!(
@@ -615,5 +715,61 @@ pub fn read_checkpoint(bytes: &[u8]) -> Result<(CheckpointHeader, Vec<Vec<f32>>)
             bytes.len() - off
         )));
     }
+    if header.format == 1 {
+        values = from_format_1(&mut header, values)?;
+    }
     Ok((header, values))
+}
+
+/// A format-1 checkpoint (GroupNorm, no running statistics) as format 2: the run continues with
+/// GroupNorm, and every normalisation layer gets the unused running statistics (mean 0,
+/// variance 1; velocity 0) after its gamma and beta. Per conv block the parameters were
+/// [conv weight, gamma, beta], then the head's four.
+fn from_format_1(
+    header: &mut CheckpointHeader,
+    values: Vec<Vec<f32>>,
+) -> Result<Vec<Vec<f32>>, EngineError> {
+    const BLOCKS: usize = 4;
+    const OLD_BLOCK: usize = 3;
+    const HEAD: usize = 4;
+    let old_encoder = BLOCKS * OLD_BLOCK + HEAD;
+    let [nm, nk, nv] = header.tensor_counts;
+    let bad = |why: String| EngineError::Checkpoint(format!("format-1 session: {why}"));
+    if nm != old_encoder || nk != old_encoder || (nv != 0 && nv != old_encoder) {
+        return Err(bad(format!(
+            "it names {nm} / {nk} / {nv} parameter tensors, the format-1 encoder had \
+             {old_encoder}"
+        )));
+    }
+    if values.len() != nm + nk + nv + 1 {
+        return Err(bad(format!(
+            "it holds {} tensors, its header names {}",
+            values.len(),
+            nm + nk + nv + 1
+        )));
+    }
+    let widen = |part: &[Vec<f32>], velocity: bool| -> Vec<Vec<f32>> {
+        let mut out = Vec::new();
+        for b in 0..BLOCKS {
+            let block = &part[b * OLD_BLOCK..(b + 1) * OLD_BLOCK];
+            out.extend(block.iter().cloned());
+            let c = block[1].len(); // gamma
+            out.push(vec![0.0; c]);
+            out.push(vec![if velocity { 0.0 } else { 1.0 }; c]);
+        }
+        out.extend(part[BLOCKS * OLD_BLOCK..].iter().cloned());
+        out
+    };
+    let mut out = widen(&values[..nm], false);
+    out.extend(widen(&values[nm..nm + nk], false));
+    if nv > 0 {
+        out.extend(widen(&values[nm + nk..nm + nk + nv], true));
+    }
+    out.push(values[nm + nk + nv].clone());
+    let new_encoder = old_encoder + 2 * BLOCKS;
+    header.tensor_counts = [new_encoder, new_encoder, if nv > 0 { new_encoder } else { 0 }];
+    header.tensor_lens = out.iter().map(Vec::len).collect();
+    header.config.norm = super::config::NormKind::Group;
+    header.format = CHECKPOINT_FORMAT;
+    Ok(out)
 }

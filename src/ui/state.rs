@@ -56,50 +56,14 @@ pub struct PageState {
     pub settings_error: Option<String>,
 }
 
-/// The three presets of the settings panel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Preset {
-    QuickDemo,
-    Thorough,
-    InfoNceOnly,
-}
-
-impl Preset {
-    pub const ALL: [Preset; 3] = [Preset::QuickDemo, Preset::Thorough, Preset::InfoNceOnly];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Preset::QuickDemo => "quick demo",
-            Preset::Thorough => "thorough",
-            Preset::InfoNceOnly => "InfoNCE only (MoCo)",
-        }
-    }
-
-    /// The settings of this preset; fields derived from the data stay empty.
-    pub fn config(self) -> PclConfig {
-        match self {
-            Preset::QuickDemo => PclConfig {
-                width: 16,
-                feature_dim: 64,
-                epochs: 12,
-                warmup_epochs: 2,
-                kmeans_restarts: 1,
-                ..PclConfig::default()
-            },
-            Preset::Thorough => PclConfig::default(),
-            Preset::InfoNceOnly => PclConfig {
-                proto_weight: 0.0,
-                ..Preset::QuickDemo.config()
-            },
-        }
-    }
-}
+/// The presets of the settings panel (shared with `pcl train --preset`).
+pub use crate::engine::config::Preset;
 
 impl PageState {
     pub fn new(force_cpu: bool) -> Self {
         Self {
             force_cpu,
-            settings: Preset::QuickDemo.config(),
+            settings: Preset::Quick.config(),
             ..Default::default()
         }
     }
@@ -285,9 +249,14 @@ pub struct SettingDoc {
 
 pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc {
+        key: "minutes",
+        symbol: "",
+        help: "time budget: the run plans its epochs from its measured speed so that it ends in this many minutes; empty = train the epochs below",
+    },
+    SettingDoc {
         key: "epochs",
         symbol: "",
-        help: "passes over all images",
+        help: "passes over all images (with a time budget: the first plan)",
     },
     SettingDoc {
         key: "warmup_epochs",
@@ -350,6 +319,16 @@ pub const SETTINGS: &[SettingDoc] = &[
         help: "size of the embedding v",
     },
     SettingDoc {
+        key: "norm",
+        symbol: "",
+        help: "batch: BatchNorm per chunk of the batch, keys shuffled across chunks (the paper's choice); group: GroupNorm",
+    },
+    SettingDoc {
+        key: "bn_chunks",
+        symbol: "",
+        help: "chunks of the batch with their own BatchNorm statistics (at least 2)",
+    },
+    SettingDoc {
         key: "seed",
         symbol: "",
         help: "same seed, same run (on the CPU)",
@@ -387,7 +366,16 @@ pub fn with_setting(config: &PclConfig, key: &str, text: &str) -> Result<PclConf
                 })
                 .collect::<Result<_, _>>()?,
         ),
-        ("queue_size", _) if text.is_empty() => serde_json::Value::Null,
+        ("queue_size" | "minutes", _) if text.is_empty() => serde_json::Value::Null,
+        ("minutes", _) => text
+            .parse::<f64>()
+            .map_err(|_| format!("{key}: '{text}' is not a number of minutes"))?
+            .into(),
+        ("norm", _) => match text.to_lowercase().as_str() {
+            "batch" => "batch".into(),
+            "group" => "group".into(),
+            _ => return Err(format!("{key}: batch or group")),
+        },
         ("proto_mode", _) => match text.to_lowercase().as_str() {
             "full" => "full".into(),
             "sampled" => "sampled".into(),
@@ -403,6 +391,10 @@ pub fn with_setting(config: &PclConfig, key: &str, text: &str) -> Result<PclConf
             .into(),
     };
     value[key] = new;
+    if key == "epochs" {
+        // Epochs typed by hand are the plan: a preset's time budget no longer re-plans them.
+        value["minutes"] = serde_json::Value::Null;
+    }
     serde_json::from_value(value).map_err(|e| format!("{key}: {e}"))
 }
 
@@ -446,6 +438,57 @@ pub fn polyline(ys: &[f64], w: f64, h: f64, lo: f64, hi: f64) -> String {
         .join(" ")
 }
 
+/// One line of the "clusters against labels" chart: per E-step, a level's AMI against the
+/// labels (`fine` false) or the fine labels; or raw pixels' AMI, flat (`level` None).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AmiLine {
+    pub level: Option<usize>,
+    pub fine: bool,
+    pub values: Vec<f64>,
+}
+
+impl AmiLine {
+    pub fn label(&self) -> String {
+        let against = if self.fine { "fine labels" } else { "labels" };
+        match self.level {
+            Some(l) => format!("level {} vs {against}", l + 1),
+            None => format!("raw pixels vs {against}"),
+        }
+    }
+}
+
+/// The lines of the AMI chart from a run's metrics (one entry per E-step): every level against
+/// the labels and the fine labels where they exist, and raw pixels' AMI as a flat line beside
+/// each. Levels that appear later (a longer run) start where they appear.
+pub fn ami_lines(metrics: &[Metrics]) -> Vec<AmiLine> {
+    let mut lines = Vec::new();
+    for fine in [false, true] {
+        fn per(m: &Metrics, fine: bool) -> &[f64] {
+            if fine { &m.level_ami_fine } else { &m.level_ami }
+        }
+        let levels = metrics.iter().map(|m| per(m, fine).len()).max().unwrap_or(0);
+        for l in 0..levels {
+            let values = metrics
+                .iter()
+                .map(|m| per(m, fine).get(l).copied().unwrap_or(f64::NAN))
+                .collect();
+            lines.push(AmiLine { level: Some(l), fine, values });
+        }
+        let pixels = metrics
+            .iter()
+            .rev()
+            .find_map(|m| if fine { m.pixels_ami_fine } else { m.pixels_ami });
+        if let (Some(p), true) = (pixels, levels > 0) {
+            lines.push(AmiLine {
+                level: None,
+                fine,
+                values: vec![p; metrics.len().max(2)],
+            });
+        }
+    }
+    lines
+}
+
 /// Min and max of the finite values (a unit range when there are none).
 pub fn finite_range<'a>(values: impl IntoIterator<Item = &'a f64>) -> (f64, f64) {
     let (lo, hi) = values
@@ -466,6 +509,36 @@ mod tests {
     use super::*;
     use crate::engine::records::{ClusterCard, LevelView};
     use crate::protocol::ImagesAdded;
+
+    #[test]
+    fn ami_chart_has_a_line_per_level_and_label_kind_and_the_pixels_baseline() {
+        let m = |ami: Vec<f64>, fine: Vec<f64>| Metrics {
+            level_ami: ami,
+            level_ami_fine: fine,
+            pixels_ami: Some(0.3),
+            pixels_ami_fine: Some(0.4),
+            ..Default::default()
+        };
+        let lines = ami_lines(&[m(vec![0.1, 0.2], vec![0.5, 0.6]), m(vec![0.15, 0.25], vec![0.55, 0.65])]);
+        let labels: Vec<String> = lines.iter().map(AmiLine::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "level 1 vs labels",
+                "level 2 vs labels",
+                "raw pixels vs labels",
+                "level 1 vs fine labels",
+                "level 2 vs fine labels",
+                "raw pixels vs fine labels"
+            ]
+        );
+        assert_eq!(lines[1].values, vec![0.2, 0.25]);
+        assert_eq!(lines[5].values, vec![0.4, 0.4]);
+        // No fine labels: no fine lines and no fine baseline.
+        let lines = ami_lines(&[Metrics { level_ami: vec![0.1], pixels_ami: Some(0.3), ..Default::default() }]);
+        assert_eq!(lines.len(), 2);
+        assert!(ami_lines(&[]).is_empty());
+    }
 
     #[test]
     fn ready_starts_the_worker_and_results_are_kept() {
@@ -559,8 +632,7 @@ mod tests {
         s.curve.metrics.push(Metrics {
             epoch: 1,
             report: Default::default(),
-            level_ami: vec![],
-            level_nmi: vec![],
+            ..Default::default()
         });
         s.apply(FromWorker::Status(RunStatus {
             state: RunState::Done,
@@ -644,6 +716,6 @@ mod tests {
             334
         );
         assert_eq!(format_duration(125.0), "2m 05s");
-        assert_eq!(Preset::InfoNceOnly.config().proto_weight, 0.0);
+        assert_eq!(Preset::InfoNce.config().proto_weight, 0.0);
     }
 }

@@ -11,8 +11,8 @@ use web_sys::{HtmlCanvasElement, HtmlInputElement, MessageEvent, Worker};
 
 use super::js;
 use super::state::{
-    PageState, Preset, SETTINGS, finite_range, format_duration, polyline, setting_text,
-    with_setting,
+    AmiLine, PageState, Preset, SETTINGS, ami_lines, finite_range, format_duration, polyline,
+    setting_text, with_setting,
 };
 use crate::intake::{MAX_FILE_BYTES, MAX_IMAGES, MAX_PIXELS};
 use crate::protocol::{ExportKind, FromWorker, RunState, ToWorker};
@@ -1056,6 +1056,7 @@ fn ExploreCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl Int
                             <span style=format!("color:{}", PALETTE[c % 12])>{format!("■ {} ", run.label)}</span>
                         }).collect_view()}
                     </p>
+                    {ami_chart(curves.last().map(|c| &c.metrics[..]).unwrap_or(&[]))}
                 </div>
             })
         })
@@ -1090,6 +1091,45 @@ fn ExploreCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl Int
             {metrics}
         </section>
     }
+}
+
+/// Each clustering level's AMI against the labels (solid) and the fine labels (dotted) per
+/// E-step, with raw pixels' AMI as a grey line: the clusters should rise above it.
+fn ami_chart(metrics: &[crate::engine::records::Metrics]) -> impl IntoView + use<> {
+    let lines = ami_lines(metrics);
+    let style = |line: &AmiLine| {
+        let colour = line.level.map_or("#888888", |l| PALETTE[l % 12]);
+        let dash = match (line.level, line.fine) {
+            (None, _) => "6 4",
+            (Some(_), true) => "2 3",
+            (Some(_), false) => "",
+        };
+        (colour, dash)
+    };
+    let drawn = lines
+        .iter()
+        .map(|line| {
+            let (colour, dash) = style(line);
+            view! { <polyline points=polyline(&line.values, 400.0, 100.0, 0.0, 1.0) stroke=colour stroke-dasharray=dash /> }
+        })
+        .collect_view();
+    let legend = lines
+        .iter()
+        .map(|line| {
+            let (colour, _) = style(line);
+            let last = line.values.last().copied().unwrap_or(f64::NAN);
+            view! { <span style=format!("color:{colour}")>{format!("■ {} {last:.3}  ", line.label())}</span> }
+        })
+        .collect_view();
+    (!lines.is_empty()).then(|| {
+        view! {
+            <h4>"Clusters against the labels: AMI of each level after every E-step"</h4>
+            <svg class="chart small" viewBox="0 0 400 100" data-testid="ami-chart" data-lines=lines.len().to_string()>
+                {drawn}
+            </svg>
+            <p class="legend">{legend}</p>
+        }
+    })
 }
 
 /// Cluster sizes (largest first) and a 10-bin histogram of the concentrations phi of a level.

@@ -45,6 +45,9 @@ struct State {
     loading: bool,
     /// Host embeddings [n, d] of the last explore pass, for neighbour queries.
     embeddings: Option<(Vec<f32>, usize)>,
+    /// Raw pixels' AMI against the labels and fine labels, for the data set it was computed on
+    /// (its address and size): computed once, drawn as the line to beat.
+    pixels_ami: Option<((usize, usize), (Option<f64>, Option<f64>))>,
 }
 
 thread_local! {
@@ -55,6 +58,7 @@ thread_local! {
         looping: false,
         loading: false,
         embeddings: None,
+        pixels_ami: None,
     });
     static CONTROL: Cell<Control> = const { Cell::new(Control::Run) };
 }
@@ -523,6 +527,8 @@ async fn run(trainer: Trainer) {
     let mut unsent: Vec<crate::engine::StepRecord> = Vec::new();
     let mut last_autosave = now_ms();
     let mut paused_reported = false;
+    // Active seconds of this run in this worker (pauses excluded), for a time budget.
+    let (mut active_secs, mut estep_secs, mut epochs_timed) = (0.0, 0.0, 0);
     let end_state = loop {
         match CONTROL.get() {
             Control::Stop => break RunState::Done,
@@ -566,10 +572,15 @@ async fn run(trainer: Trainer) {
             .await;
         last_status = last.get();
         let seconds = (now_ms() - t0) / 1000.0;
+        active_secs += seconds;
         match event {
             Ok(Event::Step(record)) => {
                 rate.push(seconds, t.config.batch_size);
                 let epoch_done = record.epoch_done;
+                if epoch_done {
+                    epochs_timed += 1;
+                    t.fit_to_budget(active_secs, estep_secs, epochs_timed);
+                }
                 unsent.push(record);
                 if now_ms() - last_status > 100.0 || epoch_done {
                     last_status = now_ms();
@@ -592,7 +603,12 @@ async fn run(trainer: Trainer) {
             Ok(Event::EStep { epoch, levels }) => {
                 post(FromWorker::EStepDone { epoch, levels });
                 put_trainer(t);
+                let t1 = now_ms();
                 explore_now().await;
+                // The explorer's pass is part of each E-step's cost in the budget.
+                let explore_secs = (now_ms() - t1) / 1000.0;
+                active_secs += explore_secs;
+                estep_secs += seconds + explore_secs;
             }
             Ok(Event::Done) => {
                 put_trainer(t);
@@ -671,15 +687,36 @@ async fn explore_now() {
         return;
     };
     let result = explore(&t, &data, &mut |_| {}).await;
-    let d = t.config.feature_dim;
+    let (d, size) = (t.config.feature_dim, t.config.image_size);
     put_trainer(t);
     match result {
-        Ok((report, host)) => {
+        Ok((mut report, host)) => {
+            if let Some(m) = report.metrics.as_mut() {
+                (m.pixels_ami, m.pixels_ami_fine) = pixels_baseline(&data, size).await;
+            }
             STATE.with_borrow_mut(|s| s.embeddings = Some((host, d)));
             post(FromWorker::Explore(Box::new(report)));
         }
         Err(e) => error(format!("could not compute the clusters view: {e}")),
     }
+}
+
+/// Raw pixels' AMI for `data` (cached per data set).
+async fn pixels_baseline(data: &Rc<Dataset>, image_size: usize) -> (Option<f64>, Option<f64>) {
+    let id = (Rc::as_ptr(data) as usize, data.len());
+    if let Some((key, scores)) = STATE.with_borrow(|s| s.pixels_ami)
+        && key == id
+    {
+        return scores;
+    }
+    let Some(device) = device() else {
+        return (None, None);
+    };
+    let scores = crate::engine::pixels_ami(data, image_size, 0, &device)
+        .await
+        .unwrap_or((None, None));
+    STATE.with_borrow_mut(|s| s.pixels_ami = Some((id, scores)));
+    scores
 }
 
 async fn autosave(t: &Trainer) {

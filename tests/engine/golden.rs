@@ -86,6 +86,7 @@ fn info_nce_matches_numpy() {
             tensor2(&g["k"], &dev),
             tensor2(&g["queue"], &dev),
             g["tau"].as_f64().unwrap(),
+            None,
         )
         .0
     });

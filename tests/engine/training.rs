@@ -189,3 +189,148 @@ fn the_model_exports_as_burn_record_bytes() {
     let b = loaded.forward(x).into_data().try_to_vec::<f32>().unwrap();
     assert_eq!(a, b);
 }
+
+/// `bytes` of a GroupNorm run rewritten as the format-1 file an earlier pcl-studio saved:
+/// no running statistics among the parameters (per block [conv weight, gamma, beta]), no queue
+/// ids, budget or `norm` in the header.
+fn as_format_1(bytes: &[u8]) -> Vec<u8> {
+    let len = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[16..16 + len]).unwrap();
+    let lens: Vec<usize> = serde_json::from_value(header["tensor_lens"].clone()).unwrap();
+    let counts: Vec<usize> = serde_json::from_value(header["tensor_counts"].clone()).unwrap();
+    let mut offsets = vec![16 + len];
+    for l in &lens {
+        offsets.push(offsets.last().unwrap() + 4 * l);
+    }
+    // Within each encoder's (or velocity's) tensors, drop a block's 4th and 5th.
+    let mut keep = Vec::new();
+    let mut start = 0;
+    for &count in &counts {
+        for i in 0..count {
+            let in_block = i < 20 && i % 5 >= 3;
+            if !in_block {
+                keep.push(start + i);
+            }
+        }
+        start += count;
+    }
+    keep.push(start); // the queue
+    let old_counts: Vec<usize> = counts.iter().map(|&c| if c == 0 { 0 } else { c - 8 }).collect();
+    header["format"] = 1.into();
+    header["tensor_counts"] = serde_json::json!(old_counts);
+    header["tensor_lens"] = serde_json::json!(keep.iter().map(|&i| lens[i]).collect::<Vec<_>>());
+    let obj = header.as_object_mut().unwrap();
+    for key in ["queue_ids", "seconds", "warmup_share"] {
+        obj.remove(key);
+    }
+    obj["config"].as_object_mut().unwrap().remove("norm");
+    let json = serde_json::to_vec(&header).unwrap();
+    let mut out = bytes[..8].to_vec();
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    for i in keep {
+        out.extend_from_slice(&bytes[offsets[i]..offsets[i + 1]]);
+    }
+    out
+}
+
+#[test]
+fn a_session_saved_before_batch_norm_loads_as_a_group_norm_run() {
+    let data = planted_groups(2, 2, 16, 36, 3);
+    let config = PclConfig {
+        norm: pcl_studio::engine::NormKind::Group,
+        ..tiny(4)
+    };
+    let mut t = Trainer::new(&config, &data, &Device::flex()).unwrap();
+    for _ in 0..5 {
+        block_on(t.advance(&data, &mut |_| {})).unwrap();
+    }
+    let new = block_on(t.save()).unwrap();
+    let old = as_format_1(&new);
+    assert!(old.len() < new.len());
+    let mut loaded = Trainer::load(&old, &data, &Device::flex()).unwrap();
+    assert_eq!(loaded.config.norm, pcl_studio::engine::NormKind::Group);
+    assert_eq!((loaded.epoch, loaded.step), (t.epoch, t.step));
+    // Same weights: the same embeddings, and the same next step.
+    let embed = |t: &Trainer| {
+        block_on(t.embed_all(&t.encoder(), &data, false, &mut |_| {}))
+            .unwrap()
+            .head
+            .1
+    };
+    assert_eq!(embed(&loaded), embed(&t));
+    let step = |t: &mut Trainer| match block_on(t.advance(&data, &mut |_| {})).unwrap() {
+        Event::Step(r) => r.loss,
+        other => panic!("{other:?}"),
+    };
+    let (a, b) = (step(&mut loaded), step(&mut t));
+    // The old file has no queue ids, so no self-negative is masked: a close, not equal, loss.
+    assert!((a - b).abs() < 0.05, "{a} vs {b}");
+    // A format-1 file whose tensors do not fit the format-1 encoder says so.
+    let mut broken = as_format_1(&new);
+    let n = broken.len();
+    broken.truncate(n - 4 * 16); // the queue cut short
+    let err = Trainer::load(&broken, &data, &Device::flex()).err().unwrap();
+    assert!(err.to_string().contains("truncated"), "{err}");
+    // A newer format is refused with a message that says why.
+    let mut newer = new.clone();
+    let text = String::from_utf8_lossy(&newer[16..40]).to_string();
+    assert!(text.contains("\"format\":2"), "{text}");
+    let at = 16 + text.find("\"format\":2").unwrap() + "\"format\":".len();
+    newer[at] = b'9';
+    let err = Trainer::load(&newer, &data, &Device::flex()).err().unwrap();
+    assert!(err.to_string().contains("newer pcl-studio"), "{err}");
+}
+
+#[test]
+fn own_keys_are_masked_and_counted() {
+    // 64 images, queue of 32 (half): after the first epoch about a quarter of the queries
+    // meet an older key of their own image; masking keeps them out of the negatives.
+    let data = planted_groups(2, 2, 16, 36, 3);
+    let config = PclConfig {
+        queue_size: Some(32),
+        ..tiny(3)
+    };
+    let mut t = Trainer::new(&config, &data, &Device::flex()).unwrap();
+    let mut fractions = Vec::new();
+    loop {
+        match block_on(t.advance(&data, &mut |_| {})).unwrap() {
+            Event::Done => break,
+            Event::Step(r) => fractions.push(r.self_negatives),
+            Event::EStep { .. } => {}
+        }
+    }
+    assert_eq!(fractions[0], 0.0, "a fresh queue holds no image's key");
+    let later = &fractions[2..];
+    let mean = later.iter().sum::<f32>() / later.len() as f32;
+    assert!(mean > 0.1 && mean < 0.9, "fraction with own keys: {fractions:?}");
+}
+
+#[test]
+fn a_time_budget_replans_the_epochs() {
+    let data = planted_groups(2, 2, 16, 36, 3);
+    let config = PclConfig {
+        minutes: Some(1.0),
+        epochs: 10,
+        warmup_epochs: 4,
+        ..tiny(10)
+    };
+    let mut t = Trainer::new(&config, &data, &Device::flex()).unwrap();
+    while t.epoch < 1 {
+        block_on(t.advance(&data, &mut |_| {})).unwrap();
+    }
+    // 2 s for the first epoch: 60 s of budget hold about 25 epochs with E-steps.
+    assert!(t.fit_to_budget(2.0, 0.0, 1));
+    let epochs = t.config.epochs;
+    assert!((20..=30).contains(&epochs), "{epochs}");
+    assert_eq!(t.config.warmup_epochs, (epochs as f64 * 0.4).round() as usize);
+    // Slower than planned: fewer epochs; out of time: the run ends now.
+    t.fit_to_budget(10.0, 0.0, 1);
+    assert!(t.config.epochs < epochs);
+    t.fit_to_budget(61.0, 0.0, 1);
+    assert!(t.is_done());
+    // Saved and loaded, the run remembers the seconds it used.
+    let bytes = block_on(t.save()).unwrap();
+    let loaded = Trainer::load(&bytes, &data, &Device::flex()).unwrap();
+    assert_eq!(loaded.seconds, 61.0);
+}
