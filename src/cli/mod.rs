@@ -92,7 +92,9 @@ pub fn parse_train(args: &[String]) -> Result<TrainArgs, String> {
                     .parse::<f64>()
                     .ok()
                     .filter(|m| *m > 0.0 && *m <= 1440.0)
-                    .ok_or_else(|| format!("--minutes wants a number of minutes in (0, 1440], got '{v}'"))?;
+                    .ok_or_else(|| {
+                        format!("--minutes wants a number of minutes in (0, 1440], got '{v}'")
+                    })?;
                 a.minutes = Some(m);
             }
             other => return Err(format!("unknown option '{other}'\n\n{USAGE}")),
@@ -318,6 +320,8 @@ struct EpochMetrics {
     info_nce: f64,
     proto: Vec<f64>,
     instance_acc: f64,
+    /// Fraction of queries with an older key of their own image in the queue (masked).
+    self_negatives: f64,
     lr: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     knn_accuracy: Option<f64>,
@@ -536,7 +540,10 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
                             c.levels.iter().map(|l| &l.assignments[..]).collect();
                         let s = explore::LevelScores::new(&levels, l, data.eval_fine_labels());
                         let show = |v: &[f64]| {
-                            v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(" ")
+                            v.iter()
+                                .map(|x| format!("{x:.3}"))
+                                .collect::<Vec<_>>()
+                                .join(" ")
                         };
                         eprintln!(
                             "\repoch {}: E-step clusters per level: AMI [{}] fine [{}] (raw pixels {})\x1b[K",
@@ -615,6 +622,7 @@ fn summarize(steps: &[engine::StepRecord], seconds: f64) -> EpochMetrics {
             .map(|m| mean(&|s| s.proto.get(m).copied().unwrap_or(0.0) as f64))
             .collect(),
         instance_acc: mean(&|s| s.instance_acc as f64),
+        self_negatives: mean(&|s| s.self_negatives as f64),
         lr: steps.last().map_or(0.0, |s| s.lr),
         knn_accuracy: None,
         ami: None,
@@ -674,5 +682,22 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown option")
         );
+        let a = parse_train(&s(&[
+            "--images",
+            "d",
+            "--out",
+            "o",
+            "--preset",
+            "thorough",
+            "--minutes",
+            "1.5",
+        ]))
+        .unwrap();
+        assert_eq!(a.preset, Some(engine::config::Preset::Thorough));
+        assert_eq!(a.minutes, Some(1.5));
+        let bad = |v: &[&str]| parse_train(&s(v)).unwrap_err();
+        assert!(bad(&["--preset", "fast"]).contains("quick, thorough or infonce"));
+        assert!(bad(&["--minutes", "-2"]).contains("(0, 1440]"));
+        assert!(bad(&["--minutes", "NaN"]).contains("(0, 1440]"));
     }
 }

@@ -396,9 +396,18 @@ mod tests {
         };
         // One epoch done at 2 s; 100 s left; E-steps cost 1 s: 4 s of warm-up share.
         let (e, w) = epochs_for_budget(&c, 1, 100.0, 2.0, 1.0, 0.4);
-        let planned = PclConfig { epochs: e, warmup_epochs: w, ..c.clone() };
-        let cost: f64 = (1..e).map(|j| 2.0 + if planned.estep_before(j) { 1.0 } else { 0.0 }).sum();
-        assert!(cost <= 100.0 && cost + 3.0 > 100.0, "{e} epochs cost {cost}");
+        let planned = PclConfig {
+            epochs: e,
+            warmup_epochs: w,
+            ..c.clone()
+        };
+        let cost: f64 = (1..e)
+            .map(|j| 2.0 + if planned.estep_before(j) { 1.0 } else { 0.0 })
+            .sum();
+        assert!(
+            cost <= 100.0 && cost + 3.0 > 100.0,
+            "{e} epochs cost {cost}"
+        );
         assert_eq!(w, (e as f64 * 0.4).round() as usize);
         // Once the E-steps have started, the warm-up stays where it was.
         let (_, w) = epochs_for_budget(&c, 6, 100.0, 2.0, 1.0, 0.4);
@@ -408,11 +417,23 @@ mod tests {
         assert_eq!(epochs_for_budget(&c, 3, 1.5, 2.0, 1.0, 0.4).0, 4);
         // Presets: the CLI's words, and their budgets.
         assert_eq!(Preset::from_key("quick").unwrap(), Preset::Quick);
-        assert!(Preset::from_key("fast").unwrap_err().contains("quick, thorough or infonce"));
+        assert!(
+            Preset::from_key("fast")
+                .unwrap_err()
+                .contains("quick, thorough or infonce")
+        );
         assert_eq!(Preset::InfoNce.config().proto_weight, 0.0);
         assert!(Preset::ALL.iter().all(|p| p.config().minutes.is_some()));
-        let bad = PclConfig { minutes: Some(-1.0), ..Default::default() };
-        assert!(bad.resolve(100).unwrap_err().to_string().contains("minutes"));
+        let bad = PclConfig {
+            minutes: Some(-1.0),
+            ..Default::default()
+        };
+        assert!(
+            bad.resolve(100)
+                .unwrap_err()
+                .to_string()
+                .contains("minutes")
+        );
     }
 
     #[test]

@@ -84,13 +84,19 @@ pub fn self_negatives(
             *slot = true;
         }
     }
-    let hits = batch.iter().filter(|&&i| in_queue.get(i) == Some(&true)).count();
+    let hits = batch
+        .iter()
+        .filter(|&&i| in_queue.get(i) == Some(&true))
+        .count();
     if hits == 0 {
         return (None, 0);
     }
     let (n, r) = (batch.len(), queue_ids.len());
     let b: Vec<i32> = batch.iter().map(|&i| i as i32).collect();
-    let q: Vec<i32> = queue_ids.iter().map(|id| id.map_or(-1, |i| i as i32)).collect();
+    let q: Vec<i32> = queue_ids
+        .iter()
+        .map(|id| id.map_or(-1, |i| i as i32))
+        .collect();
     let b = Tensor::<1, Int>::from_data(TensorData::new(b, [n]), device).reshape([n, 1]); // [n, 1]
     let q = Tensor::<1, Int>::from_data(TensorData::new(q, [r]), device).reshape([1, r]); // [1, r]
     let mask = b.expand([n, r]).equal(q.expand([n, r])); // mask: [n, r]
@@ -133,7 +139,10 @@ mod tests {
         let (mask, hits) = self_negatives(&[5, 2], &ids, 8, &device);
         assert_eq!(hits, 1);
         let mask: Vec<bool> = mask.unwrap().into_data().try_to_vec().unwrap();
-        assert_eq!(mask, vec![true, false, false, true, false, false, false, false]);
+        assert_eq!(
+            mask,
+            vec![true, false, false, true, false, false, false, false]
+        );
         assert!(self_negatives(&[0, 2], &ids, 8, &device).0.is_none());
         // A masked row changes nothing but its own softmax column: the loss equals InfoNCE
         // against the queue without that row.

@@ -156,8 +156,8 @@ fn norm_relu(norm: &Norm, x: Tensor<4>, mode: Mode) -> (Tensor<4>, Option<(Tenso
         let var = (xg.clone().square().mean_dim(2) - mean.clone().square()).clamp_min(0.0); // [n, g, 1]
         let per_channel = |t: Tensor<3>| t.repeat_dim(2, per).reshape([n, 1, c]); // [n, 1, c]
         let (a, b) = scale_shift(norm, per_channel(mean), per_channel(var)); // a, b: [n, 1, c]
-        let y = xg.reshape([n, g, per, h * w]) * a.reshape([n, g, per, 1])
-            + b.reshape([n, g, per, 1]);
+        let y =
+            xg.reshape([n, g, per, h * w]) * a.reshape([n, g, per, 1]) + b.reshape([n, g, per, 1]);
         return (relu(y.reshape([n, c, h, w])), None);
     }
     match mode {
@@ -177,8 +177,16 @@ fn norm_relu(norm: &Norm, x: Tensor<4>, mode: Mode) -> (Tensor<4>, Option<(Tenso
             let sq = xc.clone().square().mean_dim(3).mean_dim(1); // E[x^2]: [C, 1, c, 1]
             let var = (sq - mean.clone().square()).clamp_min(0.0); // var: [C, 1, c, 1]
             let count = (n / chunks * h * w) as f64;
-            let stats = chunk_stats(mean.clone().reshape([chunks, c]), var.clone().reshape([chunks, c]), count);
-            let (a, b) = scale_shift(norm, mean.reshape([chunks, 1, c]), var.reshape([chunks, 1, c])); // [C, 1, c]
+            let stats = chunk_stats(
+                mean.clone().reshape([chunks, c]),
+                var.clone().reshape([chunks, c]),
+                count,
+            );
+            let (a, b) = scale_shift(
+                norm,
+                mean.reshape([chunks, 1, c]),
+                var.reshape([chunks, 1, c]),
+            ); // [C, 1, c]
             let y = xc * a.reshape([chunks, 1, c, 1]) + b.reshape([chunks, 1, c, 1]);
             (relu(y.reshape([n, c, h, w])), Some(stats))
         }
@@ -191,13 +199,21 @@ fn chunk_stats(mean: Tensor<2>, var: Tensor<2>, count: f64) -> (Tensor<1>, Tenso
     let unbias = count / (count - 1.0).max(1.0);
     let c = mean.dims()[1];
     let m = mean.without_autodiff().mean_dim(0).reshape([c]);
-    let v = var.without_autodiff().mean_dim(0).reshape([c]).mul_scalar(unbias);
+    let v = var
+        .without_autodiff()
+        .mean_dim(0)
+        .reshape([c])
+        .mul_scalar(unbias);
     (m, v)
 }
 
 /// Mean and variance (any shape ending in channels, [.., c]) folded with gamma and beta into one
 /// scale and shift of the same shape: a = gamma / sqrt(var + eps), b = beta - mean * a.
-fn scale_shift<const D: usize>(norm: &Norm, mean: Tensor<D>, var: Tensor<D>) -> (Tensor<D>, Tensor<D>) {
+fn scale_shift<const D: usize>(
+    norm: &Norm,
+    mean: Tensor<D>,
+    var: Tensor<D>,
+) -> (Tensor<D>, Tensor<D>) {
     let c = norm.channels();
     let mut shape = [1; D];
     shape[D - 1] = c;
@@ -306,7 +322,11 @@ mod rows {
                     let m = kernels::moments(x3.clone()) // m: [n, 2, c]
                         .reshape([chunks, size, 2, c])
                         .sum_dim(1); // [C, 1, 2, c]
-                    let mean = m.clone().narrow(2, 0, 1).reshape([chunks, 1, c]).div_scalar(count); // [C, 1, c]
+                    let mean = m
+                        .clone()
+                        .narrow(2, 0, 1)
+                        .reshape([chunks, 1, c])
+                        .div_scalar(count); // [C, 1, c]
                     let sq = m.narrow(2, 1, 1).reshape([chunks, 1, c]).div_scalar(count); // [C, 1, c]
                     let var = (sq - mean.clone().square()).clamp_min(0.0); // var: [C, 1, c]
                     let stats = chunk_stats(
@@ -316,7 +336,9 @@ mod rows {
                     );
                     let (a, b) = scale_shift(norm, mean, var); // a, b: [C, 1, c]
                     let each = |t: Tensor<3>| {
-                        t.reshape([chunks, 1, 1, c]).repeat_dim(1, size).reshape([n, 1, c])
+                        t.reshape([chunks, 1, 1, c])
+                            .repeat_dim(1, size)
+                            .reshape([n, 1, c])
                     }; // [n, 1, c]
                     (each(a), each(b), Some(stats))
                 }
@@ -568,7 +590,13 @@ mod tests {
     }
 
     fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}: {} vs {} values", a.len(), b.len());
+        assert_eq!(
+            a.len(),
+            b.len(),
+            "{what}: {} vs {} values",
+            a.len(),
+            b.len()
+        );
         for (p, q) in a.iter().zip(b) {
             assert!((p - q).abs() < tol * (1.0 + q.abs()), "{what}: {p} vs {q}");
         }
@@ -595,7 +623,8 @@ mod tests {
             .map(|(m, v)| {
                 let c = m.dims()[0];
                 let m = Tensor::<1>::from_data(uniform(rng, vec![c], 0.2), &m.device());
-                let v = Tensor::<1>::from_data(uniform(rng, vec![c], 0.5), &v.device()).add_scalar(1.0);
+                let v =
+                    Tensor::<1>::from_data(uniform(rng, vec![c], 0.5), &v.device()).add_scalar(1.0);
                 (m, v)
             })
             .collect();
@@ -640,7 +669,10 @@ mod tests {
             // Gradients of a weighted sum (every feature counts differently).
             let g1 = (ours * mask.clone()).sum().backward();
             let g2 = (theirs * mask).sum().backward();
-            let (a, b) = (conv_and_norm_grads(&enc, &g1), conv_and_norm_grads(&enc, &g2));
+            let (a, b) = (
+                conv_and_norm_grads(&enc, &g1),
+                conv_and_norm_grads(&enc, &g2),
+            );
             assert_close(&a, &b, 1e-3, &what);
         }
     }
@@ -654,7 +686,9 @@ mod tests {
         let mut rng = Rng::new(3);
         let (n, c, side, chunks) = (6, 8, 5, 3);
         let ours = Norm {
-            gamma: Param::from_tensor(Tensor::from_data(uniform(&mut rng, vec![c], 0.5), &device).add_scalar(1.0)),
+            gamma: Param::from_tensor(
+                Tensor::from_data(uniform(&mut rng, vec![c], 0.5), &device).add_scalar(1.0),
+            ),
             beta: Param::from_tensor(Tensor::from_data(uniform(&mut rng, vec![c], 0.5), &device)),
             ..Norm::new(c, 0, &device)
         };
@@ -666,7 +700,10 @@ mod tests {
         let x = Tensor::<4>::from_data(uniform(&mut rng, vec![n, c, side, side], 3.0), &device)
             .require_grad();
         let mask = Tensor::<4>::from_data(uniform(&mut rng, vec![n, c, side, side], 1.0), &device);
-        let rows_in = x.clone().permute([0, 2, 3, 1]).reshape([n * side * side, c]);
+        let rows_in = x
+            .clone()
+            .permute([0, 2, 3, 1])
+            .reshape([n * side * side, c]);
         let (y_rows, stats) = rows::norm_relu(&ours, rows_in, n, Mode::Train { chunks });
         let y_ours = y_rows.reshape([n, side, side, c]).permute([0, 3, 1, 2]); // [n, c, s, s]
         let size = n / chunks;
@@ -674,7 +711,12 @@ mod tests {
             .map(|k| relu(theirs.forward(x.clone().narrow(0, k * size, size))))
             .collect();
         let y_theirs = Tensor::cat(parts, 0);
-        assert_close(&values(y_ours.clone()), &values(y_theirs.clone()), 1e-4, "values");
+        assert_close(
+            &values(y_ours.clone()),
+            &values(y_theirs.clone()),
+            1e-4,
+            "values",
+        );
         // The statistics for the running averages: per chunk the mean and the unbiased
         // variance (PyTorch's running_var) of each channel, averaged over the chunks.
         let xs = values(x.clone());
@@ -700,12 +742,13 @@ mod tests {
         assert_close(&values(v), &f(var), 1e-4, "batch variance (unbiased)");
         let g1 = (y_ours * mask.clone()).sum().backward();
         let g2 = (y_theirs * mask).sum().backward();
-        let grads = |g: &burn::tensor::Gradients, gamma: &Param<Tensor<1>>, beta: &Param<Tensor<1>>| {
-            let mut v = values(x.grad(g).unwrap());
-            v.extend(values(gamma.grad(g).unwrap()));
-            v.extend(values(beta.grad(g).unwrap()));
-            v
-        };
+        let grads =
+            |g: &burn::tensor::Gradients, gamma: &Param<Tensor<1>>, beta: &Param<Tensor<1>>| {
+                let mut v = values(x.grad(g).unwrap());
+                v.extend(values(gamma.grad(g).unwrap()));
+                v.extend(values(beta.grad(g).unwrap()));
+                v
+            };
         let a = grads(&g1, &ours.gamma, &ours.beta);
         let b = grads(&g2, &theirs.gamma, &theirs.beta);
         assert_close(&a, &b, 1e-3, "gradients");
@@ -723,11 +766,20 @@ mod tests {
         let one = values(enc.backbone(x.clone().narrow(0, 7, 1)));
         assert_close(&all[7 * 64..], &one, 1e-5, "one image alone");
         let (train, _) = enc.backbone_mode(x.clone(), Mode::Train { chunks: 1 });
-        let differs = values(train).iter().zip(&all).any(|(a, b)| (a - b).abs() > 1e-3);
-        assert!(differs, "training mode must use batch statistics, not the running ones");
+        let differs = values(train)
+            .iter()
+            .zip(&all)
+            .any(|(a, b)| (a - b).abs() > 1e-3);
+        assert!(
+            differs,
+            "training mode must use batch statistics, not the running ones"
+        );
         // Moving the running statistics moves the eval features.
         let stats = enc.running_stats();
-        let shifted: BatchStats = stats.iter().map(|(m, v)| (m.clone().add_scalar(0.5), v.clone())).collect();
+        let shifted: BatchStats = stats
+            .iter()
+            .map(|(m, v)| (m.clone().add_scalar(0.5), v.clone()))
+            .collect();
         let moved = values(enc.clone().with_running_stats(&shifted).backbone(x.clone()));
         assert!(moved.iter().zip(&all).any(|(a, b)| (a - b).abs() > 1e-3));
         // burn's BatchNorm in inference mode, stem only.
@@ -741,7 +793,12 @@ mod tests {
         };
         let conv = enc.stem.conv.forward(x);
         let (ours, _) = norm_relu(norm, conv.clone(), Mode::Eval);
-        assert_close(&values(ours), &values(relu(theirs.forward(conv))), 1e-4, "stem");
+        assert_close(
+            &values(ours),
+            &values(relu(theirs.forward(conv))),
+            1e-4,
+            "stem",
+        );
     }
 
     #[test]
@@ -753,10 +810,20 @@ mod tests {
         assert_eq!(batch.len(), 4);
         let before = enc.running_stats();
         let enc = enc.update_running_stats(&batch, 0.25);
-        for (((m0, v0), (bm, bv)), (m1, v1)) in before.into_iter().zip(&batch).zip(enc.running_stats()) {
-            let want: Vec<f32> = values(m0).iter().zip(values(bm.clone())).map(|(r, b)| 0.75 * r + 0.25 * b).collect();
+        for (((m0, v0), (bm, bv)), (m1, v1)) in
+            before.into_iter().zip(&batch).zip(enc.running_stats())
+        {
+            let want: Vec<f32> = values(m0)
+                .iter()
+                .zip(values(bm.clone()))
+                .map(|(r, b)| 0.75 * r + 0.25 * b)
+                .collect();
             assert_close(&values(m1), &want, 1e-5, "mean");
-            let want: Vec<f32> = values(v0).iter().zip(values(bv.clone())).map(|(r, b)| 0.75 * r + 0.25 * b).collect();
+            let want: Vec<f32> = values(v0)
+                .iter()
+                .zip(values(bv.clone()))
+                .map(|(r, b)| 0.75 * r + 0.25 * b)
+                .collect();
             assert_close(&values(v1), &want, 1e-5, "var");
         }
     }
@@ -772,7 +839,11 @@ mod tests {
                 assert_eq!(sorted, (0..n).collect::<Vec<_>>(), "a permutation");
                 let size = n / chunks;
                 for (j, &i) in perm.iter().enumerate() {
-                    assert_ne!(j / size, i / size, "image {i}'s key sits in its query's chunk");
+                    assert_ne!(
+                        j / size,
+                        i / size,
+                        "image {i}'s key sits in its query's chunk"
+                    );
                 }
                 let inv = inverse_permutation(&perm);
                 assert!((0..n).all(|i| perm[inv[i]] == i));
@@ -803,7 +874,12 @@ mod tests {
                 let (alone, _) = enc.forward_train(x.clone().select(0, sel), 1);
                 let alone = values(alone);
                 for (r, &i) in members.iter().enumerate() {
-                    assert_close(&k[i * 16..(i + 1) * 16], &alone[r * 16..(r + 1) * 16], 1e-4, "key row");
+                    assert_close(
+                        &k[i * 16..(i + 1) * 16],
+                        &alone[r * 16..(r + 1) * 16],
+                        1e-4,
+                        "key row",
+                    );
                     assert_ne!(i / size, c, "key in its query's chunk");
                 }
             }
@@ -833,7 +909,12 @@ mod tests {
         let mask = Tensor::<4>::random([3, 8, 5, 6], Distribution::Default, &device);
         let (y_ours, _) = norm_relu(&ours, x.clone(), Mode::Eval);
         let y_theirs = relu(theirs.forward(x.clone()));
-        assert_close(&values(y_ours.clone()), &values(y_theirs.clone()), 1e-4, "values");
+        assert_close(
+            &values(y_ours.clone()),
+            &values(y_theirs.clone()),
+            1e-4,
+            "values",
+        );
         let g1 = (y_ours * mask.clone()).sum().backward();
         let g2 = (y_theirs * mask).sum().backward();
         let mut a = values(x.grad(&g1).unwrap());

@@ -179,7 +179,12 @@ impl Trainer {
     /// them while it lasts) from the speed so far: `elapsed_secs` since the run started (of
     /// this process), of which `estep_secs` went to E-steps. Call it after an epoch ends;
     /// returns whether the plan changed. Without a budget it does nothing.
-    pub fn fit_to_budget(&mut self, elapsed_secs: f64, estep_secs: f64, epochs_timed: usize) -> bool {
+    pub fn fit_to_budget(
+        &mut self,
+        elapsed_secs: f64,
+        estep_secs: f64,
+        epochs_timed: usize,
+    ) -> bool {
         let Some(minutes) = self.config.minutes else {
             return false;
         };
@@ -767,7 +772,11 @@ fn from_format_1(
     }
     out.push(values[nm + nk + nv].clone());
     let new_encoder = old_encoder + 2 * BLOCKS;
-    header.tensor_counts = [new_encoder, new_encoder, if nv > 0 { new_encoder } else { 0 }];
+    header.tensor_counts = [
+        new_encoder,
+        new_encoder,
+        if nv > 0 { new_encoder } else { 0 },
+    ];
     header.tensor_lens = out.iter().map(Vec::len).collect();
     header.config.norm = super::config::NormKind::Group;
     header.format = CHECKPOINT_FORMAT;

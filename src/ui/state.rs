@@ -464,20 +464,35 @@ pub fn ami_lines(metrics: &[Metrics]) -> Vec<AmiLine> {
     let mut lines = Vec::new();
     for fine in [false, true] {
         fn per(m: &Metrics, fine: bool) -> &[f64] {
-            if fine { &m.level_ami_fine } else { &m.level_ami }
+            if fine {
+                &m.level_ami_fine
+            } else {
+                &m.level_ami
+            }
         }
-        let levels = metrics.iter().map(|m| per(m, fine).len()).max().unwrap_or(0);
+        let levels = metrics
+            .iter()
+            .map(|m| per(m, fine).len())
+            .max()
+            .unwrap_or(0);
         for l in 0..levels {
             let values = metrics
                 .iter()
                 .map(|m| per(m, fine).get(l).copied().unwrap_or(f64::NAN))
                 .collect();
-            lines.push(AmiLine { level: Some(l), fine, values });
+            lines.push(AmiLine {
+                level: Some(l),
+                fine,
+                values,
+            });
         }
-        let pixels = metrics
-            .iter()
-            .rev()
-            .find_map(|m| if fine { m.pixels_ami_fine } else { m.pixels_ami });
+        let pixels = metrics.iter().rev().find_map(|m| {
+            if fine {
+                m.pixels_ami_fine
+            } else {
+                m.pixels_ami
+            }
+        });
         if let (Some(p), true) = (pixels, levels > 0) {
             lines.push(AmiLine {
                 level: None,
@@ -487,6 +502,23 @@ pub fn ami_lines(metrics: &[Metrics]) -> Vec<AmiLine> {
         }
     }
     lines
+}
+
+/// The heading of level `m`'s gallery: K and inertia, and where labels exist how well its
+/// clusters match them, beside raw pixels' figure.
+pub fn level_heading(m: usize, k: usize, inertia: f64, metrics: Option<&Metrics>) -> String {
+    let mut text = format!("Level {} — K = {k}, inertia {inertia:.1}", m + 1);
+    let Some(metrics) = metrics else {
+        return text;
+    };
+    let pixels = |p: Option<f64>| p.map_or(String::new(), |p| format!(" (raw pixels {p:.3})"));
+    if let Some(a) = metrics.level_ami.get(m) {
+        text += &format!(" · AMI vs labels {a:.3}{}", pixels(metrics.pixels_ami));
+    }
+    if let Some(a) = metrics.level_ami_fine.get(m) {
+        text += &format!(", vs fine labels {a:.3}{}", pixels(metrics.pixels_ami_fine));
+    }
+    text
 }
 
 /// Min and max of the finite values (a unit range when there are none).
@@ -519,7 +551,10 @@ mod tests {
             pixels_ami_fine: Some(0.4),
             ..Default::default()
         };
-        let lines = ami_lines(&[m(vec![0.1, 0.2], vec![0.5, 0.6]), m(vec![0.15, 0.25], vec![0.55, 0.65])]);
+        let lines = ami_lines(&[
+            m(vec![0.1, 0.2], vec![0.5, 0.6]),
+            m(vec![0.15, 0.25], vec![0.55, 0.65]),
+        ]);
         let labels: Vec<String> = lines.iter().map(AmiLine::label).collect();
         assert_eq!(
             labels,
@@ -535,9 +570,33 @@ mod tests {
         assert_eq!(lines[1].values, vec![0.2, 0.25]);
         assert_eq!(lines[5].values, vec![0.4, 0.4]);
         // No fine labels: no fine lines and no fine baseline.
-        let lines = ami_lines(&[Metrics { level_ami: vec![0.1], pixels_ami: Some(0.3), ..Default::default() }]);
+        let lines = ami_lines(&[Metrics {
+            level_ami: vec![0.1],
+            pixels_ami: Some(0.3),
+            ..Default::default()
+        }]);
         assert_eq!(lines.len(), 2);
         assert!(ami_lines(&[]).is_empty());
+    }
+
+    #[test]
+    fn gallery_headings_say_how_well_each_level_matches_the_labels() {
+        let m = Metrics {
+            level_ami: vec![0.25, 0.3],
+            level_ami_fine: vec![0.4, 0.5],
+            pixels_ami: Some(0.28),
+            pixels_ami_fine: Some(0.33),
+            ..Default::default()
+        };
+        assert_eq!(
+            level_heading(1, 74, 377.44, Some(&m)),
+            "Level 2 — K = 74, inertia 377.4 · AMI vs labels 0.300 (raw pixels 0.280), \
+             vs fine labels 0.500 (raw pixels 0.330)"
+        );
+        assert_eq!(
+            level_heading(0, 18, 708.0, None),
+            "Level 1 — K = 18, inertia 708.0"
+        );
     }
 
     #[test]

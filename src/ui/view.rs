@@ -11,8 +11,8 @@ use web_sys::{HtmlCanvasElement, HtmlInputElement, MessageEvent, Worker};
 
 use super::js;
 use super::state::{
-    AmiLine, PageState, Preset, SETTINGS, ami_lines, finite_range, format_duration, polyline,
-    setting_text, with_setting,
+    AmiLine, PageState, Preset, SETTINGS, ami_lines, finite_range, format_duration, level_heading,
+    polyline, setting_text, with_setting,
 };
 use crate::intake::{MAX_FILE_BYTES, MAX_IMAGES, MAX_PIXELS};
 use crate::protocol::{ExportKind, FromWorker, RunState, ToWorker};
@@ -912,7 +912,7 @@ fn ExploreCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl Int
             Some(view! {
                 <div data-testid="cluster-gallery">
                     {ex.levels.iter().enumerate().map(|(m, l)| view! {
-                        <h3>{format!("Level {} — K = {}, inertia {:.1}", m + 1, l.k, l.inertia)}</h3>
+                        <h3>{level_heading(m, l.k, l.inertia, ex.metrics.as_ref())}</h3>
                         {level_histograms(l)}
                         <div class="clusters">
                             {l.clusters.iter().take(24).enumerate().map(|(c, card)| {

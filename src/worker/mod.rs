@@ -45,9 +45,16 @@ struct State {
     loading: bool,
     /// Host embeddings [n, d] of the last explore pass, for neighbour queries.
     embeddings: Option<(Vec<f32>, usize)>,
-    /// Raw pixels' AMI against the labels and fine labels, for the data set it was computed on
-    /// (its address and size): computed once, drawn as the line to beat.
-    pixels_ami: Option<((usize, usize), (Option<f64>, Option<f64>))>,
+    /// Raw pixels' AMI for the data set it was computed on: computed once, drawn as the line
+    /// to beat.
+    pixels_ami: Option<PixelsAmi>,
+}
+
+/// Raw pixels' AMI against the labels and the fine labels, and the data set's address and size.
+#[derive(Clone, Copy)]
+struct PixelsAmi {
+    data: (usize, usize),
+    scores: (Option<f64>, Option<f64>),
 }
 
 thread_local! {
@@ -704,10 +711,10 @@ async fn explore_now() {
 /// Raw pixels' AMI for `data` (cached per data set).
 async fn pixels_baseline(data: &Rc<Dataset>, image_size: usize) -> (Option<f64>, Option<f64>) {
     let id = (Rc::as_ptr(data) as usize, data.len());
-    if let Some((key, scores)) = STATE.with_borrow(|s| s.pixels_ami)
-        && key == id
+    if let Some(p) = STATE.with_borrow(|s| s.pixels_ami)
+        && p.data == id
     {
-        return scores;
+        return p.scores;
     }
     let Some(device) = device() else {
         return (None, None);
@@ -715,7 +722,7 @@ async fn pixels_baseline(data: &Rc<Dataset>, image_size: usize) -> (Option<f64>,
     let scores = crate::engine::pixels_ami(data, image_size, 0, &device)
         .await
         .unwrap_or((None, None));
-    STATE.with_borrow_mut(|s| s.pixels_ami = Some((id, scores)));
+    STATE.with_borrow_mut(|s| s.pixels_ami = Some(PixelsAmi { data: id, scores }));
     scores
 }
 

@@ -137,6 +137,11 @@ async function runFlow({ webgpu, name, epochs }) {
     for (const k of ['knn', 'ami', 'nmi']) {
       assert.ok(Number.isFinite(Number(metrics[k])), `${k} = ${metrics[k]}`);
     }
+    // Every level's clusters against the labels and the fine labels, and raw pixels' line for
+    // each: 2 levels x 2 label kinds + 2 baselines.
+    const amiLines = await page.getAttribute('[data-testid=ami-chart]', 'data-lines');
+    assert.equal(amiLines, '6');
+    assert.match(await page.textContent('[data-testid=metrics]'), /raw pixels vs fine labels/);
     await shot('done');
     longTasks.push(...await page.evaluate(() => window.__longTasks));
     const worst = Math.max(0, ...longTasks);

@@ -71,7 +71,21 @@ fn train_writes_every_output_and_skips_bad_files() {
         assert!((0.0..=1.0).contains(&e["knn_accuracy"].as_f64().unwrap()));
         assert!(e["ami"].as_f64().is_some() && e["nmi"].as_f64().is_some());
         assert!(e["linear_accuracy"].as_f64().is_some());
+        assert!(
+            e["pixels_ami"].as_f64().is_some(),
+            "raw pixels' AMI beside every epoch"
+        );
     }
+    // The E-step's clusters of every level, scored against the labels once they exist.
+    assert!(
+        epochs[0].get("level_ami").is_none(),
+        "no clusters before the first E-step"
+    );
+    let level_ami = epochs[1]["level_ami"]
+        .as_array()
+        .expect("level AMI after the E-step");
+    assert_eq!(level_ami.len(), 2);
+    assert!(level_ami.iter().all(|a| a.as_f64().unwrap().is_finite()));
     let clusters: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("clusters.json")).unwrap()).unwrap();
     let levels = clusters["levels"].as_array().unwrap();
