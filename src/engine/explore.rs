@@ -21,6 +21,14 @@ pub async fn explore(
         .await?;
     let d = trainer.config.feature_dim;
     let host = embedded.head.1.clone();
+    if host.iter().any(|v| !v.is_finite()) {
+        // JSON has no NaN: nothing of this could reach the page.
+        return Err(EngineError::NonFinite(
+            "the encoder's embeddings are not finite: the last updates diverged; lower the \
+             learning rate"
+                .into(),
+        ));
+    }
     let levels: Vec<LevelView> = trainer
         .clustering
         .as_ref()

@@ -366,3 +366,43 @@ fn a_time_budget_replans_the_epochs() {
     let loaded = Trainer::load(&bytes, &data, &Device::flex()).unwrap();
     assert_eq!(loaded.seconds, 61.0);
 }
+
+#[test]
+fn after_a_diverged_step_the_explorer_reports_finite_values() {
+    // The page's tiny settings at lr 1e9 (the browser test's exploding run): the step that
+    // diverges is undone, and what the page is sent next (clusters, map) has no NaN, which JSON
+    // cannot carry.
+    let data = planted_groups(2, 2, 16, 36, 3);
+    let config = PclConfig {
+        width: 4,
+        feature_dim: 16,
+        batch_size: 16,
+        warmup_epochs: 1,
+        num_clusters: vec![4, 8],
+        queue_size: Some(32),
+        kmeans_restarts: 1,
+        lr: 1e9,
+        ..tiny(6)
+    };
+    let mut t = Trainer::new(&config, &data, &Device::flex()).unwrap();
+    let err = loop {
+        match block_on(t.advance(&data, &mut |_| {})) {
+            Ok(Event::Done) => panic!("a run at lr 1e9 finished"),
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    eprintln!("{err}");
+    // Either the explorer says the encoder diverged, or its report survives JSON: a NaN would
+    // be written as null, which the page cannot read into its f32 fields.
+    match block_on(pcl_studio::engine::explore::explore(&t, &data, &mut |_| {})) {
+        Ok((report, emb)) => {
+            assert!(emb.iter().all(|v| v.is_finite()), "embeddings");
+            let json = serde_json::to_string(&report).unwrap();
+            let back: Result<pcl_studio::engine::explore::ExploreReport, _> =
+                serde_json::from_str(&json);
+            assert!(back.is_ok(), "{back:?}");
+        }
+        Err(e) => assert!(e.to_string().contains("diverged"), "{e}"),
+    }
+}
