@@ -113,6 +113,16 @@ impl Norm {
     fn channels(&self) -> usize {
         self.gamma.dims()[0]
     }
+
+    /// Evaluation mode's scale and shift [1, 1, c], from the running statistics.
+    fn eval_scale_shift(&self) -> (Tensor<3>, Tensor<3>) {
+        let c = self.channels();
+        scale_shift(
+            self,
+            self.running_mean.val().reshape([1, 1, c]),
+            self.running_var.val().reshape([1, 1, c]),
+        )
+    }
 }
 
 /// How the normalisation layers compute their statistics.
@@ -162,11 +172,7 @@ fn norm_relu(norm: &Norm, x: Tensor<4>, mode: Mode) -> (Tensor<4>, Option<(Tenso
     }
     match mode {
         Mode::Eval => {
-            let (a, b) = scale_shift(
-                norm,
-                norm.running_mean.val().reshape([1, 1, c]),
-                norm.running_var.val().reshape([1, 1, c]),
-            ); // a, b: [1, 1, c]
+            let (a, b) = norm.eval_scale_shift(); // a, b: [1, 1, c]
             let y = x * a.reshape([1, c, 1, 1]) + b.reshape([1, c, 1, 1]);
             (relu(y), None)
         }
@@ -308,11 +314,7 @@ mod rows {
         } else {
             match mode {
                 Mode::Eval => {
-                    let (a, b) = scale_shift(
-                        norm,
-                        norm.running_mean.val().reshape([1, 1, c]),
-                        norm.running_var.val().reshape([1, 1, c]),
-                    ); // a, b: [1, 1, c]
+                    let (a, b) = norm.eval_scale_shift(); // a, b: [1, 1, c]
                     (a.repeat_dim(0, n), b.repeat_dim(0, n), None) // [n, 1, c]
                 }
                 Mode::Train { chunks } => {

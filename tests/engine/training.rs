@@ -159,6 +159,20 @@ fn resumed_run_matches_uninterrupted_run() {
     );
 }
 
+/// Advances until the run fails (a run at lr 1e9 must not finish).
+fn run_until_error(
+    t: &mut Trainer,
+    data: &pcl_studio::engine::Dataset,
+) -> pcl_studio::engine::EngineError {
+    loop {
+        match block_on(t.advance(data, &mut |_| {})) {
+            Ok(Event::Done) => panic!("a run at lr 1e9 finished"),
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    }
+}
+
 #[test]
 fn a_diverging_run_stops_with_an_error_and_keeps_finite_weights() {
     // lr 1e9: the first update is finite in loss but not in weights; the run must stop with
@@ -166,13 +180,7 @@ fn a_diverging_run_stops_with_an_error_and_keeps_finite_weights() {
     let data = planted_groups(2, 2, 16, 36, 3);
     let config = PclConfig { lr: 1e9, ..tiny(4) };
     let mut t = Trainer::new(&config, &data, &Device::flex()).unwrap();
-    let err = loop {
-        match block_on(t.advance(&data, &mut |_| {})) {
-            Ok(Event::Done) => panic!("a run at lr 1e9 finished"),
-            Ok(_) => {}
-            Err(e) => break e,
-        }
-    };
+    let err = run_until_error(&mut t, &data);
     assert!(
         matches!(err, pcl_studio::engine::EngineError::NonFinite(_)),
         "{err}"
@@ -385,13 +393,7 @@ fn after_a_diverged_step_the_explorer_reports_finite_values() {
         ..tiny(6)
     };
     let mut t = Trainer::new(&config, &data, &Device::flex()).unwrap();
-    let err = loop {
-        match block_on(t.advance(&data, &mut |_| {})) {
-            Ok(Event::Done) => panic!("a run at lr 1e9 finished"),
-            Ok(_) => {}
-            Err(e) => break e,
-        }
-    };
+    let err = run_until_error(&mut t, &data);
     eprintln!("{err}");
     // Either the explorer says the encoder diverged, or its report survives JSON: a NaN would
     // be written as null, which the page cannot read into its f32 fields.
