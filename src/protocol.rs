@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::BackendInfo;
 use crate::engine::PclConfig;
 use crate::engine::records::{ExploreReport, LevelSummary, StepRecord};
+pub use crate::engine::records::{Phase, RunState, RunStatus};
 use crate::intake::Skipped;
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -63,47 +64,6 @@ pub enum ToWorker {
     },
     /// Test hook: make the worker panic, to prove that the page recovers from a crash.
     SimulateCrash,
-}
-
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum RunState {
-    #[default]
-    Idle,
-    Loading,
-    Training,
-    Paused,
-    Done,
-    Error,
-}
-
-impl RunState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Idle => "idle",
-            RunState::Loading => "loading",
-            RunState::Training => "training",
-            RunState::Paused => "paused",
-            RunState::Done => "done",
-            RunState::Error => "error",
-        }
-    }
-}
-
-/// Progress of a run, sent at least once a second while training.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct RunStatus {
-    pub state: RunState,
-    pub epoch: usize,
-    pub epochs: usize,
-    pub step: usize,
-    pub steps_per_epoch: usize,
-    /// What the worker is doing, in words ("E-step: k-means level 2 of 3 (K = 40)").
-    pub phase: String,
-    pub images_per_s: f64,
-    pub eta_s: Option<f64>,
-    /// The settings as resolved for the data (derived K, queue, batch filled in).
-    pub config: Option<PclConfig>,
 }
 
 /// Images added to the worker's store.

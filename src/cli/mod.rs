@@ -6,10 +6,10 @@ pub mod progress;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use serde::Serialize;
 
 use crate::compute::{BackendKind, init_or_cpu, probe_step};
-use crate::engine::{self, Event, PclConfig, Phase, Trainer, explore};
+use crate::engine::session::{Options, Session, Update};
+use crate::engine::{self, PclConfig, Phase, Trainer, explore};
 use progress::{Bar, format_secs};
 
 pub const USAGE: &str = "\
@@ -313,42 +313,6 @@ fn synth(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-#[derive(Serialize)]
-struct EpochMetrics {
-    epoch: usize,
-    loss: f64,
-    info_nce: f64,
-    proto: Vec<f64>,
-    instance_acc: f64,
-    /// Fraction of queries with an older key of their own image in the queue (masked).
-    self_negatives: f64,
-    lr: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    knn_accuracy: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ami: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    nmi: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    linear_accuracy: Option<f64>,
-    /// Per clustering level, the E-step clusters' AMI / NMI against the labels and fine labels.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    level_ami: Vec<f64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    level_nmi: Vec<f64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    level_ami_fine: Vec<f64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    level_nmi_fine: Vec<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pixels_ami: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pixels_ami_fine: Option<f64>,
-    /// Epochs of the run as planned after this one (a time budget re-plans them).
-    epochs_planned: usize,
-    seconds: f64,
-}
-
 fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::write(path, bytes).map_err(|e| format!("writing {}: {e}", path.display()))
 }
@@ -435,7 +399,7 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
     let (device, info) = device_for(a.backend.as_deref())?;
     eprintln!("device: {} ({:?})", info.adapter, info.kind);
 
-    let mut trainer = match &resume_bytes {
+    let trainer = match &resume_bytes {
         Some(bytes) => {
             let mut t = Trainer::load(bytes, &data, &device).map_err(|e| e.to_string())?;
             if a.epochs.is_some() || a.minutes.is_some() {
@@ -456,15 +420,6 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
             .as_bytes(),
     )?;
 
-    let labels = data.eval_labels().map(<[u32]>::to_vec);
-    let (pixels_ami, pixels_ami_fine) = futures_lite::future::block_on(engine::pixels_ami(
-        &data,
-        trainer.config.image_size,
-        trainer.config.seed,
-        &Device::flex(),
-    ))
-    .map_err(|e| e.to_string())?;
-    let steps = trainer.steps_per_epoch(data.len());
     // On resume, metrics.json keeps the epochs already written.
     let mut metrics: Vec<serde_json::Value> = match &resume_bytes {
         Some(_) => std::fs::read_to_string(out.join("metrics.json"))
@@ -473,170 +428,143 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
             .unwrap_or_default(),
         None => Vec::new(),
     };
-    let mut epoch_steps: Vec<engine::StepRecord> = Vec::new();
-    let mut bar = Bar::new();
-    let mut epoch_start = std::time::Instant::now();
-    let run_start = std::time::Instant::now();
-    let (mut estep_secs, mut epochs_timed) = (0.0, 0);
-    let b = trainer.config.batch_size;
     let eval_every = a.eval_every.unwrap_or(match trainer.config.minutes {
         Some(_) => usize::MAX,
         None => 1,
     });
-    loop {
-        let done_steps = trainer.epoch * steps + trainer.step;
-        let total_steps = steps * trainer.config.epochs;
-        let estep_start = std::time::Instant::now();
-        let mut phase_note = String::new();
-        let event = futures_lite::future::block_on(trainer.advance(&data, &mut |p| {
-            if let Phase::KMeans { level, levels, k } = p {
-                phase_note = format!("E-step: k-means level {}/{levels} (K={k})", level + 1);
-                eprint!("\r{phase_note}\x1b[K");
+    let start = std::time::Instant::now();
+    let mut session = Session::new(
+        trainer,
+        std::rc::Rc::new(data),
+        Options::cli((eval_every > 0).then_some(eval_every)),
+        Box::new(move || start.elapsed().as_secs_f64()),
+        false,
+    );
+    let mut bar = Bar::new();
+    let mut trouble: Option<String> = None;
+    while !session.ended() {
+        futures_lite::future::block_on(session.tick(&mut |update| {
+            if let Err(e) = show(update, &mut bar, &mut metrics, &out) {
+                trouble.get_or_insert(e);
             }
-        }))
-        .map_err(|e| {
-            format!(
-                "{e}\nthe last saved state is in {}",
-                out.join("model").display()
-            )
-        })?;
-        match event {
-            Event::Done => break,
-            Event::EStep { epoch, levels } => {
-                estep_secs += estep_start.elapsed().as_secs_f64();
-                let ks: Vec<String> = levels
-                    .iter()
-                    .map(|l| format!("K={} inertia={:.1}", l.k, l.inertia))
-                    .collect();
-                eprintln!("\rE-step before epoch {epoch}: {}\x1b[K", ks.join(", "));
-            }
-            Event::Step(r) => {
-                let rate = (epoch_steps.len() + 1) as f64 * b as f64
-                    / epoch_start.elapsed().as_secs_f64().max(1e-9);
-                let protos: Vec<String> = r.proto.iter().map(|p| format!("{p:.3}")).collect();
-                bar.draw(
-                    done_steps + 1,
-                    total_steps,
-                    &format!(
-                        "epoch {} step {}/{} loss {:.3} (infonce {:.3} proto [{}]) {rate:.0} img/s",
-                        r.epoch + 1,
-                        r.step + 1,
-                        steps,
-                        r.loss,
-                        r.info_nce,
-                        protos.join(" ")
-                    ),
-                );
-                let epoch_done = r.epoch_done;
-                epoch_steps.push(r);
-                if epoch_done {
-                    let m = summarize(&epoch_steps, epoch_start.elapsed().as_secs_f64());
-                    epoch_steps.clear();
-                    let mut m = m;
-                    m.pixels_ami = pixels_ami;
-                    m.pixels_ami_fine = pixels_ami_fine;
-                    if let (Some(l), Some(c)) = (&labels, &trainer.clustering) {
-                        let levels: Vec<&[u32]> =
-                            c.levels.iter().map(|l| &l.assignments[..]).collect();
-                        let s = explore::LevelScores::new(&levels, l, data.eval_fine_labels());
-                        let show = |v: &[f64]| {
-                            v.iter()
-                                .map(|x| format!("{x:.3}"))
-                                .collect::<Vec<_>>()
-                                .join(" ")
-                        };
-                        eprintln!(
-                            "\repoch {}: E-step clusters per level: AMI [{}] fine [{}] (raw pixels {})\x1b[K",
-                            trainer.epoch,
-                            show(&s.ami),
-                            show(&s.ami_fine),
-                            pixels_ami.map_or("-".into(), |p| format!("{p:.3}"))
-                        );
-                        m.level_ami = s.ami;
-                        m.level_nmi = s.nmi;
-                        m.level_ami_fine = s.ami_fine;
-                        m.level_nmi_fine = s.nmi_fine;
-                    }
-                    epochs_timed += 1;
-                    if trainer.fit_to_budget(
-                        run_start.elapsed().as_secs_f64(),
-                        estep_secs,
-                        epochs_timed,
-                    ) {
-                        eprintln!(
-                            "\rtime budget: {} epochs in all (warm-up {}), {} of {:.0} s used\x1b[K",
-                            trainer.config.epochs,
-                            trainer.config.warmup_epochs,
-                            format_secs(trainer.seconds),
-                            trainer.config.minutes.unwrap_or(0.0) * 60.0
-                        );
-                    }
-                    m.epochs_planned = trainer.config.epochs;
-                    if let Some(l) = &labels
-                        && eval_every > 0
-                        && (trainer.epoch % eval_every == 0 || trainer.is_done())
-                    {
-                        let rep =
-                            futures_lite::future::block_on(engine::evaluate(&trainer, &data, l))
-                                .map_err(|e| e.to_string())?;
-                        m.knn_accuracy = Some(rep.knn_accuracy);
-                        m.ami = Some(rep.ami);
-                        m.nmi = Some(rep.nmi);
-                        m.linear_accuracy = Some(rep.linear_accuracy);
-                        eprintln!(
-                            "\repoch {}: kNN {:.3}  AMI {:.3}  NMI {:.3}  linear {:.3}\x1b[K",
-                            trainer.epoch, rep.knn_accuracy, rep.ami, rep.nmi, rep.linear_accuracy
-                        );
-                    }
-                    metrics.push(serde_json::to_value(&m).expect("json"));
-                    // Checkpoint after every epoch so an interrupted run loses at most one.
-                    let bytes = futures_lite::future::block_on(trainer.save())
-                        .map_err(|e| e.to_string())?;
-                    write(&out.join("model"), &bytes)?;
-                    write(
-                        &out.join("metrics.json"),
-                        serde_json::to_string_pretty(&metrics)
-                            .expect("json")
-                            .as_bytes(),
-                    )?;
-                    epoch_start = std::time::Instant::now();
-                }
-            }
+        }));
+        if let Some(e) = trouble.take() {
+            return Err(e);
         }
     }
+    if session.state() == engine::RunState::Error {
+        return Err(format!(
+            "the run stopped; the last saved state is in {}",
+            out.join("model").display()
+        ));
+    }
+    let data = session.data().clone();
+    let trainer = session.into_trainer();
     eprintln!("training took {}", format_secs(bar.elapsed()));
     write_outputs(&trainer, &data, &out)?;
     eprintln!("wrote {}", out.display());
     Ok(())
 }
 
-fn summarize(steps: &[engine::StepRecord], seconds: f64) -> EpochMetrics {
-    let n = steps.len().max(1) as f64;
-    let mean = |f: &dyn Fn(&engine::StepRecord) -> f64| steps.iter().map(f).sum::<f64>() / n;
-    let levels = steps.last().map_or(0, |s| s.proto.len());
-    EpochMetrics {
-        epoch: steps.last().map_or(0, |s| s.epoch + 1),
-        loss: mean(&|s| s.loss as f64),
-        info_nce: mean(&|s| s.info_nce as f64),
-        proto: (0..levels)
-            .map(|m| mean(&|s| s.proto.get(m).copied().unwrap_or(0.0) as f64))
-            .collect(),
-        instance_acc: mean(&|s| s.instance_acc as f64),
-        self_negatives: mean(&|s| s.self_negatives as f64),
-        lr: steps.last().map_or(0.0, |s| s.lr),
-        knn_accuracy: None,
-        ami: None,
-        nmi: None,
-        linear_accuracy: None,
-        level_ami: Vec::new(),
-        level_nmi: Vec::new(),
-        level_ami_fine: Vec::new(),
-        level_nmi_fine: Vec::new(),
-        pixels_ami: None,
-        pixels_ami_fine: None,
-        epochs_planned: 0,
-        seconds,
+/// Prints one update of the run (the progress bar, E-steps, epoch figures) and writes what
+/// it carries: a row of metrics.json per epoch, the model at every checkpoint.
+fn show(
+    update: Update,
+    bar: &mut Bar,
+    metrics: &mut Vec<serde_json::Value>,
+    out: &Path,
+) -> Result<(), String> {
+    match update {
+        Update::Status(s) => match s.phase {
+            Phase::KMeans { level, levels, k } => {
+                eprint!(
+                    "\rE-step: k-means level {}/{levels} (K={k})\x1b[K",
+                    level + 1
+                )
+            }
+            Phase::Embedding { done, total } => {
+                eprint!("\rE-step: embedding {done}/{total}\x1b[K")
+            }
+            Phase::Training => bar.draw(
+                s.epoch * s.steps_per_epoch + s.step,
+                s.epochs * s.steps_per_epoch,
+                &format!(
+                    "epoch {} step {}/{} {:.0} img/s",
+                    (s.epoch + 1).min(s.epochs),
+                    s.step,
+                    s.steps_per_epoch,
+                    s.images_per_s
+                ),
+            ),
+            _ => {}
+        },
+        Update::Steps(records) => {
+            if let Some(r) = records.last() {
+                let protos: Vec<String> = r.proto.iter().map(|p| format!("{p:.3}")).collect();
+                bar.note(&format!(
+                    "loss {:.3} (infonce {:.3} proto [{}])",
+                    r.loss,
+                    r.info_nce,
+                    protos.join(" ")
+                ));
+            }
+        }
+        Update::EStep { epoch, levels } => {
+            let ks: Vec<String> = levels
+                .iter()
+                .map(|l| format!("K={} inertia={:.1}", l.k, l.inertia))
+                .collect();
+            eprintln!("\rE-step before epoch {epoch}: {}\x1b[K", ks.join(", "));
+        }
+        Update::Epoch(m) => {
+            let show = |v: &[f64]| {
+                v.iter()
+                    .map(|x| format!("{x:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            if !m.level_ami.is_empty() {
+                eprintln!(
+                    "\repoch {}: E-step clusters per level: AMI [{}] fine [{}] (raw pixels {})\x1b[K",
+                    m.epoch,
+                    show(&m.level_ami),
+                    show(&m.level_ami_fine),
+                    m.pixels_ami.map_or("-".into(), |p| format!("{p:.3}"))
+                );
+            }
+            if let (Some(knn), Some(ami), Some(nmi), Some(lin)) =
+                (m.knn_accuracy, m.ami, m.nmi, m.linear_accuracy)
+            {
+                eprintln!(
+                    "\repoch {}: kNN {knn:.3}  AMI {ami:.3}  NMI {nmi:.3}  linear {lin:.3}\x1b[K",
+                    m.epoch
+                );
+            }
+            metrics.push(serde_json::to_value(&m).expect("json"));
+        }
+        Update::Replanned {
+            epochs,
+            warmup_epochs,
+            seconds_used,
+        } => eprintln!(
+            "\rtime budget: {epochs} epochs in all (warm-up {warmup_epochs}), {} used\x1b[K",
+            format_secs(seconds_used)
+        ),
+        // After every epoch, so an interrupted run loses at most one.
+        Update::Checkpoint { bytes, .. } => {
+            write(&out.join("model"), &bytes)?;
+            write(
+                &out.join("metrics.json"),
+                serde_json::to_string_pretty(metrics)
+                    .expect("json")
+                    .as_bytes(),
+            )?;
+        }
+        Update::Failed(f) => eprintln!("\rerror: {f}\x1b[K"),
+        Update::Warning(w) => eprintln!("\rwarning: {w}\x1b[K"),
+        Update::Explored(_) => {}
     }
+    Ok(())
 }
 
 /// Embeddings and clusters of the final model (the checkpoint was written after the last epoch).

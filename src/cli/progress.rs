@@ -6,6 +6,8 @@ use std::time::Instant;
 pub struct Bar {
     start: Instant,
     last_draw: Option<Instant>,
+    /// Shown after the message of every draw (e.g. the latest loss).
+    note: String,
 }
 
 impl Default for Bar {
@@ -19,6 +21,7 @@ impl Bar {
         Self {
             start: Instant::now(),
             last_draw: None,
+            note: String::new(),
         }
     }
 
@@ -28,6 +31,10 @@ impl Bar {
 
     pub fn elapsed(&self) -> f64 {
         self.start.elapsed().as_secs_f64()
+    }
+
+    pub fn note(&mut self, note: &str) {
+        self.note = note.to_string();
     }
 
     /// Draws `done` of `total` with a message; at most ten redraws a second.
@@ -54,7 +61,8 @@ impl Bar {
         let mut err = std::io::stderr();
         let _ = write!(
             err,
-            "\r[{bar}] {done}/{total} {msg} ETA {}\x1b[K",
+            "\r[{bar}] {done}/{total} {msg} {} ETA {}\x1b[K",
+            self.note,
             format_secs(eta)
         );
         if done >= total {

@@ -26,13 +26,15 @@ pub mod model;
 #[cfg(feature = "engine")]
 pub mod params;
 #[cfg(feature = "engine")]
+pub mod session;
+#[cfg(feature = "engine")]
 pub mod trainer;
 
 pub use config::{AugPreset, NormKind, PclConfig, ProtoMode};
 pub use data::Dataset;
-pub use records::{EvalReport, StepRecord};
+pub use records::{EvalReport, Phase, RunState, RunStatus, StepRecord};
 #[cfg(feature = "engine")]
-pub use trainer::{Event, Phase, Trainer};
+pub use trainer::{Event, Trainer};
 
 #[cfg(feature = "engine")]
 use burn::prelude::*;

@@ -90,3 +90,140 @@ pub struct ExploreReport {
     pub map: Vec<[f32; 2]>,
     pub metrics: Option<Metrics>,
 }
+
+/// What a run is doing, for progress displays (the page and the CLI word it themselves).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub enum Phase {
+    /// Nothing yet, or between units of work.
+    #[default]
+    Waiting,
+    /// Augmenting a batch and taking an SGD step.
+    Training,
+    /// E-step: embedding every image with the key encoder.
+    Embedding {
+        done: usize,
+        total: usize,
+    },
+    /// E-step: k-means of one level (`level` counts from 0).
+    KMeans {
+        level: usize,
+        levels: usize,
+        k: usize,
+    },
+    /// Clusters view, map and metrics of the current encoder.
+    Exploring,
+    /// A saved run was opened (`autosave`: the browser's own copy) at its epoch.
+    Resumed {
+        autosave: bool,
+    },
+    Paused,
+    /// All planned epochs ran.
+    Finished,
+    /// Stopped by the user before the end.
+    Stopped,
+    /// Stopped by an error; the last good state is kept.
+    Failed,
+}
+
+/// Where a run stands.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    #[default]
+    Idle,
+    Loading,
+    Training,
+    Paused,
+    /// Finished or stopped: nothing runs, exports and views still work.
+    Done,
+    Error,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Idle => "idle",
+            RunState::Loading => "loading",
+            RunState::Training => "training",
+            RunState::Paused => "paused",
+            RunState::Done => "done",
+            RunState::Error => "error",
+        }
+    }
+}
+
+/// Progress of a run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunStatus {
+    pub state: RunState,
+    pub epoch: usize,
+    pub epochs: usize,
+    pub step: usize,
+    pub steps_per_epoch: usize,
+    pub phase: Phase,
+    pub images_per_s: f64,
+    pub eta_s: Option<f64>,
+    /// The settings as resolved for the data (derived K, queue, batch filled in).
+    pub config: Option<crate::engine::PclConfig>,
+}
+
+/// One epoch of a run in numbers: means of its steps, the E-step clusters' agreement with the
+/// labels, evaluation where it ran (one row of the CLI's metrics.json).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct EpochRecord {
+    /// Epochs done (1 after the first).
+    pub epoch: usize,
+    pub loss: f64,
+    pub info_nce: f64,
+    pub proto: Vec<f64>,
+    pub instance_acc: f64,
+    /// Fraction of queries with an older key of their own image in the queue (masked).
+    pub self_negatives: f64,
+    pub lr: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knn_accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ami: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nmi: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linear_accuracy: Option<f64>,
+    /// Per clustering level, the E-step clusters' AMI / NMI against the labels and fine labels.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub level_ami: Vec<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub level_nmi: Vec<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub level_ami_fine: Vec<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub level_nmi_fine: Vec<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pixels_ami: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pixels_ami_fine: Option<f64>,
+    /// Epochs of the run as planned after this one (a time budget re-plans them).
+    pub epochs_planned: usize,
+    pub seconds: f64,
+}
+
+impl EpochRecord {
+    /// Means of the steps of one epoch that took `seconds`.
+    pub fn from_steps(steps: &[StepRecord], seconds: f64) -> Self {
+        let n = steps.len().max(1) as f64;
+        let mean = |f: &dyn Fn(&StepRecord) -> f64| steps.iter().map(f).sum::<f64>() / n;
+        let levels = steps.last().map_or(0, |s| s.proto.len());
+        Self {
+            epoch: steps.last().map_or(0, |s| s.epoch + 1),
+            loss: mean(&|s| s.loss as f64),
+            info_nce: mean(&|s| s.info_nce as f64),
+            proto: (0..levels)
+                .map(|m| mean(&|s| s.proto.get(m).copied().unwrap_or(0.0) as f64))
+                .collect(),
+            instance_acc: mean(&|s| s.instance_acc as f64),
+            self_negatives: mean(&|s| s.self_negatives as f64),
+            lr: steps.last().map_or(0.0, |s| s.lr),
+            seconds,
+            ..Self::default()
+        }
+    }
+}

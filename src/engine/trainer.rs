@@ -15,7 +15,7 @@ use super::model::{BN_MOMENTUM, Encoder, EncoderConfig, l2_normalize, shuffle_fo
 use super::params::{Sgd, ema_update, flat_params, read_all};
 use super::rng::Rng;
 
-pub use super::records::{LevelSummary, StepRecord};
+pub use super::records::{LevelSummary, Phase, StepRecord};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum Event {
@@ -25,21 +25,6 @@ pub enum Event {
         levels: Vec<LevelSummary>,
     },
     Done,
-}
-
-/// What the trainer is doing, for progress displays.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub enum Phase {
-    Embedding {
-        done: usize,
-        total: usize,
-    },
-    KMeans {
-        level: usize,
-        levels: usize,
-        k: usize,
-    },
-    Training,
 }
 
 /// The latest clustering: host copies (for checkpoints and the UI) and device tensors.
@@ -216,6 +201,11 @@ impl Trainer {
         self.config.epochs = epochs;
         self.config.warmup_epochs = warmup;
         changed
+    }
+
+    /// The device the run trains on.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// The query encoder, without autodiff.

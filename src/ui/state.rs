@@ -5,7 +5,7 @@ use crate::backend::{BackendInfo, BackendKind};
 use crate::engine::PclConfig;
 use crate::engine::records::{ExploreReport, LevelSummary, Metrics, StepRecord};
 use crate::intake::Skipped;
-use crate::protocol::{FromWorker, RunState, RunStatus, ToWorker};
+use crate::protocol::{FromWorker, Phase, RunState, RunStatus, ToWorker};
 
 /// Images known to the page (the worker holds the same, decoded).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -208,7 +208,7 @@ impl PageState {
                     r.epochs,
                     r.step,
                     r.steps_per_epoch,
-                    r.phase,
+                    phase_words(r),
                     r.images_per_s
                 )
             }
@@ -236,6 +236,27 @@ impl PageState {
                 v
             })
             .collect()
+    }
+}
+
+/// What the run is doing, in words.
+pub fn phase_words(r: &RunStatus) -> String {
+    match &r.phase {
+        Phase::Waiting | Phase::Training => "augment + train".into(),
+        Phase::Embedding { done, total } => format!("E-step: embedding images {done}/{total}"),
+        Phase::KMeans { level, levels, k } => {
+            format!("E-step: k-means level {} of {levels} (K = {k})", level + 1)
+        }
+        Phase::Exploring => "computing the clusters view".into(),
+        Phase::Resumed { autosave } => format!(
+            "resumed from the {} at epoch {}",
+            if *autosave { "autosave" } else { "session" },
+            r.epoch
+        ),
+        Phase::Paused => "paused".into(),
+        Phase::Finished => "finished".into(),
+        Phase::Stopped => "stopped".into(),
+        Phase::Failed => "stopped by an error".into(),
     }
 }
 

@@ -1,11 +1,12 @@
 //! The Web Worker: owns the compute device, the decoded images and every tensor; talks to the
-//! page only through [`crate::protocol`] messages. The training loop owns the trainer only
-//! while a step runs and puts it back between steps, so commands (pause, export, neighbours)
-//! are handled between steps.
+//! page only through [`crate::protocol`] messages. A run is an engine
+//! [`Session`](crate::engine::session::Session); its driver here passes the page's requests
+//! (pause, export, neighbours) to it between units of work and posts what it reports.
 
 mod decode;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use burn::prelude::Device;
@@ -15,13 +16,11 @@ use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 use crate::compute::{BackendInfo, BackendKind, init_or_cpu, probe_step};
 use crate::engine::config::too_few_images;
-use crate::engine::explore::{clusters_json, embeddings_csv, explore, neighbours};
-use crate::engine::{Dataset, EngineError, Event, PclConfig, Phase, Trainer};
+use crate::engine::explore;
+use crate::engine::session::{Command, Failure, Options, Session, Update};
+use crate::engine::{Dataset, EngineError, PclConfig, Trainer};
 use crate::intake::{MAX_IMAGES, Skipped, eta_seconds};
-use crate::protocol::{ExportKind, FromWorker, ImagesAdded, RunState, RunStatus, ToWorker};
-
-/// Autosaves follow epochs, but at most one per this many milliseconds.
-const AUTOSAVE_MIN_MS: f64 = 2000.0;
+use crate::protocol::{ExportKind, FromWorker, ImagesAdded, Phase, RunState, RunStatus, ToWorker};
 
 /// Files whose decoding runs at once while loading.
 const DECODE_IN_FLIGHT: usize = 8;
@@ -29,22 +28,14 @@ const DECODE_IN_FLIGHT: usize = 8;
 /// Side of the stored images in the browser: the default 32-px training plus crop room.
 const STORE_SIDE: usize = 36;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Control {
-    Run,
-    Pause,
-    Stop,
-}
-
 struct State {
     device: Option<Device>,
     data: Rc<Dataset>,
-    /// `None` while the loop runs a step with it (or before any run).
-    trainer: Option<Trainer>,
-    looping: bool,
+    /// The state of the live run, if any (its driver owns it; see `drive`).
+    run: Option<RunState>,
+    /// Counts runs: a driver whose run was replaced ends.
+    generation: u64,
     loading: bool,
-    /// Host embeddings [n, d] of the last explore pass, for neighbour queries.
-    embeddings: Option<(Vec<f32>, usize)>,
     /// Raw pixels' AMI for the data set it was computed on: computed once, drawn as the line
     /// to beat.
     pixels_ami: Option<PixelsAmi>,
@@ -61,13 +52,11 @@ thread_local! {
     static STATE: RefCell<State> = RefCell::new(State {
         device: None,
         data: Rc::new(Dataset::new(STORE_SIDE)),
-        trainer: None,
-        looping: false,
+        run: None,
+        generation: 0,
         loading: false,
-        embeddings: None,
         pixels_ami: None,
     });
-    static CONTROL: Cell<Control> = const { Cell::new(Control::Run) };
 }
 
 fn scope() -> DedicatedWorkerGlobalScope {
@@ -161,8 +150,9 @@ fn device() -> Option<Device> {
     STATE.with_borrow(|s| s.device.clone())
 }
 
+/// Whether a run is training or paused (a finished one does not hold its images).
 fn busy_training() -> bool {
-    STATE.with_borrow(|s| s.looping)
+    STATE.with_borrow(|s| matches!(s.run, Some(RunState::Training | RunState::Paused)))
 }
 
 async fn handle(msg: ToWorker, payload: JsValue) {
@@ -193,33 +183,22 @@ async fn handle(msg: ToWorker, payload: JsValue) {
             }
             STATE.with_borrow_mut(|s| {
                 s.data = Rc::new(Dataset::new(STORE_SIDE));
-                s.trainer = None;
-                s.embeddings = None;
+                s.run = None;
+                s.generation += 1;
             });
             post(FromWorker::ImagesCleared);
         }
         ToWorker::Train { config } => train(config).await,
-        ToWorker::Pause => CONTROL.set(Control::Pause),
-        ToWorker::Resume => CONTROL.set(Control::Run),
-        ToWorker::Stop => CONTROL.set(Control::Stop),
-        ToWorker::Export(kind) => export(kind).await,
+        ToWorker::Pause => request(Request::Run(Command::Pause)),
+        ToWorker::Resume => request(Request::Run(Command::Resume)),
+        ToWorker::Stop => request(Request::Run(Command::Stop)),
+        ToWorker::Export(kind) => request(Request::Export(kind)),
         ToWorker::Import { autosave } => {
             let bytes = js_sys::Uint8Array::new(&payload).to_vec();
             import(bytes, autosave).await
         }
         ToWorker::SimulateCrash => panic!("simulated crash (test hook)"),
-        ToWorker::Neighbours { index } => {
-            let found = STATE.with_borrow(|s| {
-                s.embeddings
-                    .as_ref()
-                    .filter(|(e, d)| index < e.len() / d)
-                    .map(|(e, d)| neighbours(e, *d, index, 12))
-            });
-            match found {
-                Some(neighbours) => post(FromWorker::Neighbours { index, neighbours }),
-                None => error("no embedding yet: train for an epoch first"),
-            }
-        }
+        ToWorker::Neighbours { index } => request(Request::Neighbours(index)),
     }
 }
 
@@ -411,57 +390,30 @@ impl Batch {
     }
 }
 
-// ---- training ---------------------------------------------------------------------------
+// ---- training ----------------------------------------------------------------------------
 
-fn status(trainer: &Trainer, n: usize, state: RunState, phase: String, rate: &Rate) -> RunStatus {
-    let spe = trainer.steps_per_epoch(n);
-    let left_steps = (trainer.config.epochs.saturating_sub(trainer.epoch)) * spe;
-    let left_steps = left_steps.saturating_sub(trainer.step);
-    RunStatus {
-        state,
-        epoch: trainer.epoch,
-        epochs: trainer.config.epochs,
-        step: trainer.step,
-        steps_per_epoch: spe,
-        phase,
-        images_per_s: rate.images_per_s(),
-        eta_s: rate.step_s().map(|s| s * left_steps as f64),
-        config: Some(trainer.config.clone()),
-    }
+/// What the page asks of the live run; the run's driver takes these between units of work.
+enum Request {
+    Run(Command),
+    Export(ExportKind),
+    Neighbours(usize),
 }
 
-/// Recent step times, for images/s and the ETA.
-#[derive(Default)]
-struct Rate {
-    recent: Vec<(f64, usize)>,
+thread_local! {
+    static REQUESTS: RefCell<VecDeque<Request>> = const { RefCell::new(VecDeque::new()) };
 }
 
-impl Rate {
-    fn push(&mut self, seconds: f64, images: usize) {
-        self.recent.push((seconds, images));
-        if self.recent.len() > 20 {
-            self.recent.remove(0);
+/// Hands a request to the live run, or says why there is none.
+fn request(r: Request) {
+    if STATE.with_borrow(|s| s.run.is_none()) {
+        match r {
+            Request::Run(_) => {}
+            Request::Export(_) => error("nothing to export yet: train first"),
+            Request::Neighbours(_) => error("no embedding yet: train for an epoch first"),
         }
+        return;
     }
-    fn step_s(&self) -> Option<f64> {
-        (!self.recent.is_empty())
-            .then(|| self.recent.iter().map(|r| r.0).sum::<f64>() / self.recent.len() as f64)
-    }
-    fn images_per_s(&self) -> f64 {
-        let s: f64 = self.recent.iter().map(|r| r.0).sum();
-        let n: usize = self.recent.iter().map(|r| r.1).sum();
-        if s > 0.0 { n as f64 / s } else { 0.0 }
-    }
-}
-
-fn phase_words(p: &Phase) -> String {
-    match p {
-        Phase::Embedding { done, total } => format!("E-step: embedding images {done}/{total}"),
-        Phase::KMeans { level, levels, k } => {
-            format!("E-step: k-means level {} of {levels} (K = {k})", level + 1)
-        }
-        Phase::Training => "augment + train".into(),
-    }
+    REQUESTS.with_borrow_mut(|q| q.push_back(r));
 }
 
 async fn train(config: PclConfig) {
@@ -478,7 +430,7 @@ async fn train(config: PclConfig) {
     let mut config = config;
     config.image_size = 32;
     match Trainer::new(&config, &data, &device) {
-        Ok(t) => run(t).await,
+        Ok(t) => start_run(t, false, None),
         Err(e) => error(e.to_string()),
     }
 }
@@ -494,268 +446,121 @@ async fn import(bytes: Vec<u8>, autosave: bool) {
     match Trainer::load(&bytes, &data, &device) {
         Ok(t) => {
             post(FromWorker::History(t.history.clone()));
-            let what = if autosave { "autosave" } else { "session" };
-            post(FromWorker::Status(RunStatus {
-                phase: format!("resumed from the {what} at epoch {}", t.epoch),
-                ..status(
-                    &t,
-                    data.len(),
-                    RunState::Paused,
-                    String::new(),
-                    &Rate::default(),
-                )
-            }));
-            if t.is_done() {
-                STATE.with_borrow_mut(|s| s.trainer = Some(t));
-                finish(RunState::Done).await;
-            } else {
-                CONTROL.set(Control::Pause);
-                run(t).await
-            }
+            // A finished run goes straight to its final view; any other waits for Resume.
+            let paused = !t.is_done();
+            start_run(t, paused, Some(Phase::Resumed { autosave }));
         }
         Err(e) => error(format!("cannot open this session: {e}")),
     }
 }
 
-/// The training loop: one `advance` per iteration, commands checked between them.
-async fn run(trainer: Trainer) {
+/// Starts the driver of a new run (any earlier run's driver ends at its next turn).
+fn start_run(trainer: Trainer, paused: bool, phase: Option<Phase>) {
     let data = STATE.with_borrow(|s| s.data.clone());
-    let n = data.len();
-    STATE.with_borrow_mut(|s| {
-        s.trainer = Some(trainer);
-        s.looping = true;
-    });
-    if CONTROL.get() == Control::Stop {
-        CONTROL.set(Control::Run);
-    }
-    let mut rate = Rate::default();
-    let mut last_status = 0.0;
-    // Step records and autosaves are batched so a fast backend does not flood the page.
-    let mut unsent: Vec<crate::engine::StepRecord> = Vec::new();
-    let mut last_autosave = now_ms();
-    let mut paused_reported = false;
-    // Active seconds of this run in this worker (pauses excluded), for a time budget.
-    let (mut active_secs, mut estep_secs, mut epochs_timed) = (0.0, 0.0, 0);
-    let end_state = loop {
-        match CONTROL.get() {
-            Control::Stop => break RunState::Done,
-            Control::Pause => {
-                if !paused_reported {
-                    paused_reported = true;
-                    if let Some(t) = take_trainer().await {
-                        post(FromWorker::Status(status(
-                            &t,
-                            n,
-                            RunState::Paused,
-                            "paused".into(),
-                            &rate,
-                        )));
-                        autosave(&t).await;
-                        put_trainer(t);
-                    }
-                }
-                sleep_ms(40).await;
-                continue;
-            }
-            Control::Run => paused_reported = false,
-        }
-        let Some(mut t) = take_trainer().await else {
-            break RunState::Error;
-        };
-        let t0 = now_ms();
-        // E-step phases are reported live from a snapshot of where the run is.
-        let snapshot = status(&t, n, RunState::Training, String::new(), &rate);
-        let last = Cell::new(last_status);
-        let event = t
-            .advance(&data, &mut |p: Phase| {
-                if now_ms() - last.get() > 200.0 {
-                    last.set(now_ms());
-                    post(FromWorker::Status(RunStatus {
-                        phase: phase_words(&p),
-                        ..snapshot.clone()
-                    }));
-                }
-            })
-            .await;
-        last_status = last.get();
-        let seconds = (now_ms() - t0) / 1000.0;
-        active_secs += seconds;
-        match event {
-            Ok(Event::Step(record)) => {
-                rate.push(seconds, t.config.batch_size);
-                let epoch_done = record.epoch_done;
-                if epoch_done {
-                    epochs_timed += 1;
-                    t.fit_to_budget(active_secs, estep_secs, epochs_timed);
-                }
-                unsent.push(record);
-                if now_ms() - last_status > 100.0 || epoch_done {
-                    last_status = now_ms();
-                    post(FromWorker::Steps(std::mem::take(&mut unsent)));
-                    post(FromWorker::Status(status(
-                        &t,
-                        n,
-                        RunState::Training,
-                        phase_words(&Phase::Training),
-                        &rate,
-                    )));
-                }
-                // After every epoch, but not more often than every 2 s.
-                if epoch_done && now_ms() - last_autosave > AUTOSAVE_MIN_MS {
-                    last_autosave = now_ms();
-                    autosave(&t).await;
-                }
-                put_trainer(t);
-            }
-            Ok(Event::EStep { epoch, levels }) => {
-                post(FromWorker::EStepDone { epoch, levels });
-                put_trainer(t);
-                let t1 = now_ms();
-                explore_now().await;
-                // The explorer's pass is part of each E-step's cost in the budget.
-                let explore_secs = (now_ms() - t1) / 1000.0;
-                active_secs += explore_secs;
-                estep_secs += seconds + explore_secs;
-            }
-            Ok(Event::Done) => {
-                put_trainer(t);
-                break RunState::Done;
-            }
-            Err(EngineError::Device(m)) => {
-                put_trainer(t);
-                post(FromWorker::Crashed(format!(
-                    "the GPU stopped answering ({m})"
-                )));
-                break RunState::Error;
-            }
-            Err(e) => {
-                put_trainer(t);
-                error(match e {
-                    EngineError::NonFinite(m) => format!(
-                        "training stopped: the loss became {m}. The last good state is kept; \
-                         try a lower learning rate."
-                    ),
-                    other => other.to_string(),
-                });
-                break RunState::Error;
-            }
-        }
-        sleep_ms(0).await;
-    };
-    if !unsent.is_empty() {
-        post(FromWorker::Steps(unsent));
-    }
-    CONTROL.set(Control::Run);
-    finish(end_state).await;
-}
-
-/// Takes the trainer from the shared slot, waiting while an export holds it.
-async fn take_trainer() -> Option<Trainer> {
-    for _ in 0..6000 {
-        if let Some(t) = STATE.with_borrow_mut(|s| s.trainer.take()) {
-            return Some(t);
-        }
-        sleep_ms(10).await;
-    }
-    None
-}
-
-fn put_trainer(t: Trainer) {
-    STATE.with_borrow_mut(|s| s.trainer = Some(t));
-}
-
-async fn finish(state: RunState) {
-    STATE.with_borrow_mut(|s| s.looping = false);
-    explore_now().await;
-    if let Some(t) = take_trainer().await {
-        let n = STATE.with_borrow(|s| s.data.len());
-        post(FromWorker::Status(status(
-            &t,
-            n,
-            state,
-            match state {
-                RunState::Done if t.is_done() => "finished".into(),
-                RunState::Done => "stopped".into(),
-                _ => "stopped by an error".into(),
-            },
-            &Rate::default(),
-        )));
-        if state == RunState::Done {
-            autosave(&t).await;
-        }
-        put_trainer(t);
-    }
-}
-
-/// Clusters, map and metrics of the current state, sent to the page.
-async fn explore_now() {
-    let data = STATE.with_borrow(|s| s.data.clone());
-    let Some(t) = take_trainer().await else {
-        return;
-    };
-    let result = explore(&t, &data, &mut |_| {}).await;
-    let (d, size) = (t.config.feature_dim, t.config.image_size);
-    put_trainer(t);
-    match result {
-        Ok((mut report, host)) => {
-            if let Some(m) = report.metrics.as_mut() {
-                (m.pixels_ami, m.pixels_ami_fine) = pixels_baseline(&data, size).await;
-            }
-            STATE.with_borrow_mut(|s| s.embeddings = Some((host, d)));
-            post(FromWorker::Explore(Box::new(report)));
-        }
-        Err(e) => error(format!("could not compute the clusters view: {e}")),
-    }
-}
-
-/// Raw pixels' AMI for `data` (cached per data set).
-async fn pixels_baseline(data: &Rc<Dataset>, image_size: usize) -> (Option<f64>, Option<f64>) {
-    let id = (Rc::as_ptr(data) as usize, data.len());
+    let mut session = Session::new(
+        trainer,
+        data.clone(),
+        Options::page(),
+        Box::new(|| now_ms() / 1000.0),
+        paused,
+    );
     if let Some(p) = STATE.with_borrow(|s| s.pixels_ami)
-        && p.data == id
+        && p.data == data_id(&data)
     {
-        return p.scores;
+        session = session.with_pixels_ami(p.scores);
     }
-    let Some(device) = device() else {
-        return (None, None);
-    };
-    let scores = crate::engine::pixels_ami(data, image_size, 0, &device)
-        .await
-        .unwrap_or((None, None));
-    STATE.with_borrow_mut(|s| s.pixels_ami = Some(PixelsAmi { data: id, scores }));
-    scores
+    if let Some(phase) = phase {
+        post(FromWorker::Status(RunStatus {
+            phase,
+            ..session.status()
+        }));
+    }
+    let generation = STATE.with_borrow_mut(|s| {
+        s.generation += 1;
+        s.run = Some(session.state());
+        s.generation
+    });
+    REQUESTS.with_borrow_mut(VecDeque::clear);
+    wasm_bindgen_futures::spawn_local(drive(session, generation));
 }
 
-async fn autosave(t: &Trainer) {
-    match t.save().await {
-        Ok(bytes) => post_bytes(FromWorker::Autosave { epoch: t.epoch }, &bytes),
-        Err(e) => error(format!("autosave failed (training goes on): {e}")),
+fn data_id(data: &Rc<Dataset>) -> (usize, usize) {
+    (Rc::as_ptr(data) as usize, data.len())
+}
+
+/// Message plumbing around the run: requests in, updates out, until another run replaces it
+/// or its images are removed. It outlives the end of training, for exports and neighbours.
+async fn drive(mut session: Session, generation: u64) {
+    loop {
+        if STATE.with_borrow(|s| s.generation) != generation {
+            return;
+        }
+        for r in REQUESTS.with_borrow_mut(std::mem::take) {
+            match r {
+                Request::Run(c) => session.command(c),
+                Request::Export(kind) => export(&session, kind).await,
+                Request::Neighbours(index) => neighbours(&session, index),
+            }
+        }
+        let worked = session.tick(&mut post_update).await;
+        let state = session.state();
+        let pixels = session.pixels_ami().map(|scores| PixelsAmi {
+            data: data_id(session.data()),
+            scores,
+        });
+        STATE.with_borrow_mut(|s| {
+            if s.generation == generation {
+                s.run = Some(state);
+                s.pixels_ami = pixels.or(s.pixels_ami);
+            }
+        });
+        sleep_ms(if worked { 0 } else { 40 }).await;
     }
 }
 
-async fn export(kind: ExportKind) {
-    let Some(t) = take_trainer().await else {
-        return error("nothing to export yet: train first");
-    };
+fn post_update(update: Update) {
+    match update {
+        Update::Status(s) => post(FromWorker::Status(s)),
+        Update::Steps(records) => post(FromWorker::Steps(records)),
+        Update::EStep { epoch, levels } => post(FromWorker::EStepDone { epoch, levels }),
+        Update::Explored(report) => post(FromWorker::Explore(report)),
+        Update::Checkpoint { epoch, bytes } => post_bytes(FromWorker::Autosave { epoch }, &bytes),
+        Update::Failed(f @ Failure::DeviceLost(_)) => post(FromWorker::Crashed(f.to_string())),
+        Update::Failed(f) => error(f.to_string()),
+        Update::Warning(w) => error(w),
+        // The page shows epochs through the status and the explorer's metrics.
+        Update::Epoch(_) | Update::Replanned { .. } => {}
+    }
+}
+
+fn neighbours(session: &Session, index: usize) {
+    let found = session
+        .embeddings()
+        .filter(|(e, d)| index < e.len() / d)
+        .map(|(e, d)| explore::neighbours(e, d, index, 12));
+    match found {
+        Some(neighbours) => post(FromWorker::Neighbours { index, neighbours }),
+        None => error("no embedding yet: train for an epoch first"),
+    }
+}
+
+async fn export(session: &Session, kind: ExportKind) {
+    let t = session.trainer();
     let result = match kind {
         ExportKind::Session => t.save().await.map(|b| (b, "pcl-session.pclstudio")),
         ExportKind::Model => t.save_model().await.map(|b| (b, "pcl-encoder.bin")),
-        ExportKind::Clusters => {
-            let data = STATE.with_borrow(|s| s.data.clone());
-            Ok((clusters_json(&t, &data).into_bytes(), "pcl-clusters.json"))
-        }
-        ExportKind::Embeddings => {
-            let data = STATE.with_borrow(|s| s.data.clone());
-            match STATE.with_borrow(|s| s.embeddings.clone()) {
-                Some((emb, d)) => Ok((
-                    embeddings_csv(&data, &emb, d).into_bytes(),
-                    "pcl-embeddings.csv",
-                )),
-                None => Err(EngineError::Config("no embeddings yet".into())),
-            }
-        }
+        ExportKind::Clusters => Ok((
+            explore::clusters_json(t, session.data()).into_bytes(),
+            "pcl-clusters.json",
+        )),
+        ExportKind::Embeddings => match session.embeddings() {
+            Some((emb, d)) => Ok((
+                explore::embeddings_csv(session.data(), emb, d).into_bytes(),
+                "pcl-embeddings.csv",
+            )),
+            None => Err(EngineError::Config("no embeddings yet".into())),
+        },
     };
-    put_trainer(t);
     match result {
         Ok((bytes, name)) => post_bytes(
             FromWorker::File {

@@ -4,4 +4,5 @@ mod cli;
 mod golden;
 mod gpu;
 mod intake;
+mod session;
 mod training;

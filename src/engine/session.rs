@@ -1,0 +1,495 @@
+//! One run, one place: the order of work of a training run for every front end. A `Session`
+//! owns the trainer and its images; each `tick` does one unit of work (an SGD step, or an
+//! E-step and the explorer after it) and emits what happened as [`Update`]s: steps, E-steps,
+//! epoch summaries, explorer reports, checkpoints, rates and ETA, errors. Commands (pause,
+//! resume, stop) queue up and apply between units. The Web Worker and the CLI only feed
+//! commands in and show updates; neither holds a training loop of its own.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use super::EngineError;
+use super::data::Dataset;
+use super::explore::{LevelScores, explore};
+use super::records::{
+    EpochRecord, ExploreReport, LevelSummary, Phase, RunState, RunStatus, StepRecord,
+};
+use super::trainer::{Event, Trainer};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Pause,
+    Resume,
+    Stop,
+}
+
+/// Why a run stopped by itself.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Failure {
+    /// The loss or the weights became non-finite; that update was undone.
+    Diverged(String),
+    /// The device stopped answering (a lost GPU): the front end may start over elsewhere.
+    DeviceLost(String),
+    /// Anything else.
+    Other(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Diverged(m) => write!(
+                f,
+                "training stopped: the loss became {m}. The last good state is kept; try a \
+                 lower learning rate."
+            ),
+            Failure::DeviceLost(m) => write!(f, "the GPU stopped answering ({m})"),
+            Failure::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+/// What a session reports, in the order it happened.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Update {
+    /// Progress: after steps (at most every `report_every_s`), during E-steps, on every change
+    /// of state.
+    Status(RunStatus),
+    /// Steps since the last such update.
+    Steps(Vec<StepRecord>),
+    EStep {
+        epoch: usize,
+        levels: Vec<LevelSummary>,
+    },
+    /// An epoch ended (after its `Steps`).
+    Epoch(EpochRecord),
+    /// A time budget re-planned the run.
+    Replanned {
+        epochs: usize,
+        warmup_epochs: usize,
+        seconds_used: f64,
+    },
+    Explored(Box<ExploreReport>),
+    /// The whole run as session bytes (`Trainer::save`), to keep.
+    Checkpoint {
+        epoch: usize,
+        bytes: Vec<u8>,
+    },
+    /// The run stopped by itself; a final `Status` follows.
+    Failed(Failure),
+    /// Something went wrong that does not stop training (an autosave, the explorer).
+    Warning(String),
+}
+
+/// What a front end wants of a session.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    /// Checkpoints follow epochs (and a pause, and the end) but come at most this often.
+    pub checkpoint_every_s: f64,
+    /// `Steps` and `Status` after steps at most this often (0: after every step).
+    pub report_every_s: f64,
+    /// Run the explorer after every E-step and at the end.
+    pub explore: bool,
+    /// Label metrics (kNN, AMI, linear probe) every this many epochs and at the end, where
+    /// the images have labels; `None`: never.
+    pub eval_every: Option<usize>,
+}
+
+impl Options {
+    /// The page: autosave at most every 2 s, ten reports a second, the explorer after each
+    /// E-step (it carries the label metrics).
+    pub fn page() -> Self {
+        Self {
+            checkpoint_every_s: 2.0,
+            report_every_s: 0.1,
+            explore: true,
+            eval_every: None,
+        }
+    }
+
+    /// The CLI: a checkpoint and a report every epoch and step, evaluation as asked.
+    pub fn cli(eval_every: Option<usize>) -> Self {
+        Self {
+            checkpoint_every_s: 0.0,
+            report_every_s: 0.0,
+            explore: false,
+            eval_every,
+        }
+    }
+}
+
+/// A monotonic clock in seconds (the browser's `performance.now`, `Instant` natively, a fake
+/// one in tests).
+pub type Clock = Box<dyn Fn() -> f64>;
+
+pub struct Session {
+    trainer: Trainer,
+    data: Rc<Dataset>,
+    options: Options,
+    clock: Clock,
+    state: RunState,
+    phase: Phase,
+    commands: VecDeque<Command>,
+    rate: Rate,
+    unsent: Vec<StepRecord>,
+    epoch_steps: Vec<StepRecord>,
+    epoch_start: f64,
+    last_report: f64,
+    last_checkpoint: f64,
+    /// Trained since the last checkpoint: an opened session is not saved back before it has
+    /// trained a step (so a session failing at once cannot replace the last good autosave).
+    dirty: bool,
+    /// Seconds of work in this session (pauses excluded), of which E-steps and the explorer's
+    /// passes; epochs timed: what a time budget plans from.
+    active_secs: f64,
+    estep_secs: f64,
+    epochs_timed: usize,
+    embeddings: Option<(Vec<f32>, usize)>,
+    pixels_ami: Option<(Option<f64>, Option<f64>)>,
+}
+
+impl Session {
+    /// A session that trains from its first tick (`paused`: waits for `Resume`).
+    pub fn new(
+        trainer: Trainer,
+        data: Rc<Dataset>,
+        options: Options,
+        clock: Clock,
+        paused: bool,
+    ) -> Self {
+        let now = clock();
+        let (state, phase) = if paused {
+            (RunState::Paused, Phase::Paused)
+        } else {
+            (RunState::Training, Phase::Waiting)
+        };
+        Self {
+            trainer,
+            data,
+            options,
+            clock,
+            state,
+            phase,
+            commands: VecDeque::new(),
+            rate: Rate::default(),
+            unsent: Vec::new(),
+            epoch_steps: Vec::new(),
+            epoch_start: now,
+            last_report: f64::NEG_INFINITY,
+            last_checkpoint: now,
+            dirty: false,
+            active_secs: 0.0,
+            estep_secs: 0.0,
+            epochs_timed: 0,
+            embeddings: None,
+            pixels_ami: None,
+        }
+    }
+
+    /// Raw pixels' AMI (labels, fine labels) known from earlier, so it is not computed again.
+    pub fn with_pixels_ami(mut self, scores: (Option<f64>, Option<f64>)) -> Self {
+        self.pixels_ami = Some(scores);
+        self
+    }
+
+    pub fn command(&mut self, command: Command) {
+        self.commands.push_back(command);
+    }
+
+    pub fn trainer(&self) -> &Trainer {
+        &self.trainer
+    }
+
+    pub fn into_trainer(self) -> Trainer {
+        self.trainer
+    }
+
+    pub fn data(&self) -> &Rc<Dataset> {
+        &self.data
+    }
+
+    pub fn state(&self) -> RunState {
+        self.state
+    }
+
+    /// Whether the run is over (finished, stopped or failed): ticks do nothing more.
+    pub fn ended(&self) -> bool {
+        matches!(self.state, RunState::Done | RunState::Error)
+    }
+
+    /// Host embeddings [n, d] of the last explorer pass, for neighbours and exports.
+    pub fn embeddings(&self) -> Option<(&[f32], usize)> {
+        self.embeddings.as_ref().map(|(e, d)| (&e[..], *d))
+    }
+
+    pub fn pixels_ami(&self) -> Option<(Option<f64>, Option<f64>)> {
+        self.pixels_ami
+    }
+
+    /// Where the run stands now.
+    pub fn status(&self) -> RunStatus {
+        self.status_with(self.phase.clone())
+    }
+
+    fn status_with(&self, phase: Phase) -> RunStatus {
+        let t = &self.trainer;
+        let spe = t.steps_per_epoch(self.data.len());
+        let left_steps = (t.config.epochs.saturating_sub(t.epoch) * spe).saturating_sub(t.step);
+        RunStatus {
+            state: self.state,
+            epoch: t.epoch,
+            epochs: t.config.epochs,
+            step: t.step,
+            steps_per_epoch: spe,
+            phase,
+            images_per_s: self.rate.images_per_s(),
+            eta_s: self.rate.step_s().map(|s| s * left_steps as f64),
+            config: Some(t.config.clone()),
+        }
+    }
+
+    /// Applies the queued commands, then does one unit of work unless paused or over.
+    /// Returns whether it worked (false: the front end may wait before the next tick).
+    pub async fn tick(&mut self, emit: &mut dyn FnMut(Update)) -> bool {
+        while let Some(command) = self.commands.pop_front() {
+            self.apply(command, emit).await;
+        }
+        if self.state != RunState::Training {
+            return false;
+        }
+        let t0 = (self.clock)();
+        let snapshot = self.status_with(Phase::Training);
+        let clock = &self.clock;
+        let mut last = self.last_report;
+        let event = self
+            .trainer
+            .advance(&self.data, &mut |p: Phase| {
+                // E-step phases are reported live (a few times a second) from a snapshot.
+                if p != Phase::Training && clock() - last > 0.2 {
+                    last = clock();
+                    emit(Update::Status(RunStatus {
+                        phase: p,
+                        ..snapshot.clone()
+                    }));
+                }
+            })
+            .await;
+        self.last_report = last;
+        let seconds = (self.clock)() - t0;
+        match event {
+            Ok(Event::Step(record)) => {
+                self.active_secs += seconds;
+                self.dirty = true;
+                self.phase = Phase::Training;
+                self.rate.push(seconds, self.trainer.config.batch_size);
+                let epoch_done = record.epoch_done;
+                self.epoch_steps.push(record.clone());
+                self.unsent.push(record);
+                if epoch_done || (self.clock)() - self.last_report >= self.options.report_every_s {
+                    self.report(emit);
+                }
+                if epoch_done {
+                    self.end_epoch(emit).await;
+                }
+            }
+            Ok(Event::EStep { epoch, levels }) => {
+                emit(Update::EStep { epoch, levels });
+                if self.options.explore {
+                    self.explore(emit).await;
+                }
+                // The explorer's pass is part of each E-step's cost in a time budget.
+                let seconds = (self.clock)() - t0;
+                self.active_secs += seconds;
+                self.estep_secs += seconds;
+            }
+            Ok(Event::Done) => self.end(Phase::Finished, emit).await,
+            Err(e) => {
+                emit(Update::Failed(match e {
+                    EngineError::NonFinite(m) => Failure::Diverged(m),
+                    EngineError::Device(m) => Failure::DeviceLost(m),
+                    other => Failure::Other(other.to_string()),
+                }));
+                self.end(Phase::Failed, emit).await;
+            }
+        }
+        true
+    }
+
+    async fn apply(&mut self, command: Command, emit: &mut dyn FnMut(Update)) {
+        match (command, self.state) {
+            (Command::Pause, RunState::Training) => {
+                self.state = RunState::Paused;
+                self.phase = Phase::Paused;
+                self.flush_steps(emit);
+                emit(Update::Status(self.status()));
+                self.checkpoint(emit).await;
+            }
+            (Command::Resume, RunState::Paused) => {
+                self.state = RunState::Training;
+                self.phase = Phase::Waiting;
+                emit(Update::Status(self.status()));
+            }
+            (Command::Stop, RunState::Training | RunState::Paused) => {
+                let phase = if self.trainer.is_done() {
+                    Phase::Finished
+                } else {
+                    Phase::Stopped
+                };
+                self.end(phase, emit).await;
+            }
+            // Pausing a paused run, resuming a running one, anything after the end.
+            _ => {}
+        }
+    }
+
+    fn flush_steps(&mut self, emit: &mut dyn FnMut(Update)) {
+        if !self.unsent.is_empty() {
+            emit(Update::Steps(std::mem::take(&mut self.unsent)));
+        }
+    }
+
+    fn report(&mut self, emit: &mut dyn FnMut(Update)) {
+        self.last_report = (self.clock)();
+        self.flush_steps(emit);
+        emit(Update::Status(self.status()));
+    }
+
+    /// The epoch's summary, a time budget's new plan, evaluation where due, a checkpoint.
+    async fn end_epoch(&mut self, emit: &mut dyn FnMut(Update)) {
+        let now = (self.clock)();
+        let mut record = EpochRecord::from_steps(&self.epoch_steps, now - self.epoch_start);
+        self.epoch_steps.clear();
+        self.epochs_timed += 1;
+        let t = &mut self.trainer;
+        if t.fit_to_budget(self.active_secs, self.estep_secs, self.epochs_timed) {
+            emit(Update::Replanned {
+                epochs: t.config.epochs,
+                warmup_epochs: t.config.warmup_epochs,
+                seconds_used: t.seconds,
+            });
+        }
+        record.epochs_planned = self.trainer.config.epochs;
+        let data = self.data.clone();
+        if let Some(labels) = data.eval_labels() {
+            (record.pixels_ami, record.pixels_ami_fine) = self.pixels_baseline().await;
+            if let Some(c) = &self.trainer.clustering {
+                let levels: Vec<&[u32]> = c.levels.iter().map(|l| &l.assignments[..]).collect();
+                let s = LevelScores::new(&levels, labels, data.eval_fine_labels());
+                (record.level_ami, record.level_nmi) = (s.ami, s.nmi);
+                (record.level_ami_fine, record.level_nmi_fine) = (s.ami_fine, s.nmi_fine);
+            }
+            let due = self.options.eval_every.is_some_and(|every| {
+                every > 0 && (self.trainer.epoch.is_multiple_of(every) || self.trainer.is_done())
+            });
+            if due {
+                match super::evaluate(&self.trainer, &data, labels).await {
+                    Ok(r) => {
+                        record.knn_accuracy = Some(r.knn_accuracy);
+                        record.ami = Some(r.ami);
+                        record.nmi = Some(r.nmi);
+                        record.linear_accuracy = Some(r.linear_accuracy);
+                    }
+                    Err(e) => emit(Update::Warning(format!("evaluation failed: {e}"))),
+                }
+            }
+        }
+        emit(Update::Epoch(record));
+        if (self.clock)() - self.last_checkpoint >= self.options.checkpoint_every_s {
+            self.checkpoint(emit).await;
+        }
+        self.epoch_start = (self.clock)();
+    }
+
+    /// The run is over: the last steps, the explorer's final view, the final status, and a
+    /// checkpoint of what trained since the last one (not after a failure: the last good
+    /// checkpoint stays the one to resume).
+    async fn end(&mut self, phase: Phase, emit: &mut dyn FnMut(Update)) {
+        self.state = if phase == Phase::Failed {
+            RunState::Error
+        } else {
+            RunState::Done
+        };
+        self.flush_steps(emit);
+        if self.options.explore {
+            self.explore(emit).await;
+        }
+        self.phase = phase;
+        emit(Update::Status(self.status()));
+        if self.state == RunState::Done {
+            self.checkpoint(emit).await;
+        }
+    }
+
+    async fn checkpoint(&mut self, emit: &mut dyn FnMut(Update)) {
+        if !self.dirty {
+            return;
+        }
+        match self.trainer.save().await {
+            Ok(bytes) => {
+                self.dirty = false;
+                self.last_checkpoint = (self.clock)();
+                emit(Update::Checkpoint {
+                    epoch: self.trainer.epoch,
+                    bytes,
+                });
+            }
+            Err(e) => emit(Update::Warning(format!(
+                "saving the run failed (training goes on): {e}"
+            ))),
+        }
+    }
+
+    /// Clusters, map and metrics of the current encoder.
+    pub async fn explore(&mut self, emit: &mut dyn FnMut(Update)) {
+        match explore(&self.trainer, &self.data, &mut |_| {}).await {
+            Ok((mut report, host)) => {
+                if let Some(m) = report.metrics.as_mut() {
+                    (m.pixels_ami, m.pixels_ami_fine) = self.pixels_baseline().await;
+                }
+                self.embeddings = Some((host, self.trainer.config.feature_dim));
+                emit(Update::Explored(Box::new(report)));
+            }
+            Err(e) => emit(Update::Warning(format!(
+                "could not compute the clusters view: {e}"
+            ))),
+        }
+    }
+
+    /// Raw pixels' AMI against the labels and fine labels (computed once per session).
+    async fn pixels_baseline(&mut self) -> (Option<f64>, Option<f64>) {
+        if let Some(scores) = self.pixels_ami {
+            return scores;
+        }
+        let (size, seed) = (self.trainer.config.image_size, self.trainer.config.seed);
+        let scores = super::pixels_ami(&self.data, size, seed, self.trainer.device())
+            .await
+            .unwrap_or((None, None));
+        self.pixels_ami = Some(scores);
+        scores
+    }
+}
+
+/// Recent step times, for images/s and the ETA.
+#[derive(Default)]
+struct Rate {
+    recent: VecDeque<(f64, usize)>,
+}
+
+impl Rate {
+    fn push(&mut self, seconds: f64, images: usize) {
+        self.recent.push_back((seconds, images));
+        if self.recent.len() > 20 {
+            self.recent.pop_front();
+        }
+    }
+
+    fn step_s(&self) -> Option<f64> {
+        (!self.recent.is_empty())
+            .then(|| self.recent.iter().map(|r| r.0).sum::<f64>() / self.recent.len() as f64)
+    }
+
+    fn images_per_s(&self) -> f64 {
+        let s: f64 = self.recent.iter().map(|r| r.0).sum();
+        let n: usize = self.recent.iter().map(|r| r.1).sum();
+        if s > 0.0 { n as f64 / s } else { 0.0 }
+    }
+}

@@ -1,0 +1,252 @@
+//! The run's order of work (`engine::session`), driven as the worker and the CLI drive it:
+//! pause, resume, stop, the autosave cadence, an opened session that is not saved back before it
+//! trains, and the undo of a diverging step. A fake clock makes the cadence deterministic.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use burn::prelude::*;
+use futures_lite::future::block_on;
+use pcl_studio::engine::data::planted_groups;
+use pcl_studio::engine::session::{Clock, Command, Failure, Options, Session, Update};
+use pcl_studio::engine::{Dataset, PclConfig, Phase, RunState, Trainer};
+
+fn tiny(epochs: usize) -> PclConfig {
+    PclConfig {
+        width: 8,
+        feature_dim: 32,
+        batch_size: 32,
+        epochs,
+        warmup_epochs: 1,
+        num_clusters: vec![3, 6],
+        kmeans_restarts: 1,
+        seed: 5,
+        ..PclConfig::default()
+    }
+}
+
+/// 64 images in 4 planted groups.
+fn data() -> Rc<Dataset> {
+    Rc::new(planted_groups(2, 2, 16, 36, 3))
+}
+
+/// A clock that moves `step` seconds every time it is read.
+fn fake_clock(step: f64) -> Clock {
+    let t = Rc::new(Cell::new(0.0));
+    Box::new(move || {
+        t.set(t.get() + step);
+        t.get()
+    })
+}
+
+fn session(config: &PclConfig, options: Options, clock: Clock, paused: bool) -> Session {
+    let data = data();
+    let t = Trainer::new(config, &data, &Device::flex()).expect("trainer");
+    Session::new(t, data, options, clock, paused)
+}
+
+/// Ticks until the run is over or `max` ticks passed; every update in order.
+fn ticks(s: &mut Session, max: usize) -> Vec<Update> {
+    let mut updates = Vec::new();
+    for _ in 0..max {
+        if s.ended() {
+            break;
+        }
+        block_on(s.tick(&mut |u| updates.push(u)));
+    }
+    updates
+}
+
+fn checkpoints(updates: &[Update]) -> Vec<usize> {
+    updates
+        .iter()
+        .filter_map(|u| match u {
+            Update::Checkpoint { epoch, .. } => Some(*epoch),
+            _ => None,
+        })
+        .collect()
+}
+
+fn last_status(updates: &[Update]) -> pcl_studio::engine::RunStatus {
+    updates
+        .iter()
+        .rev()
+        .find_map(|u| match u {
+            Update::Status(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("a status")
+}
+
+#[test]
+fn a_run_goes_to_the_end_with_one_checkpoint_and_record_per_epoch() {
+    let mut s = session(&tiny(3), Options::cli(Some(1)), fake_clock(0.01), false);
+    let updates = ticks(&mut s, 100);
+    assert!(s.ended());
+    assert_eq!(s.state(), RunState::Done);
+    assert_eq!(last_status(&updates).phase, Phase::Finished);
+    // Epochs 1..=3 checkpointed as they ended; nothing new to save at the end.
+    assert_eq!(checkpoints(&updates), vec![1, 2, 3]);
+    let epochs: Vec<_> = updates
+        .iter()
+        .filter_map(|u| match u {
+            Update::Epoch(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        epochs.iter().map(|r| r.epoch).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    // Labelled images: evaluation every epoch, and the E-step clusters scored per level
+    // once there is a clustering (after the warm-up epoch).
+    assert!(epochs.iter().all(|r| r.knn_accuracy.is_some()));
+    assert!(epochs[0].level_ami.is_empty());
+    assert_eq!(epochs[2].level_ami.len(), 2);
+    let steps: usize = updates
+        .iter()
+        .map(|u| match u {
+            Update::Steps(r) => r.len(),
+            _ => 0,
+        })
+        .sum();
+    let per_epoch = s.trainer().steps_per_epoch(s.data().len());
+    assert_eq!(steps, 3 * per_epoch, "every step reported once");
+    // Ticks after the end do nothing.
+    assert!(!block_on(
+        s.tick(&mut |_| panic!("no update after the end"))
+    ));
+}
+
+#[test]
+fn pause_stops_work_saves_once_and_resume_goes_on() {
+    let mut s = session(&tiny(4), Options::page(), fake_clock(0.001), false);
+    let mut updates = ticks(&mut s, 1); // one step
+    assert_eq!(s.trainer().step, 1);
+    s.command(Command::Pause);
+    block_on(s.tick(&mut |u| updates.push(u)));
+    assert_eq!(s.state(), RunState::Paused);
+    assert_eq!(last_status(&updates).phase, Phase::Paused);
+    assert_eq!(
+        checkpoints(&updates),
+        vec![0],
+        "the pause saved the step it took"
+    );
+    // Paused: ticks neither train nor save again; a second pause changes nothing.
+    s.command(Command::Pause);
+    for _ in 0..5 {
+        assert!(!block_on(s.tick(&mut |u| updates.push(u))));
+    }
+    assert_eq!(s.trainer().step, 1);
+    assert_eq!(checkpoints(&updates).len(), 1);
+    s.command(Command::Resume);
+    updates.extend(ticks(&mut s, 100));
+    assert_eq!(s.state(), RunState::Done);
+    assert_eq!(s.trainer().epoch, 4);
+    assert_eq!(last_status(&updates).phase, Phase::Finished);
+}
+
+#[test]
+fn stop_ends_the_run_early_and_saves_it() {
+    let mut s = session(&tiny(10), Options::page(), fake_clock(0.001), false);
+    let mut updates = ticks(&mut s, 3);
+    s.command(Command::Stop);
+    block_on(s.tick(&mut |u| updates.push(u)));
+    assert!(s.ended());
+    assert_eq!(s.state(), RunState::Done);
+    assert!(s.trainer().epoch < 10);
+    assert_eq!(last_status(&updates).phase, Phase::Stopped);
+    assert_eq!(checkpoints(&updates).len(), 1, "the stop saved the run");
+    // The page's options: the explorer ran at the end, so neighbours have embeddings.
+    assert!(updates.iter().any(|u| matches!(u, Update::Explored(_))));
+    assert!(s.embeddings().is_some());
+    // Commands after the end change nothing.
+    s.command(Command::Resume);
+    assert!(!block_on(s.tick(&mut |_| {})));
+    assert_eq!(s.state(), RunState::Done);
+}
+
+#[test]
+fn autosaves_follow_epochs_but_not_more_often_than_asked() {
+    // Every clock read moves 0.3 s: an epoch takes well under 10 s of it, so with a 10 s
+    // minimum most epoch ends are skipped; without one every epoch saves.
+    let every = |seconds: f64| {
+        let options = Options {
+            checkpoint_every_s: seconds,
+            ..Options::page()
+        };
+        let mut s = session(&tiny(8), options, fake_clock(0.3), false);
+        let updates = ticks(&mut s, 200);
+        assert_eq!(s.state(), RunState::Done);
+        checkpoints(&updates)
+    };
+    assert_eq!(every(0.0), (1..=8).collect::<Vec<_>>());
+    let sparse = every(10.0);
+    assert!(sparse.len() < 8 && sparse.len() >= 2, "{sparse:?}");
+    assert_eq!(sparse.last(), Some(&8), "the end is always saved");
+}
+
+#[test]
+fn an_opened_session_is_not_saved_back_before_it_trains() {
+    // The worker opens a session paused; pausing, resuming into a stop before any step must
+    // not replace the last good autosave with it.
+    let mut s = session(&tiny(4), Options::page(), fake_clock(0.001), true);
+    let mut updates = Vec::new();
+    s.command(Command::Pause);
+    s.command(Command::Resume);
+    s.command(Command::Pause);
+    block_on(s.tick(&mut |u| updates.push(u)));
+    assert!(checkpoints(&updates).is_empty(), "saved before training");
+    s.command(Command::Stop);
+    block_on(s.tick(&mut |u| updates.push(u)));
+    assert!(s.ended());
+    assert!(checkpoints(&updates).is_empty(), "saved before training");
+}
+
+#[test]
+fn a_diverging_step_fails_the_run_and_keeps_the_last_good_state() {
+    let config = PclConfig {
+        lr: 1e9,
+        ..tiny(50)
+    };
+    let mut s = session(&config, Options::cli(None), fake_clock(0.001), false);
+    let updates = ticks(&mut s, 500);
+    assert_eq!(s.state(), RunState::Error);
+    assert_eq!(last_status(&updates).phase, Phase::Failed);
+    let failure = updates.iter().find_map(|u| match u {
+        Update::Failed(f) => Some(f.clone()),
+        _ => None,
+    });
+    assert!(matches!(failure, Some(Failure::Diverged(_))), "{failure:?}");
+    // No checkpoint after the failure, and the state kept is finite.
+    let failed_at = updates
+        .iter()
+        .position(|u| matches!(u, Update::Failed(_)))
+        .unwrap();
+    assert!(checkpoints(&updates[failed_at..]).is_empty());
+    let t = s.into_trainer();
+    assert!(t.history.iter().all(|r| r.loss.is_finite()));
+    let bytes = block_on(t.save()).unwrap();
+    let (_, tensors) = pcl_studio::engine::trainer::read_checkpoint(&bytes).unwrap();
+    assert!(tensors.iter().flatten().all(|v| v.is_finite()));
+}
+
+#[test]
+fn a_time_budget_replans_and_ends_the_run() {
+    // 0.05 s per clock read against a 1-minute budget: the session plans the epochs from
+    // what it measured and the run ends by itself.
+    let config = PclConfig {
+        minutes: Some(1.0),
+        ..tiny(1000)
+    };
+    let mut s = session(&config, Options::cli(None), fake_clock(0.05), false);
+    let updates = ticks(&mut s, 5000);
+    assert_eq!(s.state(), RunState::Done);
+    assert!(
+        updates
+            .iter()
+            .any(|u| matches!(u, Update::Replanned { .. }))
+    );
+    let epochs = s.trainer().config.epochs;
+    assert!(epochs < 1000, "planned {epochs} epochs");
+}
