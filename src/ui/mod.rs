@@ -3,7 +3,11 @@
 //! Web Worker; it never touches a tensor.
 
 #[cfg(target_arch = "wasm32")]
+mod cards;
+#[cfg(target_arch = "wasm32")]
 mod js;
 pub mod state;
+#[cfg(target_arch = "wasm32")]
+mod tiles;
 #[cfg(target_arch = "wasm32")]
 pub mod view;

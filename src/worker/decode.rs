@@ -11,7 +11,8 @@ use web_sys::{
     OffscreenCanvasRenderingContext2d, PremultiplyAlpha,
 };
 
-use super::{Batch, now_ms, scope};
+use super::load::Batch;
+use super::{now_ms, scope};
 use crate::engine::data::{resize_rgba_square, spread};
 use crate::intake::{HEAD_BYTES, check_header, check_size};
 

@@ -1,0 +1,58 @@
+//! The backend card: which device trains, and the probe step that checked it.
+
+use leptos::prelude::*;
+
+use crate::ui::state::PageState;
+
+#[component]
+pub fn BackendCard(state: RwSignal<PageState>) -> impl IntoView {
+    // Sections re-render only when their slice of the state changes, not on every message.
+    let backend = Memo::new(move |_| state.with(|s| s.backend.clone()));
+    let backend_name = move || {
+        backend.with(|b| {
+            b.as_ref()
+                .map_or("detecting…".to_string(), |b| b.adapter.clone())
+        })
+    };
+    let limits = move || {
+        backend.with(|b| {
+            b.as_ref().map(|b| {
+                b.limits
+                    .iter()
+                    .map(|(k, v)| view! { <li><code>{k.clone()}</code>": "{*v}</li> })
+                    .collect_view()
+            })
+        })
+    };
+    let notice = move || {
+        backend.with(|b| {
+            b.as_ref().and_then(|b| b.notice.clone().map(|n| (n, b.detail.clone()))).map(
+                |(n, detail)| {
+                    view! {
+                        <div class="notice" data-testid="backend-notice">
+                            <p>{n}</p>
+                            {detail.map(|d| view! { <details><summary>"Details"</summary><code>{d}</code></details> })}
+                        </div>
+                    }
+                },
+            )
+        })
+    };
+    let probe_loss =
+        move || state.with(|s| s.probe.map(|(l, _)| l.to_string()).unwrap_or_default());
+    view! {
+        <section class="card">
+            <h2>"Compute backend"</h2>
+            <p>
+                <span data-testid="backend" data-backend=move || state.with(|s| s.backend_attr()) class="badge">
+                    {backend_name}
+                </span>
+                " "
+                <span class="api">{move || state.with(|s| s.backend.as_ref().map(|b| b.api.clone()).unwrap_or_default())}</span>
+            </p>
+            {notice}
+            <details><summary>"Device limits"</summary><ul class="limits">{limits}</ul></details>
+            <p data-testid="probe" data-loss=probe_loss>{move || state.with(|s| s.status_line())}</p>
+        </section>
+    }
+}

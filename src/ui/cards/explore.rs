@@ -1,0 +1,231 @@
+//! The explore card: cluster galleries per level, the hierarchy, the map, neighbours and how
+//! good the representation is.
+
+use leptos::prelude::*;
+use web_sys::HtmlCanvasElement;
+
+use super::charts::{ami_chart, level_histograms};
+use crate::protocol::ToWorker;
+use crate::ui::state::{PageState, finite_range, level_heading, polyline};
+use crate::ui::tiles::{PALETTE, Tiles, context_2d};
+use crate::ui::view::send;
+
+#[component]
+pub fn ExploreCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl IntoView {
+    let explore = Memo::new(move |_| state.with(|s| s.explore.clone()));
+    let level = RwSignal::new(0usize);
+    let open = RwSignal::new(None::<(usize, usize)>);
+    let gallery = move || {
+        explore.with(|ex| {
+            let ex = ex.as_ref()?;
+            Some(view! {
+                <div data-testid="cluster-gallery">
+                    {ex.levels.iter().enumerate().map(|(m, l)| view! {
+                        <h3>{level_heading(m, l.k, l.inertia, ex.metrics.as_ref())}</h3>
+                        {level_histograms(l)}
+                        <div class="clusters">
+                            {l.clusters.iter().take(24).enumerate().map(|(c, card)| {
+                                let top: Vec<usize> = card.members.iter().take(6).map(|&i| i as usize).collect();
+                                view! {
+                                    <div class="cluster" data-testid="cluster" data-level=m.to_string()
+                                        data-size=card.size.to_string() on:click=move |_| open.set(Some((m, c)))>
+                                        <Tiles indices=top cols=6 version />
+                                        <span>{format!("{} images, φ {:.3}", card.size, card.phi)}</span>
+                                    </div>
+                                }
+                            }).collect_view()}
+                            {(l.clusters.len() > 24).then(|| view! { <p class="hint">{format!("… and {} smaller clusters", l.clusters.len() - 24)}</p> })}
+                        </div>
+                    }).collect_view()}
+                </div>
+            })
+        })
+    };
+    let members = move || {
+        let (m, c) = open.get()?;
+        explore.with(|ex| {
+            let card = ex.as_ref()?.levels.get(m)?.clusters.get(c)?;
+            let all: Vec<usize> = card.members.iter().take(400).map(|&i| i as usize).collect();
+            Some(view! {
+                <div class="members" data-testid="cluster-members">
+                    <h3>{format!("Level {}, cluster {}: {} images, the most typical first (click one for its nearest neighbours)", m + 1, c + 1, card.size)}</h3>
+                    <Tiles indices=all cols=20 version
+                        pick=Callback::new(|i| send(ToWorker::Neighbours { index: i })) />
+                </div>
+            })
+        })
+    };
+    let hierarchy = move || {
+        explore.with(|_| ());
+        state.with_untracked(|s| {
+            let ex = s.explore.as_ref()?;
+            let fine = ex.levels.len().checked_sub(1).filter(|&f| f > 0)?;
+            let rows = s.hierarchy(fine);
+            Some(view! {
+                <div data-testid="hierarchy" class="hierarchy">
+                    <h3>{format!("Hierarchy: level 1 clusters and the level {} clusters their images fall in", fine + 1)}</h3>
+                    {rows.into_iter().enumerate().take(30).map(|(c, fines)| {
+                        let top: Vec<usize> = ex.levels[0].clusters[c].members.iter().take(3).map(|&i| i as usize).collect();
+                        view! {
+                            <div class="branch">
+                                <Tiles indices=top cols=3 version />
+                                {format!(" cluster {} → ", c + 1)}
+                                {fines.iter().take(8).map(|&(f, n)| {
+                                    let t: Vec<usize> = ex.levels[fine].clusters[f].members.iter().take(1).map(|&i| i as usize).collect();
+                                    view! { <span class="leaf"><Tiles indices=t cols=1 version />{format!("#{} ×{n}", f + 1)}</span> }
+                                }).collect_view()}
+                            </div>
+                        }
+                    }).collect_view()}
+                </div>
+            })
+        })
+    };
+    let map = NodeRef::<leptos::html::Canvas>::new();
+    Effect::new(move |_| {
+        let lv = level.get();
+        let Some(canvas) = map.get() else { return };
+        explore.with(|ex| {
+            let Some(ex) = ex else { return };
+            draw_map(
+                &canvas,
+                &ex.map,
+                ex.levels.get(lv).map(|l| &l.assignments[..]),
+            );
+        });
+    });
+    let hover = RwSignal::new(None::<usize>);
+    let nearest_point = move |ev: &web_sys::MouseEvent| -> Option<usize> {
+        let canvas = map.get_untracked()?;
+        let rect = canvas.get_bounding_client_rect();
+        let (x, y) = (
+            (ev.client_x() as f64 - rect.left()) / rect.width() * 400.0,
+            (ev.client_y() as f64 - rect.top()) / rect.height() * 400.0,
+        );
+        state.with_untracked(|s| {
+            let pts = map_points(&s.explore.as_ref()?.map);
+            pts.iter()
+                .enumerate()
+                .map(|(i, p)| (i, (p.0 - x).powi(2) + (p.1 - y).powi(2)))
+                .filter(|&(_, d)| d < 100.0)
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(i, _)| i)
+        })
+    };
+    let on_move = move |ev: web_sys::MouseEvent| hover.set(nearest_point(&ev));
+    let on_click = move |ev: web_sys::MouseEvent| {
+        if let Some(i) = nearest_point(&ev) {
+            send(ToWorker::Neighbours { index: i });
+        }
+    };
+    let found = Memo::new(move |_| state.with(|s| s.neighbours.clone()));
+    let neighbours = move || {
+        let (i, list) = found.get()?;
+        state.with_untracked(|s| {
+            let mut shown = vec![i];
+            shown.extend(list.iter().map(|&(j, _)| j));
+            let name = s.images.names.get(i).cloned().unwrap_or_default();
+            Some(view! {
+                <div data-testid="neighbours">
+                    <p>{format!("{name} (first) and its nearest neighbours:")}</p>
+                    <Tiles indices=shown cols=13 version />
+                </div>
+            })
+        })
+    };
+    let scores = Memo::new(move |_| {
+        state.with(|s| {
+            let m = s.explore.as_ref().and_then(|e| e.metrics.clone());
+            let mut curves = s.earlier.clone();
+            curves.push(s.curve.clone());
+            (m, curves)
+        })
+    });
+    let metrics = move || {
+        scores.with(|(m, curves)| {
+            let m = m.clone()?;
+            Some(view! {
+                <div data-testid="metrics" data-knn=m.report.knn_accuracy.to_string()
+                    data-ami=m.report.ami.to_string() data-nmi=m.report.nmi.to_string()>
+                    <h3>"How good is the representation? (labels from folders)"</h3>
+                    <p>{format!(
+                        "kNN accuracy {:.3} · k-means AMI {:.3} / NMI {:.3} · linear probe {:.3}",
+                        m.report.knn_accuracy, m.report.ami, m.report.nmi, m.report.linear_accuracy
+                    )}</p>
+                    <p>{m.level_ami.iter().zip(&m.level_nmi).enumerate().map(|(l, (a, n))| format!(
+                        "level {}: AMI {a:.3} NMI {n:.3}; ", l + 1)).collect::<String>()}</p>
+                    <svg class="chart small" viewBox="0 0 400 100">
+                        {curves.iter().enumerate().map(|(c, run)| {
+                            let knn: Vec<f64> = run.metrics.iter().map(|m| m.report.knn_accuracy).collect();
+                            view! { <polyline points=polyline(&knn, 400.0, 100.0, 0.0, 1.0) stroke=PALETTE[c % 12] /> }
+                        }).collect_view()}
+                    </svg>
+                    <p class="legend">"kNN accuracy per E-step: "
+                        {curves.iter().enumerate().map(|(c, run)| view! {
+                            <span style=format!("color:{}", PALETTE[c % 12])>{format!("■ {} ", run.label)}</span>
+                        }).collect_view()}
+                    </p>
+                    {ami_chart(curves.last().map(|c| &c.metrics[..]).unwrap_or(&[]))}
+                </div>
+            })
+        })
+    };
+    let levels_select = move || {
+        explore.with(|ex| {
+            ex.as_ref().map(|ex| {
+                ex.levels
+                    .iter()
+                    .enumerate()
+                    .map(|(m, l)| view! { <option value=m.to_string()>{format!("level {} (K = {})", m + 1, l.k)}</option> })
+                    .collect_view()
+            })
+        })
+    };
+    view! {
+        <section class="card" class:hidden=move || explore.with(|e| e.is_none())>
+            <h2>"3. Explore"</h2>
+            {gallery}
+            {members}
+            {hierarchy}
+            <h3>"Embedding map (PCA)"</h3>
+            <p>
+                "Colour by " <select on:change=move |ev| level.set(event_target_value(&ev).parse().unwrap_or(0))>{levels_select}</select>
+                " — hover a point to see it, click it for its nearest neighbours."
+            </p>
+            <div class="map">
+                <canvas data-testid="map" node_ref=map width="400" height="400" on:mousemove=on_move on:click=on_click></canvas>
+                {move || hover.get().map(|i| view! { <Tiles indices=vec![i] cols=1 version /> })}
+            </div>
+            {neighbours}
+            {metrics}
+        </section>
+    }
+}
+
+/// Map points scaled into a 400 x 400 canvas with a margin.
+fn map_points(map: &[[f32; 2]]) -> Vec<(f64, f64)> {
+    let xs: Vec<f64> = map.iter().map(|p| p[0] as f64).collect();
+    let ys: Vec<f64> = map.iter().map(|p| p[1] as f64).collect();
+    let (x0, x1) = finite_range(&xs);
+    let (y0, y1) = finite_range(&ys);
+    map.iter()
+        .map(|p| {
+            (
+                10.0 + (p[0] as f64 - x0) / (x1 - x0) * 380.0,
+                390.0 - (p[1] as f64 - y0) / (y1 - y0) * 380.0,
+            )
+        })
+        .collect()
+}
+
+fn draw_map(canvas: &HtmlCanvasElement, map: &[[f32; 2]], clusters: Option<&[u32]>) {
+    let Some(ctx) = context_2d(canvas) else {
+        return;
+    };
+    ctx.clear_rect(0.0, 0.0, 400.0, 400.0);
+    for (i, (x, y)) in map_points(map).into_iter().enumerate() {
+        let c = clusters.and_then(|a| a.get(i)).copied().unwrap_or(0) as usize;
+        ctx.set_fill_style_str(PALETTE[c % PALETTE.len()]);
+        ctx.fill_rect(x - 2.0, y - 2.0, 4.0, 4.0);
+    }
+}

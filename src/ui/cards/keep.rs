@@ -1,0 +1,51 @@
+//! The keep card: exports and sessions (save, open) of the run.
+
+use leptos::prelude::*;
+use web_sys::HtmlInputElement;
+
+use crate::protocol::{ExportKind, ToWorker};
+use crate::ui::state::PageState;
+use crate::ui::view::{send, send_with};
+
+#[component]
+pub fn KeepCard(state: RwSignal<PageState>) -> impl IntoView {
+    let has_run = move || state.with(|s| s.run.config.is_some());
+    let import = move |ev: web_sys::Event| {
+        let input: HtmlInputElement = event_target(&ev);
+        let Some(file) = input.files().and_then(|f| f.get(0)) else {
+            return;
+        };
+        input.set_value("");
+        leptos::task::spawn_local(async move {
+            match wasm_bindgen_futures::JsFuture::from(file.array_buffer()).await {
+                Ok(buffer) => send_with(ToWorker::Import { autosave: false }, &buffer),
+                Err(e) => state.update(|s| s.error = Some(format!("cannot read the file: {e:?}"))),
+            }
+        });
+    };
+    let export = move |kind| move |_| send(ToWorker::Export(kind));
+    view! {
+        <section class="card">
+            <h2>"4. Keep and share"</h2>
+            <p>
+                <button data-testid="export-model" on:click=export(ExportKind::Model) disabled=move || !has_run()>"Encoder weights"</button>
+                " "
+                <button data-testid="export-session" on:click=export(ExportKind::Session) disabled=move || !has_run()>"Session (resume later, here or in the CLI)"</button>
+                " "
+                <button data-testid="export-clusters" on:click=export(ExportKind::Clusters) disabled=move || !has_run()>"Clusters (JSON)"</button>
+                " "
+                <button data-testid="export-embeddings" on:click=export(ExportKind::Embeddings) disabled=move || !has_run()>"Embeddings (CSV)"</button>
+            </p>
+            <p>
+                <label>"Open a session file: " <input type="file" data-testid="import-session" on:change=import /></label>
+                " (load the same images first)"
+            </p>
+            <p class="hint" data-testid="autosave"
+                data-epoch=move || state.with(|s| s.autosaved.map(|e| e.to_string()).unwrap_or_default())>
+                {move || state.with(|s| s.autosaved.map(|e| format!(
+                    "Autosaved in this browser after epoch {e}; a reload offers to resume."
+                )).unwrap_or_else(|| "The run is saved in this browser after every epoch and on pause.".into()))}
+            </p>
+        </section>
+    }
+}

@@ -1,0 +1,15 @@
+//! The page's cards, one file each; each wires its part of [`PageState`](super::state::PageState)
+//! to the DOM and sends the worker what the user asked.
+
+mod backend;
+mod charts;
+mod explore;
+mod images;
+mod keep;
+mod train;
+
+pub use backend::BackendCard;
+pub use explore::ExploreCard;
+pub use images::ImagesCard;
+pub use keep::KeepCard;
+pub use train::TrainCard;

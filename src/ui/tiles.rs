@@ -1,0 +1,93 @@
+//! Image tiles drawn from the thumbnail store (the very pixels the worker trains on).
+
+use leptos::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::HtmlCanvasElement;
+
+use crate::ui::view::STORE;
+
+pub(crate) const PALETTE: [&str; 12] = [
+    "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
+    "#469990", "#9a6324", "#800000", "#000075",
+];
+
+pub(crate) fn context_2d(canvas: &HtmlCanvasElement) -> Option<web_sys::CanvasRenderingContext2d> {
+    canvas
+        .get_context("2d")
+        .ok()
+        .flatten()
+        .and_then(|c| c.dyn_into().ok())
+}
+
+/// Draws images `indices` of the store as a grid of `cols` columns on `canvas`.
+pub(crate) fn draw_tiles(canvas: &HtmlCanvasElement, indices: &[usize], cols: usize) {
+    STORE.with_borrow(|store| {
+        let s = store.side;
+        let count = store.pixels.len() / (s * s * 3).max(1);
+        if s == 0 || indices.is_empty() {
+            canvas.set_width(0);
+            return;
+        }
+        let cols = cols.min(indices.len()).max(1);
+        let rows = indices.len().div_ceil(cols);
+        let (w, h) = (cols * s, rows * s);
+        let mut rgba = vec![255u8; w * h * 4];
+        for (t, &i) in indices.iter().enumerate().filter(|(_, i)| **i < count) {
+            let (ox, oy) = ((t % cols) * s, (t / cols) * s);
+            for y in 0..s {
+                for x in 0..s {
+                    let src = ((i * s + y) * s + x) * 3;
+                    let dst = ((oy + y) * w + ox + x) * 4;
+                    rgba[dst..dst + 3].copy_from_slice(&store.pixels[src..src + 3]);
+                }
+            }
+        }
+        canvas.set_width(w as u32);
+        canvas.set_height(h as u32);
+        // One CSS pixel per stored pixel, whatever the number of tiles.
+        let _ = canvas.set_attribute("style", &format!("width: {w}px"));
+        if let (Some(ctx), Ok(img)) = (
+            context_2d(canvas),
+            web_sys::ImageData::new_with_u8_clamped_array_and_sh(
+                wasm_bindgen::Clamped(&rgba),
+                w as u32,
+                h as u32,
+            ),
+        ) {
+            let _ = ctx.put_image_data(&img, 0.0, 0.0);
+        }
+    });
+}
+
+/// A canvas showing `indices` as thumbnails; `pick` gets the image index of a clicked tile.
+#[component]
+pub(crate) fn Tiles(
+    indices: Vec<usize>,
+    cols: usize,
+    version: RwSignal<usize>,
+    #[prop(optional)] testid: &'static str,
+    #[prop(optional)] pick: Option<Callback<usize>>,
+) -> impl IntoView {
+    let node = NodeRef::<leptos::html::Canvas>::new();
+    let shown = indices.clone();
+    Effect::new(move |_| {
+        version.track();
+        if let Some(c) = node.get() {
+            draw_tiles(&c, &shown, cols);
+        }
+    });
+    let on_click = move |ev: web_sys::MouseEvent| {
+        let (Some(pick), Some(c)) = (pick, node.get_untracked()) else {
+            return;
+        };
+        let cols = cols.min(indices.len()).max(1);
+        let rows = indices.len().div_ceil(cols);
+        let rect = c.get_bounding_client_rect();
+        let col = ((ev.client_x() as f64 - rect.left()) / rect.width() * cols as f64) as usize;
+        let row = ((ev.client_y() as f64 - rect.top()) / rect.height() * rows as f64) as usize;
+        if let Some(&i) = indices.get(row * cols + col.min(cols - 1)) {
+            pick.run(i);
+        }
+    };
+    view! { <canvas class="tiles" node_ref=node data-testid=testid on:click=on_click></canvas> }
+}

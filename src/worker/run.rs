@@ -1,0 +1,194 @@
+//! The live run: a driver task owns the engine session, passes it the page's requests between
+//! units of work and posts what it reports.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use super::{PixelsAmi, STATE, busy_training, device, error, now_ms, post, post_bytes, sleep_ms};
+use crate::engine::config::too_few_images;
+use crate::engine::explore;
+use crate::engine::session::{Command, Failure, Options, Session, Update};
+use crate::engine::{Dataset, EngineError, PclConfig, Trainer};
+use crate::protocol::{ExportKind, FromWorker, Phase, RunStatus};
+
+/// What the page asks of the live run; the run's driver takes these between units of work.
+pub(super) enum Request {
+    Run(Command),
+    Export(ExportKind),
+    Neighbours(usize),
+}
+
+thread_local! {
+    static REQUESTS: RefCell<VecDeque<Request>> = const { RefCell::new(VecDeque::new()) };
+}
+
+/// Hands a request to the live run, or says why there is none.
+pub(super) fn request(r: Request) {
+    if STATE.with_borrow(|s| s.run.is_none()) {
+        match r {
+            Request::Run(_) => {}
+            Request::Export(_) => error("nothing to export yet: train first"),
+            Request::Neighbours(_) => error("no embedding yet: train for an epoch first"),
+        }
+        return;
+    }
+    REQUESTS.with_borrow_mut(|q| q.push_back(r));
+}
+
+pub(super) async fn train(config: PclConfig) {
+    if busy_training() {
+        return error("a run is already going; stop it first");
+    }
+    let Some(device) = device() else {
+        return error("the compute device is not ready yet");
+    };
+    let data = STATE.with_borrow(|s| s.data.clone());
+    if data.len() < crate::engine::config::MIN_IMAGES {
+        return error(too_few_images(data.len()));
+    }
+    let mut config = config;
+    config.image_size = 32;
+    match Trainer::new(&config, &data, &device) {
+        Ok(t) => start_run(t, false, None),
+        Err(e) => error(e.to_string()),
+    }
+}
+
+pub(super) async fn import(bytes: Vec<u8>, autosave: bool) {
+    if busy_training() {
+        return error("stop the current run before opening a session");
+    }
+    let Some(device) = device() else {
+        return error("the compute device is not ready yet");
+    };
+    let data = STATE.with_borrow(|s| s.data.clone());
+    match Trainer::load(&bytes, &data, &device) {
+        Ok(t) => {
+            post(FromWorker::History(t.history.clone()));
+            // A finished run goes straight to its final view; any other waits for Resume.
+            let paused = !t.is_done();
+            start_run(t, paused, Some(Phase::Resumed { autosave }));
+        }
+        Err(e) => error(format!("cannot open this session: {e}")),
+    }
+}
+
+/// Starts the driver of a new run (any earlier run's driver ends at its next turn).
+fn start_run(trainer: Trainer, paused: bool, phase: Option<Phase>) {
+    let data = STATE.with_borrow(|s| s.data.clone());
+    let mut session = Session::new(
+        trainer,
+        data.clone(),
+        Options::page(),
+        Box::new(|| now_ms() / 1000.0),
+        paused,
+    );
+    if let Some(p) = STATE.with_borrow(|s| s.pixels_ami)
+        && p.data == data_id(&data)
+    {
+        session = session.with_pixels_ami(p.scores);
+    }
+    if let Some(phase) = phase {
+        post(FromWorker::Status(RunStatus {
+            phase,
+            ..session.status()
+        }));
+    }
+    let generation = STATE.with_borrow_mut(|s| {
+        s.generation += 1;
+        s.run = Some(session.state());
+        s.generation
+    });
+    REQUESTS.with_borrow_mut(VecDeque::clear);
+    wasm_bindgen_futures::spawn_local(drive(session, generation));
+}
+
+fn data_id(data: &Rc<Dataset>) -> (usize, usize) {
+    (Rc::as_ptr(data) as usize, data.len())
+}
+
+/// Message plumbing around the run: requests in, updates out, until another run replaces it
+/// or its images are removed. It outlives the end of training, for exports and neighbours.
+async fn drive(mut session: Session, generation: u64) {
+    loop {
+        if STATE.with_borrow(|s| s.generation) != generation {
+            return;
+        }
+        for r in REQUESTS.with_borrow_mut(std::mem::take) {
+            match r {
+                Request::Run(c) => session.command(c),
+                Request::Export(kind) => export(&session, kind).await,
+                Request::Neighbours(index) => neighbours(&session, index),
+            }
+        }
+        let worked = session.tick(&mut post_update).await;
+        let state = session.state();
+        let pixels = session.pixels_ami().map(|scores| PixelsAmi {
+            data: data_id(session.data()),
+            scores,
+        });
+        STATE.with_borrow_mut(|s| {
+            if s.generation == generation {
+                s.run = Some(state);
+                s.pixels_ami = pixels.or(s.pixels_ami);
+            }
+        });
+        sleep_ms(if worked { 0 } else { 40 }).await;
+    }
+}
+
+fn post_update(update: Update) {
+    match update {
+        Update::Status(s) => post(FromWorker::Status(s)),
+        Update::Steps(records) => post(FromWorker::Steps(records)),
+        Update::EStep { epoch, levels } => post(FromWorker::EStepDone { epoch, levels }),
+        Update::Explored(report) => post(FromWorker::Explore(report)),
+        Update::Checkpoint { epoch, bytes } => post_bytes(FromWorker::Autosave { epoch }, &bytes),
+        Update::Failed(f @ Failure::DeviceLost(_)) => post(FromWorker::Crashed(f.to_string())),
+        Update::Failed(f) => error(f.to_string()),
+        Update::Warning(w) => error(w),
+        // The page shows epochs through the status and the explorer's metrics.
+        Update::Epoch(_) | Update::Replanned { .. } => {}
+    }
+}
+
+fn neighbours(session: &Session, index: usize) {
+    let found = session
+        .embeddings()
+        .filter(|(e, d)| index < e.len() / d)
+        .map(|(e, d)| explore::neighbours(e, d, index, 12));
+    match found {
+        Some(neighbours) => post(FromWorker::Neighbours { index, neighbours }),
+        None => error("no embedding yet: train for an epoch first"),
+    }
+}
+
+async fn export(session: &Session, kind: ExportKind) {
+    let t = session.trainer();
+    let result = match kind {
+        ExportKind::Session => t.save().await.map(|b| (b, "pcl-session.pclstudio")),
+        ExportKind::Model => t.save_model().await.map(|b| (b, "pcl-encoder.bin")),
+        ExportKind::Clusters => Ok((
+            explore::clusters_json(t, session.data()).into_bytes(),
+            "pcl-clusters.json",
+        )),
+        ExportKind::Embeddings => match session.embeddings() {
+            Some((emb, d)) => Ok((
+                explore::embeddings_csv(session.data(), emb, d).into_bytes(),
+                "pcl-embeddings.csv",
+            )),
+            None => Err(EngineError::Config("no embeddings yet".into())),
+        },
+    };
+    match result {
+        Ok((bytes, name)) => post_bytes(
+            FromWorker::File {
+                kind,
+                name: name.into(),
+            },
+            &bytes,
+        ),
+        Err(e) => error(format!("export failed: {e}")),
+    }
+}
