@@ -148,15 +148,44 @@ pub fn check_size(len: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// Labels of a file from its path relative to the chosen folder (`/`-separated, the folder's
-/// own name not included): the first folder is the label, the first two joined by `/` the fine
-/// label of a two-level hierarchy. Files at the top have none.
-pub fn labels_of(relative: &str) -> (Option<String>, Option<String>) {
-    let parts: Vec<&str> = relative.split('/').filter(|p| !p.is_empty()).collect();
-    let dirs = &parts[..parts.len().saturating_sub(1)];
-    let coarse = dirs.first().map(|s| s.to_string());
-    let fine = (dirs.len() >= 2).then(|| format!("{}/{}", dirs[0], dirs[1]));
-    (coarse, fine)
+/// The labels of an image, from the folders it lies in: the first folder (`coarse`) and the
+/// first two (`fine`, written "coarse/fine" so equal subfolder names under different groups
+/// stay apart). Only used to measure, never to train.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Label {
+    pub coarse: Option<String>,
+    pub fine: Option<String>,
+}
+
+impl Label {
+    /// The labels of a file at `relative` ("group/subgroup/name.png").
+    pub fn of_path(relative: &str) -> Self {
+        let parts: Vec<&str> = relative.split('/').filter(|p| !p.is_empty()).collect();
+        let dirs = &parts[..parts.len().saturating_sub(1)];
+        Self {
+            coarse: dirs.first().map(|s| s.to_string()),
+            fine: (dirs.len() >= 2).then(|| format!("{}/{}", dirs[0], dirs[1])),
+        }
+    }
+
+    /// As one folder path: "coarse/fine", "coarse", or "" without labels (how the page keeps
+    /// them in its storage; `from_folder` reads it back).
+    pub fn folder(&self) -> String {
+        self.fine
+            .clone()
+            .or_else(|| self.coarse.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn from_folder(folder: &str) -> Self {
+        if folder.is_empty() {
+            return Self::default();
+        }
+        Self {
+            coarse: Some(folder.split('/').next().unwrap_or(folder).to_string()),
+            fine: folder.contains('/').then(|| folder.to_string()),
+        }
+    }
 }
 
 /// Rough seconds left, from the rate so far.
@@ -201,12 +230,17 @@ mod tests {
 
     #[test]
     fn labels_come_from_folders() {
-        assert_eq!(labels_of("a.png"), (None, None));
-        assert_eq!(labels_of("cat/a.png"), (Some("cat".into()), None));
-        assert_eq!(
-            labels_of("Animals/bird/a.png"),
-            (Some("Animals".into()), Some("Animals/bird".into()))
-        );
+        let label = |c: Option<&str>, f: Option<&str>| Label {
+            coarse: c.map(str::to_string),
+            fine: f.map(str::to_string),
+        };
+        assert_eq!(Label::of_path("a.png"), Label::default());
+        assert_eq!(Label::of_path("cat/a.png"), label(Some("cat"), None));
+        let bird = Label::of_path("Animals/bird/x/a.png");
+        assert_eq!(bird, label(Some("Animals"), Some("Animals/bird")));
+        for l in [Label::default(), label(Some("cat"), None), bird] {
+            assert_eq!(Label::from_folder(&l.folder()), l, "{l:?}");
+        }
         assert_eq!(eta_seconds(10, 30, 5.0), Some(10.0));
         assert_eq!(eta_seconds(0, 30, 5.0), None);
     }

@@ -9,7 +9,7 @@ use crate::backend::BackendInfo;
 use crate::engine::PclConfig;
 use crate::engine::records::{ExploreReport, LevelSummary, StepRecord};
 pub use crate::engine::records::{Phase, RunState, RunStatus};
-use crate::intake::Skipped;
+use crate::intake::{Label, Skipped};
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum ExportKind {
@@ -43,7 +43,7 @@ pub enum ToWorker {
     /// payload: their RGB bytes at the store size.
     RestoreImages {
         names: Vec<String>,
-        labels: Vec<String>,
+        labels: Vec<Label>,
     },
     ClearImages,
     Train {
@@ -72,8 +72,7 @@ pub struct ImagesAdded {
     /// Side of the stored images; the payload holds `names.len()` of them, RGB.
     pub side: usize,
     pub names: Vec<String>,
-    /// Label path per new image ("" where none).
-    pub labels: Vec<String>,
+    pub labels: Vec<Label>,
     pub skipped: Vec<Skipped>,
     /// Images in the store after this addition.
     pub total: usize,

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use image::ImageDecoder;
 
 use crate::engine::data::{Dataset, resize_rgba_square};
+use crate::intake::{Label, check_header, check_size};
 pub use crate::intake::{MAX_FILE_BYTES, MAX_IMAGES, MAX_PIXELS, Skipped};
-use crate::intake::{check_header, check_size, labels_of};
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
@@ -95,10 +95,10 @@ pub fn load_folder(
             });
             continue;
         }
-        let (class, fine) = labels_of(&name);
+        let label = Label::of_path(&name);
         match decode_file(f, side) {
             Ok(rgb) => data
-                .push_labelled(name, &rgb, class.as_deref(), fine.as_deref())
+                .push_labelled(name, &rgb, label.coarse.as_deref(), label.fine.as_deref())
                 .map_err(|e| e.to_string())?,
             Err(reason) => skipped.push(Skipped { file: name, reason }),
         }

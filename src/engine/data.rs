@@ -106,11 +106,6 @@ impl Dataset {
         Ok(())
     }
 
-    /// Removes every image.
-    pub fn clear(&mut self) {
-        *self = Self::new(self.side);
-    }
-
     /// Bytes of pixel memory held.
     pub fn memory_bytes(&self) -> usize {
         self.pixels.len()

@@ -131,7 +131,6 @@ pub enum Phase {
 pub enum RunState {
     #[default]
     Idle,
-    Loading,
     Training,
     Paused,
     /// Finished or stopped: nothing runs, exports and views still work.
@@ -143,7 +142,6 @@ impl RunState {
     pub fn as_str(self) -> &'static str {
         match self {
             RunState::Idle => "idle",
-            RunState::Loading => "loading",
             RunState::Training => "training",
             RunState::Paused => "paused",
             RunState::Done => "done",

@@ -4,7 +4,7 @@
 use crate::backend::{BackendInfo, BackendKind};
 use crate::engine::PclConfig;
 use crate::engine::records::{ExploreReport, LevelSummary, Metrics, StepRecord};
-use crate::intake::Skipped;
+use crate::intake::{Label, Skipped};
 use crate::protocol::{FromWorker, Phase, RunState, RunStatus, ToWorker};
 
 /// Images known to the page (the worker holds the same, decoded).
@@ -13,7 +13,7 @@ pub struct ImagesInfo {
     pub count: usize,
     pub side: usize,
     pub names: Vec<String>,
-    pub labels: Vec<String>,
+    pub labels: Vec<Label>,
     /// `(done, total, eta_s)` while decoding.
     pub loading: Option<(usize, usize, Option<f64>)>,
     pub skipped: Vec<Skipped>,
@@ -195,7 +195,6 @@ impl PageState {
         let r = &self.run;
         match r.state {
             RunState::Idle => "Not started.".into(),
-            RunState::Loading => "Loading…".into(),
             RunState::Error => "Stopped by an error; the last good state is kept.".into(),
             _ => {
                 let eta = r
@@ -669,7 +668,7 @@ mod tests {
             FromWorker::Images(ImagesAdded {
                 side: 36,
                 names: names.iter().map(|n| n.to_string()).collect(),
-                labels: vec![String::new(); names.len()],
+                labels: vec![Label::default(); names.len()],
                 skipped: vec![Skipped {
                     file: "x.txt".into(),
                     reason: "not an image".into(),

@@ -12,6 +12,7 @@ use web_sys::{MessageEvent, Worker};
 use super::cards::{BackendCard, ExploreCard, ImagesCard, KeepCard, TrainCard};
 use super::js;
 use super::state::PageState;
+use crate::intake::Label;
 use crate::protocol::{FromWorker, ToWorker};
 
 /// trunk emits the worker's loader under this fixed name (Trunk.toml: filehash = false).
@@ -21,7 +22,7 @@ const WORKER_URL: &str = "./worker_loader.js";
 pub(crate) struct Store {
     pub side: usize,
     pub names: Vec<String>,
-    pub labels: Vec<String>,
+    pub labels: Vec<Label>,
     pub pixels: Vec<u8>,
 }
 
@@ -205,7 +206,8 @@ fn save_images_soon() {
             };
             let _ = js_sys::Reflect::set(&record, &"side".into(), &(s.side as u32).into());
             let _ = js_sys::Reflect::set(&record, &"names".into(), &strings(&s.names));
-            let _ = js_sys::Reflect::set(&record, &"labels".into(), &strings(&s.labels));
+            let folders: Vec<String> = s.labels.iter().map(Label::folder).collect();
+            let _ = js_sys::Reflect::set(&record, &"labels".into(), &strings(&folders));
             let _ = js_sys::Reflect::set(
                 &record,
                 &"pixels".into(),
@@ -263,7 +265,10 @@ async fn resume_autosave(state: RwSignal<PageState>) -> Result<(), String> {
     let session = field(&record, "bytes")?;
     let (names, labels) = (
         strings(field(&images, "names")?),
-        strings(field(&images, "labels")?),
+        strings(field(&images, "labels")?)
+            .iter()
+            .map(|f| Label::from_folder(f))
+            .collect(),
     );
     let pixels = field(&images, "pixels")?;
     send(ToWorker::ClearImages);

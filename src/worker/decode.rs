@@ -14,6 +14,7 @@ use web_sys::{
 use super::load::Batch;
 use super::{now_ms, scope};
 use crate::engine::data::{resize_rgba_square, spread};
+use crate::intake::Label;
 use crate::intake::{HEAD_BYTES, check_header, check_size};
 
 /// Above this many pixels the browser first draws the image down to a few times the stored
@@ -169,7 +170,7 @@ pub async fn load_sample(
         let rgb = resize_rgba_square(&tile, s, s, side);
         batch.add(
             format!("{group}/{subgroup}/{name}.png"),
-            format!("{group}/{subgroup}"),
+            Label::from_folder(&format!("{group}/{subgroup}")),
             rgb,
         );
     }

@@ -6,26 +6,14 @@ use std::rc::Rc;
 use super::{
     DECODE_IN_FLIGHT, STATE, STORE_SIDE, busy_training, decode, error, now_ms, post, post_bytes,
 };
-use crate::intake::{MAX_IMAGES, Skipped, eta_seconds};
+use crate::intake::{Label, MAX_IMAGES, Skipped, eta_seconds};
 use crate::protocol::{FromWorker, ImagesAdded};
 
 pub(super) enum Source {
     Files(Vec<(String, web_sys::Blob)>),
     Sample(Option<usize>),
     /// Images the page kept (thumbnails are the stored pixels), restored after a reload.
-    Decoded(Vec<String>, Vec<String>, Vec<u8>),
-}
-
-/// Splits a label path ("coarse/fine" or "coarse") into the dataset's two labels.
-fn label_parts(label: &str) -> (Option<&str>, Option<&str>) {
-    if label.is_empty() {
-        (None, None)
-    } else {
-        (
-            Some(label.split('/').next().unwrap_or(label)),
-            label.contains('/').then_some(label),
-        )
-    }
+    Decoded(Vec<String>, Vec<Label>, Vec<u8>),
 }
 
 pub(super) async fn load(source: Source) {
@@ -62,7 +50,7 @@ pub(super) async fn load(source: Source) {
                     };
                     match decoded {
                         Ok(rgb) => {
-                            let label = label_of(&path);
+                            let label = Label::of_path(&path);
                             batch.add(path, label, rgb);
                         }
                         Err(reason) => batch.skipped.push(Skipped { file: path, reason }),
@@ -109,14 +97,6 @@ pub(super) async fn load(source: Source) {
     }
 }
 
-fn label_of(path: &str) -> String {
-    match crate::intake::labels_of(path) {
-        (_, Some(fine)) => fine,
-        (Some(coarse), None) => coarse,
-        _ => String::new(),
-    }
-}
-
 fn count() -> usize {
     STATE.with_borrow(|s| s.data.len())
 }
@@ -125,13 +105,13 @@ fn count() -> usize {
 #[derive(Default)]
 pub(crate) struct Batch {
     names: Vec<String>,
-    labels: Vec<String>,
+    labels: Vec<Label>,
     pixels: Vec<u8>,
     skipped: Vec<Skipped>,
 }
 
 impl Batch {
-    pub(crate) fn add(&mut self, name: String, label: String, rgb: Vec<u8>) {
+    pub(crate) fn add(&mut self, name: String, label: Label, rgb: Vec<u8>) {
         self.names.push(name);
         self.labels.push(label);
         self.pixels.extend_from_slice(&rgb);
@@ -144,8 +124,8 @@ impl Batch {
         let (total, memory) = STATE.with_borrow_mut(|s| {
             let data = Rc::make_mut(&mut s.data);
             for (i, (name, label)) in batch.names.iter().zip(&batch.labels).enumerate() {
-                let (coarse, fine) = label_parts(label);
                 let rgb = &batch.pixels[i * per..(i + 1) * per];
+                let (coarse, fine) = (label.coarse.as_deref(), label.fine.as_deref());
                 data.push_labelled(name.clone(), rgb, coarse, fine)
                     .expect("decoded at the store size");
             }

@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{HtmlCanvasElement, HtmlInputElement};
 
-use crate::intake::{MAX_FILE_BYTES, MAX_IMAGES, MAX_PIXELS};
+use crate::intake::{Label, MAX_FILE_BYTES, MAX_IMAGES, MAX_PIXELS};
 use crate::protocol::ToWorker;
 use crate::ui::js;
 use crate::ui::state::{PageState, format_duration};
@@ -243,7 +243,7 @@ pub fn Webcam() -> impl IntoView {
         send_with(
             ToWorker::RestoreImages {
                 names: vec![name],
-                labels: vec![g],
+                labels: vec![Label::from_folder(&g)],
             },
             &js_sys::Uint8Array::from(&rgb[..]),
         );
