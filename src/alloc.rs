@@ -1,9 +1,8 @@
 //! The native allocator. burn's CPU backend allocates and frees every activation of a training
-//! step (tens of MiB per slice of images). glibc's malloc and mimalloc's defaults hand freed
-//! blocks back to the OS, and the kernel then zeroes fresh pages on the next step: 28% of a
-//! step's profile was `clear_page`. mimalloc told to keep what was freed: the training step
-//! went from about 420 to about 520 img/s (README). Peak memory is unchanged; memory is not
-//! returned to the OS between steps.
+//! step. glibc's malloc and mimalloc's defaults hand freed blocks back to the OS, and the
+//! kernel then zeroes fresh pages on the next step (`clear_page` was a large share of a step's
+//! profile; figures in docs/measurements.md). mimalloc is told to keep what was freed: peak
+//! memory is unchanged; memory is not returned to the OS between steps.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

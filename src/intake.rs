@@ -12,8 +12,8 @@ pub const MAX_PIXELS: u64 = 100_000_000;
 pub const MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
 /// Most images one data set holds (at 32 px training, 36x36 RGB stored: 194 MB).
 pub const MAX_IMAGES: usize = 50_000;
-/// How much of a file's start [`check_header`] needs: JPEG size markers come after the EXIF
-/// block, which is at most 64 KiB.
+/// How much of a file's start is read first for [`check_header`]; where the size lies further
+/// in (JPEG metadata, GIF extensions), [`header_bytes_needed`] says how far to read.
 pub const HEAD_BYTES: usize = 256 * 1024;
 
 /// A file that was not loaded, and why, in words for the user.
@@ -62,13 +62,114 @@ fn le32(b: &[u8], i: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?))
 }
 
+/// Where a header walk stands: the size, or how many bytes from the start it needs to go on.
+enum Walk {
+    Size(u32, u32),
+    Need(usize),
+}
+
+/// A JPEG's size from its first start-of-frame marker, walking the segments before it.
+fn jpeg_walk(head: &[u8]) -> Walk {
+    let need = |i: usize| Walk::Need(i.saturating_add(10));
+    let mut i = 2;
+    loop {
+        while i < head.len() && head[i] != 0xFF {
+            i += 1;
+        }
+        while i < head.len() && head[i] == 0xFF {
+            i += 1;
+        }
+        let Some(&marker) = head.get(i) else {
+            return need(i);
+        };
+        i += 1;
+        if matches!(marker, 0xD0..=0xD9 | 0x01) {
+            continue; // no length field
+        }
+        let Some(len) = be16(head, i) else {
+            return need(i);
+        };
+        if matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+            return match (be16(head, i + 5), be16(head, i + 3)) {
+                (Some(w), Some(h)) => Walk::Size(w, h),
+                _ => need(i),
+            };
+        }
+        i += len as usize;
+    }
+}
+
+/// A GIF's size: its logical screen, or its first frame where that reaches further (a 1x1
+/// screen can hold a frame of any size, and decoders allocate the frame).
+fn gif_walk(head: &[u8]) -> Walk {
+    let (Some(sw), Some(sh), Some(&flags)) = (le16(head, 6), le16(head, 8), head.get(10)) else {
+        return Walk::Need(13);
+    };
+    let mut i = 13;
+    if flags & 0x80 != 0 {
+        i += 3 << ((flags & 7) + 1); // global colour table
+    }
+    loop {
+        match head.get(i) {
+            None => return Walk::Need(i + 10),
+            Some(0x2C) => {
+                let frame = |o: usize| le16(head, i + o);
+                return match (frame(1), frame(3), frame(5), frame(7)) {
+                    (Some(left), Some(top), Some(w), Some(h)) => {
+                        Walk::Size(sw.max(left + w), sh.max(top + h))
+                    }
+                    _ => Walk::Need(i + 10),
+                };
+            }
+            Some(0x21) => {
+                // Extension: label, then sub-blocks until a zero length.
+                i += 2;
+                loop {
+                    match head.get(i) {
+                        None => return Walk::Need(i + 10),
+                        Some(0) => {
+                            i += 1;
+                            break;
+                        }
+                        Some(&n) => i += n as usize + 1,
+                    }
+                }
+            }
+            // A trailer or garbage before any frame: the decoder will refuse it; the screen
+            // is what there is.
+            Some(_) => return Walk::Size(sw, sh),
+        }
+    }
+}
+
+/// How much of the file's start [`check_header`] needs to find the image size, where the
+/// given `head` is not enough (a JPEG whose frame marker comes after large metadata, a GIF
+/// after long extensions); `None` when `head` suffices.
+pub fn header_bytes_needed(head: &[u8]) -> Option<usize> {
+    let walk = match sniff(head)? {
+        Format::Jpeg => jpeg_walk(head),
+        Format::Gif => gif_walk(head),
+        _ => return None,
+    };
+    match walk {
+        Walk::Need(n) if n > head.len() => Some(n),
+        _ => None,
+    }
+}
+
 /// Width and height from the header, where the format and the first bytes tell them.
 pub fn dimensions(format: Format, head: &[u8]) -> Option<(u32, u32)> {
+    let size = |walk| match walk {
+        Walk::Size(w, h) => Some((w, h)),
+        Walk::Need(_) => None,
+    };
     match format {
         Format::Png => {
             (&head.get(12..16)? == b"IHDR").then_some((be32(head, 16)?, be32(head, 20)?))
         }
-        Format::Gif => Some((le16(head, 6)?, le16(head, 8)?)),
+        Format::Gif => size(gif_walk(head)),
+        // OS/2 bitmaps (a 12-byte core header) keep 16-bit sizes.
+        Format::Bmp if le32(head, 14)? == 12 => Some((le16(head, 18)?, le16(head, 20)?)),
         Format::Bmp => Some((le32(head, 18)?, (le32(head, 22)? as i32).unsigned_abs())),
         Format::Webp => match head.get(12..16)? {
             b"VP8 " => Some((le16(head, 26)? & 0x3FFF, le16(head, 28)? & 0x3FFF)),
@@ -83,28 +184,7 @@ pub fn dimensions(format: Format, head: &[u8]) -> Option<(u32, u32)> {
             }
             _ => None,
         },
-        Format::Jpeg => {
-            // Walk the marker segments to the first start-of-frame.
-            let mut i = 2;
-            loop {
-                while *head.get(i)? != 0xFF {
-                    i += 1;
-                }
-                while *head.get(i)? == 0xFF {
-                    i += 1;
-                }
-                let marker = *head.get(i)?;
-                i += 1;
-                if matches!(marker, 0xD0..=0xD9 | 0x01) {
-                    continue; // no length field
-                }
-                let len = be16(head, i)? as usize;
-                if matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
-                    return Some((be16(head, i + 5)?, be16(head, i + 3)?));
-                }
-                i += len;
-            }
-        }
+        Format::Jpeg => size(jpeg_walk(head)),
     }
 }
 
@@ -117,6 +197,13 @@ pub fn check_header(len: u64, head: &[u8]) -> Result<(Format, Option<(u32, u32)>
             .to_string()
     })?;
     let dims = dimensions(format, head);
+    if dims.is_none() && (head.len() as u64) < len {
+        // What cannot be sized is not decoded: the limit could not be checked.
+        return Err(format!(
+            "the image size is not in the first {} KiB of the file; refused before decoding",
+            head.len() / 1024
+        ));
+    }
     if let Some((w, h)) = dims {
         if w == 0 || h == 0 {
             return Err(format!("broken header: {w}x{h} pixels"));
@@ -213,7 +300,8 @@ mod tests {
             check_header(18, &jpeg).unwrap(),
             (Format::Jpeg, Some((4000, 10)))
         );
-        let gif = b"GIF89a\x02\x00\x03\x00";
+        // A GIF: 2x3 screen, no colour table, then its first frame at (0, 0), 2x3.
+        let gif = b"GIF89a\x02\x00\x03\x00\x00\x00\x00\x2C\0\0\0\0\x02\x00\x03\x00\x00";
         assert_eq!(dimensions(Format::Gif, gif), Some((2, 3)));
         assert!(check_header(0, b"").unwrap_err().contains("empty"));
         assert!(
@@ -226,6 +314,45 @@ mod tests {
                 .unwrap_err()
                 .contains("MB limit")
         );
+    }
+
+    #[test]
+    fn gif_frames_bmp_core_headers_and_late_jpeg_markers_are_sized() {
+        // A 1x1 screen, a comment extension, then an 11000x11000 frame: refused by the frame.
+        let mut gif = b"GIF89a\x01\x00\x01\x00\x80\x00\x00".to_vec();
+        gif.extend_from_slice(&[0; 6]); // global colour table of 2 entries
+        gif.extend_from_slice(b"\x21\xFE\x03abc\x00");
+        gif.extend_from_slice(b"\x2C\0\0\0\0");
+        gif.extend_from_slice(&11000u16.to_le_bytes());
+        gif.extend_from_slice(&11000u16.to_le_bytes());
+        gif.push(0);
+        let e = check_header(gif.len() as u64, &gif).unwrap_err();
+        assert!(e.contains("11000x11000"), "{e}");
+        // The frame descriptor not yet read: how far to read is said.
+        assert_eq!(header_bytes_needed(&gif[..20]), Some(31));
+        assert_eq!(header_bytes_needed(&gif), None);
+        // An OS/2 bitmap: 12-byte core header with 16-bit sizes.
+        let mut bmp = b"BM".to_vec();
+        bmp.extend_from_slice(&[0; 12]);
+        bmp.extend_from_slice(&12u32.to_le_bytes());
+        bmp.extend_from_slice(&640u16.to_le_bytes());
+        bmp.extend_from_slice(&480u16.to_le_bytes());
+        bmp.extend_from_slice(&[1, 0, 24, 0, 0, 0]);
+        assert_eq!(
+            check_header(5000, &bmp).unwrap(),
+            (Format::Bmp, Some((640, 480)))
+        );
+        // A JPEG whose frame marker lies past the first bytes read: more is asked for, and
+        // a guard that cannot read further refuses instead of letting it through unsized.
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE1, 0xFF, 0xFF];
+        jpeg.extend(std::iter::repeat_n(0, 0xFFFF - 2));
+        jpeg.extend_from_slice(&[0xFF, 0xC0, 0, 11, 8, 0x9C, 0x40, 0x9C, 0x40, 3]);
+        let head = &jpeg[..1000];
+        assert_eq!(header_bytes_needed(head), Some(jpeg.len()));
+        let e = check_header(jpeg.len() as u64, head).unwrap_err();
+        assert!(e.contains("not in the first"), "{e}");
+        let e = check_header(jpeg.len() as u64, &jpeg).unwrap_err();
+        assert!(e.contains("40000x40000"), "{e}");
     }
 
     #[test]

@@ -62,7 +62,8 @@ pub enum ToWorker {
     Neighbours {
         index: usize,
     },
-    /// Test hook: make the worker panic, to prove that the page recovers from a crash.
+    /// Test hook: make the worker panic, to prove that the page recovers from a crash
+    /// (development builds only; a release worker answers with an error).
     SimulateCrash,
 }
 

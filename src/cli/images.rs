@@ -11,18 +11,75 @@ use crate::engine::data::{Dataset, resize_rgba_square};
 use crate::intake::{Label, check_header, check_size};
 pub use crate::intake::{MAX_FILE_BYTES, MAX_IMAGES, MAX_PIXELS, Skipped};
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+/// Most entries a folder walk lists: more than enough for [`MAX_IMAGES`] images among other
+/// files, and a bound on the memory a huge tree can take.
+const MAX_ENTRIES: usize = 4 * MAX_IMAGES;
+
+/// Every file under `dir`, sorted per folder. Symbolic links are not followed (a link to a
+/// parent would loop) and unreadable folders are skipped; both are listed with the reason.
+fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>) {
+    let listed = std::fs::read_dir(dir).and_then(|entries| entries.collect::<Result<Vec<_>, _>>());
+    let mut entries = match listed {
+        Ok(entries) => entries,
+        Err(e) => {
+            skipped.push(Skipped {
+                file: display_name(root, dir),
+                reason: format!("folder could not be read: {e}"),
+            });
+            return;
+        }
+    };
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
+        if out.len() >= MAX_ENTRIES {
+            skipped.push(Skipped {
+                file: display_name(root, &e.path()),
+                reason: format!("the folder holds more than {MAX_ENTRIES} files; the rest is left"),
+            });
+            return;
+        }
         let p = e.path();
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else {
-            out.push(p);
+        match e.file_type() {
+            Ok(t) if t.is_symlink() => skipped.push(Skipped {
+                file: display_name(root, &p),
+                reason: "symbolic link (not followed)".into(),
+            }),
+            Ok(t) if t.is_dir() => walk(root, &p, out, skipped),
+            Ok(_) => out.push(p),
+            Err(err) => skipped.push(Skipped {
+                file: display_name(root, &p),
+                reason: err.to_string(),
+            }),
         }
     }
-    Ok(())
+}
+
+/// A path under `root` as the page writes it: `/`-separated, and bytes that are not UTF-8
+/// written as `%XX`, so two such names never collapse into one.
+pub fn display_name(root: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    rel.components()
+        .map(|c| escaped(c.as_os_str()))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(unix)]
+fn escaped(name: &std::ffi::OsStr) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for chunk in name.as_bytes().utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(not(unix))]
+fn escaped(name: &std::ffi::OsStr) -> String {
+    name.to_string_lossy().into_owned()
 }
 
 /// Decodes one file to `side` x `side` RGB.
@@ -41,7 +98,7 @@ pub fn decode_bytes(bytes: &[u8], side: usize) -> Result<Vec<u8>, String> {
         .with_guessed_format()
         .map_err(|e| e.to_string())?;
     if reader.format().is_none() {
-        return Err("not an image this build can read (PNG, JPEG, GIF)".into());
+        return Err("not an image this build can read (PNG, JPEG, GIF, WebP, BMP)".into());
     }
     let mut decoder = reader
         .into_decoder()
@@ -77,17 +134,12 @@ pub fn load_folder(
         return Err(format!("{} is not a folder", root.display()));
     }
     let mut files = Vec::new();
-    walk(root, &mut files).map_err(|e| format!("reading {}: {e}", root.display()))?;
-    let mut data = Dataset::new(side);
     let mut skipped = Vec::new();
+    walk(root, root, &mut files, &mut skipped);
+    let mut data = Dataset::new(side);
     let total = files.len();
     for (i, f) in files.iter().enumerate() {
-        let rel = f.strip_prefix(root).unwrap_or(f);
-        let name = rel
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy())
-            .collect::<Vec<_>>()
-            .join("/");
+        let name = display_name(root, f);
         if data.len() >= MAX_IMAGES {
             skipped.push(Skipped {
                 file: name,

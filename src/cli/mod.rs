@@ -36,7 +36,7 @@ USAGE:
 
   --images DIR   image folder; files in its first-level subfolders get that folder as label,
                  a second level a fine label (labels are only used to evaluate, never to train);
-                 PNG, JPEG, GIF; at most 50,000 images, 100 MB and 100 megapixels per file
+                 PNG, JPEG, GIF, WebP, BMP; at most 50,000 images, 100 MB and 100 megapixels per file
   --out OUT      writes config.json, model, metrics.json, clusters.json, embeddings.csv
   --preset P     the page's presets: quick (2 minutes), thorough (10 minutes), infonce (the
                  quick demo without prototypes); --config and the flags below override it

@@ -35,14 +35,9 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
         (Some(f), _) => {
             let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
             let file: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| format!("{}: not a valid config: {e}", f.display()))?;
+                .map_err(|e| format!("{}: not valid JSON: {e}", f.display()))?;
             // The file's fields over the preset's (or the defaults).
-            let mut merged = serde_json::to_value(&base).expect("json");
-            if let (Some(m), Some(f)) = (merged.as_object_mut(), file.as_object()) {
-                m.extend(f.clone());
-            }
-            serde_json::from_value::<PclConfig>(merged)
-                .map_err(|e| format!("{}: not a valid config: {e}", f.display()))?
+            PclConfig::from_json(&base, &file).map_err(|e| format!("{}: {e}", f.display()))?
         }
         (None, Some(bytes)) => {
             engine::trainer::read_checkpoint(bytes)
@@ -65,6 +60,7 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
     if a.info_nce_only {
         config = config.info_nce_only();
     }
+    config.check().map_err(|e| e.to_string())?;
     let images = match (&a.images, &a.resume) {
         (Some(i), _) => i.clone(),
         (None, Some(dir)) => {

@@ -139,6 +139,108 @@ pub fn too_few_images(n: usize) -> String {
     )
 }
 
+/// The allowed range of a numeric setting, and why where it is not obvious.
+pub struct Limit {
+    pub key: &'static str,
+    pub min: f64,
+    pub max: f64,
+    /// The minimum itself is not allowed (a rate or temperature of 0).
+    pub open_min: bool,
+    pub why: &'static str,
+}
+
+const fn lim(key: &'static str, min: f64, max: f64, open_min: bool, why: &'static str) -> Limit {
+    Limit {
+        key,
+        min,
+        max,
+        open_min,
+        why,
+    }
+}
+
+/// Every bound of the settings (the README's limits section lists them).
+pub const LIMITS: &[Limit] = &[
+    lim(
+        "width",
+        1.0,
+        128.0,
+        false,
+        " (the encoder's memory grows with its square)",
+    ),
+    lim("feature_dim", 1.0, 1024.0, false, ""),
+    lim("batch_size", 2.0, 4096.0, false, ""),
+    lim("epochs", 1.0, 100_000.0, false, ""),
+    lim("warmup_epochs", 0.0, 100_000.0, false, ""),
+    lim("estep_every", 1.0, 1000.0, false, ""),
+    lim(
+        "lr",
+        0.0,
+        1e9,
+        true,
+        " (high values diverge: a lesson, caught and undone)",
+    ),
+    lim("sgd_momentum", 0.0, 0.999, false, ""),
+    lim("weight_decay", 0.0, 0.1, false, ""),
+    lim("tau", 0.0, 10.0, true, ""),
+    lim("ema_momentum", 0.0, 0.9999, false, ""),
+    lim(
+        "queue_size",
+        1.0,
+        65_536.0,
+        false,
+        " (and at most half the images)",
+    ),
+    lim(
+        "levels",
+        0.0,
+        8.0,
+        false,
+        " clustering levels (num_clusters entries)",
+    ),
+    lim(
+        "num_clusters",
+        2.0,
+        50_000.0,
+        false,
+        " per level (and at most the images)",
+    ),
+    lim("proto_weight", 0.0, 100.0, false, ""),
+    lim("kmeans_iters", 1.0, 1000.0, false, ""),
+    lim("kmeans_restarts", 1.0, 100.0, false, ""),
+    lim(
+        "bn_chunks",
+        2.0,
+        64.0,
+        false,
+        " (BatchNorm; 2 or more to shuffle keys across)",
+    ),
+    lim("minutes", 0.0, 1440.0, true, " (a day)"),
+];
+
+fn limit(key: &str) -> &'static Limit {
+    LIMITS
+        .iter()
+        .find(|l| l.key == key)
+        .expect("every checked setting has a limit")
+}
+
+/// Levenshtein distance, for "did you mean" on a misspelt setting.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 /// The presets of the page and of `pcl train --preset`: each is defined by the time it may take
 /// (a budget the run fits itself to) and the settings measured to learn most within it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,23 +365,103 @@ impl PclConfig {
         ks
     }
 
+    /// Every setting within its bounds ([`LIMITS`]); the message names the setting, its value
+    /// and the allowed range. Bounds keep memory and time finite whatever a file says.
+    pub fn check(&self) -> Result<(), EngineError> {
+        let int = |key: &str, v: usize| -> Result<(), EngineError> {
+            let l = limit(key);
+            if (v as f64) < l.min || (v as f64) > l.max {
+                return Err(EngineError::Config(format!(
+                    "{key} is {v}; allowed: {} to {}{}",
+                    l.min, l.max, l.why
+                )));
+            }
+            Ok(())
+        };
+        let real = |key: &str, v: f64| -> Result<(), EngineError> {
+            let l = limit(key);
+            let inside =
+                v.is_finite() && v <= l.max && if l.open_min { v > l.min } else { v >= l.min };
+            if !inside {
+                let from = if l.open_min { "above" } else { "from" };
+                return Err(EngineError::Config(format!(
+                    "{key} is {v}; allowed: {from} {} up to {}{}",
+                    l.min, l.max, l.why
+                )));
+            }
+            Ok(())
+        };
+        if ![32, 64, 96].contains(&self.image_size) {
+            return Err(EngineError::Config(format!(
+                "image_size is {}; allowed: 32, 64 or 96",
+                self.image_size
+            )));
+        }
+        int("width", self.width)?;
+        int("feature_dim", self.feature_dim)?;
+        int("batch_size", self.batch_size)?;
+        int("epochs", self.epochs)?;
+        int("warmup_epochs", self.warmup_epochs)?;
+        int("estep_every", self.estep_every)?;
+        real("lr", self.lr)?;
+        real("sgd_momentum", self.sgd_momentum)?;
+        real("weight_decay", self.weight_decay)?;
+        real("tau", self.tau)?;
+        real("ema_momentum", self.ema_momentum)?;
+        if let Some(r) = self.queue_size {
+            int("queue_size", r)?;
+        }
+        int("levels", self.num_clusters.len())?;
+        for &k in &self.num_clusters {
+            int("num_clusters", k)?;
+        }
+        real("proto_weight", self.proto_weight)?;
+        int("kmeans_iters", self.kmeans_iters)?;
+        int("kmeans_restarts", self.kmeans_restarts)?;
+        if self.norm == NormKind::Batch {
+            int("bn_chunks", self.bn_chunks)?;
+        }
+        if let Some(m) = self.minutes {
+            real("minutes", m)?;
+        }
+        Ok(())
+    }
+
+    /// Settings from JSON (a `--config` file, a page's settings): the fields given over
+    /// `base`; an unknown key is an error naming the nearest known one.
+    pub fn from_json(base: &PclConfig, json: &serde_json::Value) -> Result<PclConfig, String> {
+        let given = json
+            .as_object()
+            .ok_or("settings must be a JSON object of setting: value")?;
+        let mut merged = serde_json::to_value(base).map_err(|e| e.to_string())?;
+        let known = merged
+            .as_object_mut()
+            .expect("a struct serialises as an object");
+        for (key, value) in given {
+            if !known.contains_key(key) {
+                let nearest = known
+                    .keys()
+                    .min_by_key(|k| edit_distance(k, key))
+                    .expect("settings exist");
+                return Err(format!(
+                    "unknown setting '{key}'; did you mean '{nearest}'?"
+                ));
+            }
+            known.insert(key.clone(), value.clone());
+        }
+        let config: PclConfig =
+            serde_json::from_value(merged).map_err(|e| format!("not valid settings: {e}"))?;
+        config.check().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
     /// Fills derived fields for a data set of `n` images and checks every setting.
     pub fn resolve(&self, n: usize) -> Result<PclConfig, EngineError> {
         if n < MIN_IMAGES {
             return Err(EngineError::Config(too_few_images(n)));
         }
+        self.check()?;
         let mut c = self.clone();
-        if ![32, 64, 96].contains(&c.image_size) {
-            return Err(EngineError::Config(format!(
-                "image_size {} is not one of 32, 64, 96",
-                c.image_size
-            )));
-        }
-        if c.width == 0 || c.feature_dim == 0 || c.batch_size < 2 || c.epochs == 0 {
-            return Err(EngineError::Config(
-                "width, feature_dim, epochs must be positive and batch_size at least 2".into(),
-            ));
-        }
         // Small data gets smaller batches: at least eight steps per epoch where the data allows
         // (a few hundred images in batches of 256 would give SGD only a handful of steps), and a
         // batch never exceeds half the data.
@@ -313,18 +495,6 @@ impl PclConfig {
                     "K = {k} clusters cannot be formed from {n} images (need 2 <= K <= {n})"
                 )));
             }
-        }
-        if let Some(m) = c.minutes
-            && !(m > 0.0 && m <= 24.0 * 60.0)
-        {
-            return Err(EngineError::Config(format!(
-                "minutes is {m}; a time budget is between 0 and 1440 (a day)"
-            )));
-        }
-        if c.tau.is_nan() || c.tau <= 0.0 || !(0.0..1.0).contains(&c.ema_momentum) || c.lr <= 0.0 {
-            return Err(EngineError::Config(
-                "tau and lr must be positive and ema_momentum in [0, 1)".into(),
-            ));
         }
         c.estep_every = c.estep_every.max(1);
         c.kmeans_restarts = c.kmeans_restarts.max(1);
@@ -385,6 +555,107 @@ mod tests {
         };
         let e = c.resolve(100).unwrap_err();
         assert!(e.to_string().contains("K = 500"), "{e}");
+    }
+
+    #[test]
+    fn every_setting_has_bounds_that_name_the_range() {
+        let bad = |c: PclConfig| c.check().unwrap_err().to_string();
+        let d = PclConfig::default;
+        assert!(
+            bad(PclConfig {
+                epochs: usize::MAX,
+                ..d()
+            })
+            .contains("epochs is")
+        );
+        assert!(bad(PclConfig { width: 4096, ..d() }).contains("1 to 128"));
+        assert!(
+            bad(PclConfig {
+                feature_dim: 1 << 20,
+                ..d()
+            })
+            .contains("feature_dim")
+        );
+        assert!(
+            bad(PclConfig {
+                kmeans_restarts: 1 << 40,
+                ..d()
+            })
+            .contains("kmeans_restarts")
+        );
+        assert!(
+            bad(PclConfig {
+                weight_decay: -0.1,
+                ..d()
+            })
+            .contains("weight_decay")
+        );
+        assert!(
+            bad(PclConfig {
+                sgd_momentum: 5.0,
+                ..d()
+            })
+            .contains("sgd_momentum")
+        );
+        assert!(
+            bad(PclConfig {
+                lr: f64::NAN,
+                ..d()
+            })
+            .contains("lr is NaN")
+        );
+        assert!(bad(PclConfig { lr: 0.0, ..d() }).contains("above 0"));
+        assert!(
+            bad(PclConfig {
+                num_clusters: vec![10; 5000],
+                ..d()
+            })
+            .contains("levels")
+        );
+        assert!(
+            bad(PclConfig {
+                minutes: Some(1e9),
+                ..d()
+            })
+            .contains("minutes")
+        );
+        assert!(
+            bad(PclConfig {
+                image_size: 48,
+                ..d()
+            })
+            .contains("32, 64 or 96")
+        );
+        for p in Preset::ALL {
+            assert!(p.config().check().is_ok(), "{p:?}");
+        }
+        // Every bound listed is checked by name (a typo in LIMITS would panic here).
+        for l in LIMITS {
+            let _ = limit(l.key);
+            assert!(l.min <= l.max, "{}", l.key);
+        }
+    }
+
+    #[test]
+    fn settings_files_name_the_nearest_key_for_a_misspelt_one() {
+        let base = Preset::Quick.config();
+        let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
+        let e = PclConfig::from_json(&base, &json(r#"{"epoch": 3}"#)).unwrap_err();
+        assert!(
+            e.contains("unknown setting 'epoch'") && e.contains("'epochs'"),
+            "{e}"
+        );
+        let e = PclConfig::from_json(&base, &json(r#"{"learning_rate": 0.1, "lr": 1}"#));
+        assert!(e.is_err());
+        let e = PclConfig::from_json(&base, &json(r#"{"width": 100000}"#)).unwrap_err();
+        assert!(e.contains("width is 100000"), "{e}");
+        let e = PclConfig::from_json(&base, &json(r#"[1, 2]"#)).unwrap_err();
+        assert!(e.contains("JSON object"), "{e}");
+        let e = PclConfig::from_json(&base, &json(r#"{"epochs": -1}"#)).unwrap_err();
+        assert!(e.contains("not valid settings"), "{e}");
+        // Given fields over the base; the others stay.
+        let c = PclConfig::from_json(&base, &json(r#"{"epochs": 7}"#)).unwrap();
+        assert_eq!((c.epochs, c.width), (7, base.width));
     }
 
     #[test]

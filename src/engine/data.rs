@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use super::EngineError;
 
+/// Most label classes that metrics are computed for: k-means with K = classes, the contingency
+/// tables of AMI and the linear probe grow with it, and thousands of folders would hold up
+/// every E-step (and a pause waiting for it). More classes: no label metrics.
+pub const MAX_LABEL_CLASSES: usize = 500;
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Dataset {
     /// Side of every stored image in pixels.
@@ -111,18 +116,22 @@ impl Dataset {
         self.pixels.len()
     }
 
-    /// Fine labels, if every image has one and there are at least two fine classes.
+    /// Fine labels, if every image has one and there are 2 to [`MAX_LABEL_CLASSES`] fine classes.
     pub fn eval_fine_labels(&self) -> Option<&[u32]> {
         self.fine_labels
             .as_deref()
-            .filter(|l| l.len() == self.len() && self.fine_class_names.len() >= 2)
+            .filter(|l| l.len() == self.len())
+            .filter(|_| (2..=MAX_LABEL_CLASSES).contains(&self.fine_class_names.len()))
     }
 
     /// Labels, if every image has one and there are at least two classes.
+    /// Labels for measuring, if every image has one and there are 2 to [`MAX_LABEL_CLASSES`]
+    /// classes.
     pub fn eval_labels(&self) -> Option<&[u32]> {
         self.labels
             .as_deref()
-            .filter(|l| l.len() == self.len() && self.class_names.len() >= 2)
+            .filter(|l| l.len() == self.len())
+            .filter(|_| (2..=MAX_LABEL_CLASSES).contains(&self.class_names.len()))
     }
 }
 

@@ -202,11 +202,20 @@ pub fn embeddings_csv(data: &Dataset, emb: &[f32], d: usize) -> String {
     csv
 }
 
+/// A CSV field that a spreadsheet reads as text: quoted where it holds a separator, a quote or
+/// a line break, and a leading `= + - @` (or tab / carriage return), which would start a
+/// formula, neutralised with a `'` (OWASP's advice for CSV injection).
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let text = if formula {
+        format!("'{s}")
     } else {
         s.to_string()
+    };
+    if formula || text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
     }
 }
 
@@ -234,5 +243,11 @@ mod tests {
         assert_eq!(v.assignments, vec![1, 0, 0, 0]);
         assert_eq!(neighbours(&emb, 2, 2, 2)[0].0, 3);
         assert_eq!(csv_field("a,\"b\""), "\"a,\"\"b\"\"\"");
+        assert_eq!(csv_field("plain/name.png"), "plain/name.png");
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("+1.png"), "\"'+1.png\"");
+        assert_eq!(csv_field("-x"), "\"'-x\"");
+        assert_eq!(csv_field("@sum"), "\"'@sum\"");
+        assert_eq!(csv_field("a\rb"), "\"a\rb\"");
     }
 }

@@ -65,7 +65,7 @@ fn each<T: Send, F: Fn(usize, T) + Sync + Send>(items: Vec<T>, f: F) {
 /// `len` values made chunk by chunk (`chunk` values each, with the matching item of `extras`)
 /// by `fill`, in parallel. Each chunk is zeroed in its own task just before `fill` writes it,
 /// while it is in cache: a zero-filled Vec costs a whole-buffer, single-threaded memset by the
-/// allocator (9% of a training step) or fresh pages zeroed by the kernel.
+/// allocator or fresh pages zeroed by the kernel.
 fn build<T, F>(len: usize, chunk: usize, extras: Vec<T>, fill: F) -> Vec<f32>
 where
     T: Send,

@@ -23,6 +23,23 @@ pub struct StepRecord {
     pub self_negatives: f32,
 }
 
+/// Most step records a run keeps (in memory, in every autosave, in the page's charts).
+pub const HISTORY_STEPS: usize = 4096;
+
+/// Keeps a step history bounded: at [`HISTORY_STEPS`] records its older half keeps every other
+/// record, so recent steps stay dense and the whole run stays drawn.
+pub fn thin_history(history: &mut Vec<StepRecord>) {
+    if history.len() < HISTORY_STEPS {
+        return;
+    }
+    let half = history.len() / 2;
+    let mut i = 0;
+    history.retain(|_| {
+        i += 1;
+        i > half || i % 2 == 1
+    });
+}
+
 /// Summary of an E-step, per level.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct LevelSummary {
@@ -223,5 +240,38 @@ impl EpochRecord {
             seconds,
             ..Self::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_stays_bounded_and_keeps_the_latest_steps() {
+        let record = |step: usize| StepRecord {
+            epoch: 0,
+            step,
+            loss: 1.0,
+            info_nce: 1.0,
+            proto: Vec::new(),
+            instance_acc: 0.0,
+            lr: 0.1,
+            epoch_done: false,
+            self_negatives: 0.0,
+        };
+        let mut h = Vec::new();
+        for step in 0..100_000 {
+            thin_history(&mut h);
+            h.push(record(step));
+        }
+        assert!(h.len() <= HISTORY_STEPS, "{}", h.len());
+        assert!(h.len() > HISTORY_STEPS / 2);
+        assert_eq!(h.last().unwrap().step, 99_999);
+        assert!(
+            h.first().unwrap().step < 100,
+            "the start of the run stays drawn"
+        );
+        assert!(h.windows(2).all(|w| w[0].step < w[1].step));
     }
 }

@@ -129,6 +129,8 @@ pub struct Session {
     state: RunState,
     phase: Phase,
     commands: VecDeque<Command>,
+    /// Whether a tick has worked yet.
+    started: bool,
     rate: Rate,
     unsent: Vec<StepRecord>,
     epoch_steps: Vec<StepRecord>,
@@ -170,6 +172,7 @@ impl Session {
             state,
             phase,
             commands: VecDeque::new(),
+            started: false,
             rate: Rate::default(),
             unsent: Vec::new(),
             epoch_steps: Vec::new(),
@@ -255,6 +258,11 @@ impl Session {
         }
         if self.state != RunState::Training {
             return false;
+        }
+        if !self.started {
+            // A run that starts says so before its first unit of work (which may be long).
+            self.started = true;
+            emit(Update::Status(self.status()));
         }
         let t0 = (self.clock)();
         let snapshot = self.status_with(Phase::Training);

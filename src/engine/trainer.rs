@@ -428,6 +428,8 @@ impl Trainer {
             .config
             .lr_at(self.epoch as f64 + self.step as f64 / steps as f64);
         let grads = total.backward();
+        // Bounded before the snapshot, so an undo truncates to a length that still holds.
+        super::records::thin_history(&mut self.history);
         // Tensors are immutable and shared: keeping the previous state costs no copy.
         self.last_good = Some(Snapshot {
             model: self.model.clone(),
@@ -576,9 +578,11 @@ impl Trainer {
         Ok(bytes.to_vec())
     }
 
-    /// Continues a run saved by [`Trainer::save`] on `device`.
+    /// Continues a run saved by [`Trainer::save`] on `device`. The file is untrusted: every
+    /// count, index and pointer is checked against the settings and the images before use.
     pub fn load(bytes: &[u8], data: &Dataset, device: &Device) -> Result<Self, EngineError> {
         let (header, values) = read_checkpoint(bytes)?;
+        header.config.check()?;
         let trained_on = header
             .clustering
             .as_ref()
@@ -593,13 +597,17 @@ impl Trainer {
         }
         let mut t = Trainer::new(&header.config, data, device)?;
         let [nm, nk, nv] = header.tensor_counts;
-        if values.len() != nm + nk + nv + 1 {
+        let named = nm
+            .checked_add(nk)
+            .and_then(|x| x.checked_add(nv))
+            .and_then(|x| x.checked_add(1));
+        if named != Some(values.len()) {
             return Err(EngineError::Checkpoint(format!(
-                "checkpoint holds {} tensors, its header names {}",
+                "checkpoint holds {} tensors, its header names {nm} + {nk} + {nv} + 1",
                 values.len(),
-                nm + nk + nv + 1
             )));
         }
+        check_state(&header, &values, &t, data.len())?;
         let ad = device.clone().autodiff();
         t.model = super::params::load_params(t.model, &values[..nm], &ad)?;
         t.key = super::params::load_params(t.key, &values[nm..nm + nk], device)?;
@@ -621,9 +629,8 @@ impl Trainer {
         t.order = header.order;
         t.rng = header.rng;
         t.queue_ptr = header.queue_ptr;
-        let rows = q.len() / d;
         t.queue_ids = header.queue_ids;
-        t.queue_ids.resize(rows, None);
+        t.queue_ids.resize(q.len() / d, None);
         t.seconds_before = header.seconds;
         t.seconds = header.seconds;
         if let Some(share) = header.warmup_share {
@@ -636,6 +643,105 @@ impl Trainer {
         t.history = header.history;
         Ok(t)
     }
+}
+
+/// The consistency of a checkpoint's state with its settings (already resolved into `fresh`, a
+/// new trainer of the same settings) and with the `n` loaded images.
+fn check_state(
+    h: &CheckpointHeader,
+    values: &[Vec<f32>],
+    fresh: &Trainer,
+    n: usize,
+) -> Result<(), EngineError> {
+    let bad = |why: String| Err(EngineError::Checkpoint(why));
+    let c = &fresh.config;
+    let [nm, nk, nv] = h.tensor_counts;
+    if values.iter().flatten().any(|v| !v.is_finite()) {
+        return bad("it holds values that are not finite (NaN or infinite)".into());
+    }
+    if nv != 0 && nv != nm {
+        return bad(format!("{nv} velocities for {nm} parameters"));
+    }
+    if nv == nm {
+        for (i, (p, v)) in values[..nm]
+            .iter()
+            .zip(&values[nm + nk..nm + nk + nv])
+            .enumerate()
+        {
+            if p.len() != v.len() {
+                return bad(format!(
+                    "velocity {i} has {} values, its parameter {}",
+                    v.len(),
+                    p.len()
+                ));
+            }
+        }
+    }
+    let d = c.feature_dim;
+    let rows = c.queue_size.expect("resolved");
+    let q = values[nm + nk + nv].len();
+    if q != rows * d {
+        return bad(format!(
+            "the queue has {q} values; {rows} rows of {d} expected"
+        ));
+    }
+    if h.queue_ptr >= rows {
+        return bad(format!(
+            "queue pointer {} past the queue of {rows}",
+            h.queue_ptr
+        ));
+    }
+    if h.queue_ids.len() > rows || h.queue_ids.iter().flatten().any(|&i| i as usize >= n) {
+        return bad("the queue's image ids do not fit the queue or the images".into());
+    }
+    let steps = fresh.steps_per_epoch(n);
+    if h.step >= steps || h.epoch > c.epochs {
+        return bad(format!(
+            "epoch {} step {} is outside the run ({} epochs of {steps} steps)",
+            h.epoch, h.step, c.epochs
+        ));
+    }
+    if h.step > 0 && h.order.is_empty() {
+        return bad("a run in the middle of an epoch without its image order".into());
+    }
+    if !h.order.is_empty() {
+        let mut seen = vec![false; n];
+        let permutation = h.order.len() == n
+            && h.order
+                .iter()
+                .all(|&i| i < n && !std::mem::replace(&mut seen[i], true));
+        if !permutation {
+            return bad("the image order is not a permutation of the images".into());
+        }
+    }
+    if h.estep_done.is_some_and(|e| e > h.epoch) {
+        return bad("an E-step is recorded after the current epoch".into());
+    }
+    if let Some((_, levels)) = &h.clustering {
+        if levels.len() != c.num_clusters.len() {
+            return bad(format!(
+                "{} clustering levels, the settings have {}",
+                levels.len(),
+                c.num_clusters.len()
+            ));
+        }
+        for (m, l) in levels.iter().enumerate() {
+            let fits = l.k >= 1
+                && l.k <= n
+                && l.centroids.len() == l.k * d
+                && l.phi.len() == l.k
+                && l.sizes.len() == l.k
+                && l.assignments.len() == n
+                && l.assignments.iter().all(|&a| (a as usize) < l.k)
+                && l.centroids.iter().chain(&l.phi).all(|v| v.is_finite());
+            if !fits {
+                return bad(format!(
+                    "clustering level {m} does not fit its K, the feature size or the images"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 const MAGIC: &[u8; 8] = b"PCLSTUD1";
@@ -672,13 +778,16 @@ pub fn read_checkpoint(bytes: &[u8]) -> Result<(CheckpointHeader, Vec<Vec<f32>>)
     if bytes.len() < 16 || &bytes[..8] != MAGIC {
         return Err(bad("not a pcl-studio checkpoint (wrong magic bytes)".into()));
     }
-    let len = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
-    let json = bytes.get(16..16 + len).ok_or_else(|| {
-        bad(format!(
-            "header of {len} bytes runs past the file's {}",
-            bytes.len()
-        ))
-    })?;
+    let len = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let json = usize::try_from(len)
+        .ok()
+        .and_then(|len| bytes.get(16..16usize.checked_add(len)?))
+        .ok_or_else(|| {
+            bad(format!(
+                "header of {len} bytes runs past the file's {}",
+                bytes.len()
+            ))
+        })?;
     let mut header: CheckpointHeader =
         serde_json::from_slice(json).map_err(|e| bad(format!("header: {e}")))?;
     if header.format != CHECKPOINT_FORMAT && header.format != 1 {
@@ -688,10 +797,13 @@ pub fn read_checkpoint(bytes: &[u8]) -> Result<(CheckpointHeader, Vec<Vec<f32>>)
             header.format
         )));
     }
-    let mut off = 16 + len;
+    let mut off = 16 + json.len();
     let mut values: Vec<Vec<f32>> = Vec::new();
     for &n in &header.tensor_lens {
-        let raw = bytes.get(off..off + 4 * n).ok_or_else(|| {
+        // Every length is checked against the bytes that are there before anything is
+        // allocated for it.
+        let end = n.checked_mul(4).and_then(|b| off.checked_add(b));
+        let raw = end.and_then(|end| bytes.get(off..end)).ok_or_else(|| {
             bad(format!(
                 "tensor data truncated at byte {off} of {}",
                 bytes.len()

@@ -39,7 +39,8 @@ const open = () => new Promise((ok, no) => {
   const r = indexedDB.open('pcl-studio', 1);
   r.onupgradeneeded = () => r.result.createObjectStore('kv');
   r.onsuccess = () => ok(r.result);
-  r.onerror = () => no(r.error);
+  r.onerror = () => no(String(r.error));
+  r.onblocked = () => no('the browser storage is blocked by another tab');
 });
 return (async () => {
   const db = await open();
@@ -52,7 +53,9 @@ return (async () => {
       else if (op === 'put') store.put(value, key);
       else store.delete(key);
       tx.oncomplete = () => ok(result);
-      tx.onerror = () => no(tx.error);
+      // A full disk or quota aborts the transaction (`abort`, not `error`).
+      tx.onerror = () => no(String(tx.error));
+      tx.onabort = () => no(String(tx.error || 'the browser aborted the storage transaction'));
     });
   } finally { db.close(); }
 })();
@@ -65,12 +68,36 @@ a.href = url; a.download = name; document.body.appendChild(a); a.click(); a.remo
 setTimeout(() => URL.revokeObjectURL(url), 10000);
 "#;
 
+/// Resolves true when this tab holds the autosave lock (for as long as it lives), false when
+/// another tab does; true where the browser has no Web Locks.
+const CLAIM: &str = r#"
+return new Promise(ok => {
+  if (!navigator.locks) return ok(true);
+  navigator.locks.request('pcl-studio-autosave', { ifAvailable: true }, lock => {
+    ok(!!lock);
+    return lock ? new Promise(() => {}) : undefined;
+  }).catch(() => ok(true));
+});
+"#;
+
 thread_local! {
-    static FUNCTIONS: (Function, Function, Function) = (
+    static FUNCTIONS: (Function, Function, Function, Function) = (
         Function::new_with_args("dt", WALK),
         Function::new_with_args("op, key, value", IDB),
         Function::new_with_args("bytes, name", DOWNLOAD),
+        Function::new_no_args(CLAIM),
     );
+}
+
+/// Whether this tab owns the autosave: one tab of the page at a time does, so two tabs never
+/// overwrite each other's.
+pub async fn claim_autosave() -> bool {
+    let r = FUNCTIONS.with(|f| f.3.call0(&JsValue::NULL));
+    await_promise(r)
+        .await
+        .ok()
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true)
 }
 
 async fn await_promise(v: Result<JsValue, JsValue>) -> Result<JsValue, String> {

@@ -3,7 +3,7 @@
 
 use crate::backend::{BackendInfo, BackendKind};
 use crate::engine::PclConfig;
-use crate::engine::records::{ExploreReport, LevelSummary, Metrics, StepRecord};
+use crate::engine::records::{ExploreReport, LevelSummary, Metrics, StepRecord, thin_history};
 use crate::intake::{Label, Skipped};
 use crate::protocol::{FromWorker, Phase, RunState, RunStatus, ToWorker};
 
@@ -54,7 +54,27 @@ pub struct PageState {
     /// to resume.
     pub autosave_offer: Option<(usize, usize)>,
     pub settings_error: Option<String>,
+    /// Why autosave is off in this tab (storage full or refused, another tab owns it); the
+    /// worker's autosave bytes are then dropped at once.
+    pub autosave_off: Option<String>,
+    /// Worker crashes in this page so far (each restart backs off; see [`Recovery`]).
+    pub crashes: u32,
+    /// What the view should do about the last crash (it takes it).
+    pub recovery: Option<Recovery>,
 }
+
+/// What the page does after its worker crashed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// Start a new worker after `delay_ms` (on the CPU if `force_cpu`) and resume the last
+    /// autosave.
+    Restart { force_cpu: bool, delay_ms: u32 },
+    /// Stop trying: the run shows as stopped and the last good autosave stays.
+    GiveUp,
+}
+
+/// Crashes after which the page stops restarting its worker.
+pub const MAX_CRASHES: u32 = 3;
 
 /// The presets of the settings panel (shared with `pcl train --preset`).
 pub use crate::engine::config::Preset;
@@ -112,7 +132,12 @@ impl PageState {
                 }
                 self.run = status;
             }
-            FromWorker::Steps(records) => self.steps.extend(records),
+            FromWorker::Steps(records) => {
+                for r in records {
+                    thin_history(&mut self.steps);
+                    self.steps.push(r);
+                }
+            }
             FromWorker::History(records) => {
                 self.steps = records;
                 self.esteps.clear();
@@ -133,15 +158,45 @@ impl PageState {
                 self.neighbours = Some((index, neighbours))
             }
             FromWorker::Error(e) => self.error = Some(e),
-            FromWorker::Crashed(why) => {
-                self.error = Some(format!(
-                    "{why}. Starting a new compute worker and resuming from the last autosave…"
-                ));
-                self.run.state = RunState::Error;
-                self.probe = None;
-            }
+            FromWorker::Crashed(why) => self.recovery = Some(self.crashed(&why)),
         }
         None
+    }
+
+    /// The worker crashed (or died without a word): the run stops, and the page decides how
+    /// to go on. Restarts back off; after two crashes on the GPU the next worker trains on the
+    /// CPU; after [`MAX_CRASHES`] the page stops trying, keeping the last good autosave.
+    pub fn crashed(&mut self, why: &str) -> Recovery {
+        self.crashes += 1;
+        self.run.state = RunState::Error;
+        self.probe = None;
+        let on_gpu = self
+            .backend
+            .as_ref()
+            .is_some_and(|b| b.kind != BackendKind::Cpu);
+        self.backend = None;
+        if self.crashes >= MAX_CRASHES {
+            self.error = Some(format!(
+                "{why}. The compute worker crashed {} times, so the page stopped restarting \
+                 it; the last autosave is kept. Reload the page to try again.",
+                self.crashes
+            ));
+            return Recovery::GiveUp;
+        }
+        let force_cpu = self.force_cpu || (on_gpu && self.crashes >= 2);
+        let how = if force_cpu && !self.force_cpu {
+            " on the CPU this time"
+        } else {
+            ""
+        };
+        self.force_cpu = force_cpu;
+        self.error = Some(format!(
+            "{why}. Starting a new compute worker{how} and resuming from the last autosave…"
+        ));
+        Recovery::Restart {
+            force_cpu,
+            delay_ms: 500 * 4u32.pow(self.crashes - 1),
+        }
     }
 
     /// A new run begins: keep the last run's curve for comparison and clear the charts.
@@ -653,6 +708,39 @@ mod tests {
         assert_eq!(s.probe, None, "the new worker checks its device again");
         s.apply(FromWorker::History(vec![]));
         assert_eq!(s.error, None, "a resumed run clears the message");
+    }
+
+    #[test]
+    fn crashes_back_off_fall_back_to_the_cpu_and_then_stop() {
+        let mut s = PageState::new(false);
+        let gpu = || BackendInfo {
+            kind: BackendKind::Webgpu,
+            ..BackendInfo::cpu(None)
+        };
+        s.apply(FromWorker::Backend(gpu()));
+        s.apply(FromWorker::Crashed("boom".into()));
+        assert_eq!(
+            s.recovery.take(),
+            Some(Recovery::Restart {
+                force_cpu: false,
+                delay_ms: 500
+            })
+        );
+        s.apply(FromWorker::Backend(gpu()));
+        s.apply(FromWorker::Crashed("boom".into()));
+        assert_eq!(
+            s.recovery.take(),
+            Some(Recovery::Restart {
+                force_cpu: true,
+                delay_ms: 2000
+            })
+        );
+        assert!(s.error.as_deref().unwrap().contains("on the CPU this time"));
+        s.apply(FromWorker::Backend(BackendInfo::cpu(None)));
+        s.apply(FromWorker::Crashed("boom".into()));
+        assert_eq!(s.recovery.take(), Some(Recovery::GiveUp));
+        assert_eq!(s.state_attr(), "error");
+        assert!(s.error.as_deref().unwrap().contains("stopped restarting"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use web_sys::{MessageEvent, Worker};
 
 use super::cards::{BackendCard, ExploreCard, ImagesCard, KeepCard, TrainCard};
 use super::js;
-use super::state::PageState;
+use super::state::{PageState, Recovery};
 use crate::intake::Label;
 use crate::protocol::{FromWorker, ToWorker};
 
@@ -72,10 +72,14 @@ fn worker_ready() {
 }
 
 pub fn mount() {
+    // Test hooks only in development builds (`trunk build`, which the browser tests use); the
+    // release build (`--release`, the static site) has none.
+    #[cfg(debug_assertions)]
     expose_pixels();
     leptos::mount::mount_to_body(App);
 }
 
+#[cfg(debug_assertions)]
 /// `window.pclImages()` -> `{side, names, pixels}`: the stored pixels, for the end-to-end test
 /// that compares them with the CLI's decoding of the same files.
 fn expose_pixels() {
@@ -141,6 +145,8 @@ fn on_worker_message(state: RwSignal<PageState>, version: RwSignal<usize>, e: Me
             version.update(|v| *v += 1);
         }
         (FromWorker::File { name, .. }, Some(b)) => js::download(b, name),
+        (FromWorker::Autosave { .. }, Some(_))
+            if state.with_untracked(|s| s.autosave_off.is_some()) => {}
         (FromWorker::Autosave { epoch }, Some(b)) => {
             let (epoch, b) = (*epoch, b.clone());
             let images = state.with_untracked(|s| s.images.count);
@@ -152,15 +158,20 @@ fn on_worker_message(state: RwSignal<PageState>, version: RwSignal<usize>, e: Me
                 let _ = js_sys::Reflect::set(&record, &"bytes".into(), &b);
                 match js::idb_put("session", &record).await {
                     Ok(()) => state.update(|s| s.autosaved = Some(epoch)),
-                    Err(e) => state
-                        .update(|s| s.error = Some(format!("autosave could not be stored: {e}"))),
+                    // Training goes on; later autosaves are dropped instead of piling up.
+                    Err(e) => state.update(|s| {
+                        s.autosave_off = Some(format!("the browser refused to store it ({e})"));
+                        s.error = Some(format!(
+                            "autosave is off: the browser refused to store it ({e}). Training \
+                             goes on; export the session to keep it."
+                        ));
+                    }),
                 }
             });
         }
         _ => {}
     }
     let ready = msg == FromWorker::Ready;
-    let crashed = matches!(msg, FromWorker::Crashed(_));
     let device_ready = matches!(msg, FromWorker::ProbeStep { .. });
     let mut reply = None;
     state.update(|s| reply = s.apply(msg));
@@ -175,23 +186,37 @@ fn on_worker_message(state: RwSignal<PageState>, version: RwSignal<usize>, e: Me
     if ready {
         worker_ready();
     }
-    if crashed {
-        // The old worker's wasm may be poisoned (a panic aborts): replace it.
-        WORKER.with_borrow_mut(|link| {
-            if let Some(w) = link.worker.take() {
-                w.terminate();
-            }
-            *link = Link::default();
-        });
-        RECOVERING.set(true);
-        start_worker(state, version);
-    }
+    recover(state, version);
     if device_ready && RECOVERING.replace(false) {
         leptos::task::spawn_local(async move {
             if let Err(e) = resume_autosave(state).await {
                 state.update(|s| s.error = Some(format!("could not resume after the crash: {e}")));
             }
         });
+    }
+}
+
+/// Acts on a crash the state has judged (`PageState::crashed`): the old worker goes (its wasm
+/// may be poisoned: a panic aborts), and a new one starts after the back-off, or none.
+fn recover(state: RwSignal<PageState>, version: RwSignal<usize>) {
+    let Some(recovery) = state.try_update(|s| s.recovery.take()).flatten() else {
+        return;
+    };
+    WORKER.with_borrow_mut(|link| {
+        if let Some(w) = link.worker.take() {
+            w.terminate();
+        }
+        *link = Link::default();
+    });
+    if let Recovery::Restart { delay_ms, .. } = recovery {
+        RECOVERING.set(true);
+        let restart = Closure::once_into_js(move || start_worker(state, version));
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(
+                restart.unchecked_ref(),
+                delay_ms as i32,
+            );
+        }
     }
 }
 
@@ -230,12 +255,15 @@ fn start_worker(state: RwSignal<PageState>, version: RwSignal<usize>) {
             // The page lives as long as the worker: both handlers stay for the page's lifetime.
             on_message.forget();
             let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
-                // A crash already explained itself (and a new worker is on its way).
+                // A crash already explained itself (and a new worker is on its way); a worker
+                // that dies without a word (out of memory aborts, no panic) is a crash too.
                 if !RECOVERING.get() {
                     state.update(|s| {
-                        s.error
-                            .get_or_insert("the compute worker stopped with an error".into());
+                        s.recovery = Some(s.crashed(
+                            "the compute worker stopped without a message (out of memory?)",
+                        ))
                     });
+                    recover(state, version);
                 }
             });
             worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
@@ -283,6 +311,13 @@ fn App() -> impl IntoView {
     let state = RwSignal::new(PageState::new(query_has("cpu")));
     let version = RwSignal::new(0usize);
     start_worker(state, version);
+    leptos::task::spawn_local(async move {
+        if !js::claim_autosave().await {
+            state.update(|s| {
+                s.autosave_off = Some("another tab of pcl-studio owns the autosave".into())
+            });
+        }
+    });
     // The offer to resume is made when an earlier session left an autosave.
     leptos::task::spawn_local(async move {
         if let Ok(record) = js::idb_get("session").await

@@ -15,7 +15,7 @@ use super::load::Batch;
 use super::{now_ms, scope};
 use crate::engine::data::{resize_rgba_square, spread};
 use crate::intake::Label;
-use crate::intake::{HEAD_BYTES, check_header, check_size};
+use crate::intake::{HEAD_BYTES, check_header, check_size, header_bytes_needed};
 
 /// Above this many pixels the browser first draws the image down to a few times the stored
 /// size, so a 50-megapixel photo never needs 200 MB of wasm memory. Such images then differ
@@ -71,10 +71,21 @@ async fn bitmap_of(blob: &Blob) -> Result<ImageBitmap, JsValue> {
 pub async fn start_decode(blob: &Blob) -> Result<JsFuture, String> {
     let len = blob.size() as u64;
     check_size(len)?;
-    let head = blob
-        .slice_with_f64_and_f64(0.0, (HEAD_BYTES as u64).min(len) as f64)
-        .map_err(|e| format!("{e:?}"))?;
-    check_header(len, &bytes_of(&head).await?)?;
+    // The first 256 KiB, and further where the header walk needs it (metadata before a
+    // JPEG's frame marker), at least doubling each time and never past the file.
+    let mut want = HEAD_BYTES as u64;
+    let head = loop {
+        let end = want.min(len);
+        let head = blob
+            .slice_with_f64_and_f64(0.0, end as f64)
+            .map_err(|e| format!("{e:?}"))?;
+        let head = bytes_of(&head).await?;
+        match header_bytes_needed(&head) {
+            Some(more) if end < len => want = (more as u64).max(2 * end),
+            _ => break head,
+        }
+    };
+    check_header(len, &head)?;
     bitmap_promise(blob)
         .map(JsFuture::from)
         .map_err(|_| "the browser cannot decode this file".to_string())
@@ -88,7 +99,8 @@ pub async fn finish_decode(pending: JsFuture, side: usize) -> Result<Vec<u8>, St
         .unchecked_into();
     let (w, h) = (bitmap.width(), bitmap.height());
     let (dw, dh) = if w as u64 * h as u64 > PRESCALE_PIXELS {
-        let scale = (4 * side) as f64 / w.min(h) as f64;
+        // Only ever shrinks (a long thin image's short side may already be small).
+        let scale = ((4 * side) as f64 / w.min(h) as f64).min(1.0);
         (
             ((w as f64 * scale).ceil() as u32).max(1),
             ((h as f64 * scale).ceil() as u32).max(1),

@@ -198,7 +198,10 @@ async fn handle(msg: ToWorker, payload: JsValue) {
             let bytes = js_sys::Uint8Array::new(&payload).to_vec();
             import(bytes, autosave).await
         }
-        ToWorker::SimulateCrash => panic!("simulated crash (test hook)"),
+        ToWorker::SimulateCrash if cfg!(debug_assertions) => {
+            panic!("simulated crash (test hook)")
+        }
+        ToWorker::SimulateCrash => error("test hooks are only in development builds"),
         ToWorker::Neighbours { index } => request(Request::Neighbours(index)),
     }
 }

@@ -100,3 +100,86 @@ fn one_image_and_empty_folders_are_clear_errors() {
         );
     }
 }
+
+/// A scratch folder under the system's temporary directory, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("pcl-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn png(path: &Path, rgb: [u8; 3]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::RgbImage::from_pixel(40, 40, image::Rgb(rgb))
+        .save(path)
+        .unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn folder_walks_skip_links_and_unreadable_folders_and_keep_odd_names_apart() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = Scratch::new("walk");
+    let root = &s.0;
+    png(&root.join("a/one.png"), [200, 0, 0]);
+    // Two links back up the tree: followed, they would never end.
+    std::os::unix::fs::symlink(".", root.join("a/loop")).unwrap();
+    std::os::unix::fs::symlink("..", root.join("a/up")).unwrap();
+    // Two names that are not UTF-8 and would both read "b/�.png" if decoded lossily.
+    for byte in [0xFFu8, 0xFE] {
+        let bytes = [byte, b'.', b'p', b'n', b'g'];
+        png(
+            &root.join("b").join(std::ffi::OsStr::from_bytes(&bytes)),
+            [0, 200, 0],
+        );
+    }
+    // A BMP and a WebP: the CLI reads what the page reads.
+    std::fs::create_dir_all(root.join("c")).unwrap();
+    let img = image::RgbImage::from_pixel(40, 40, image::Rgb([0, 0, 200]));
+    img.save_with_format(root.join("c/blue.bmp"), image::ImageFormat::Bmp)
+        .unwrap();
+    let rgba = image::DynamicImage::ImageRgb8(img).to_rgba8();
+    rgba.save_with_format(root.join("c/blue.webp"), image::ImageFormat::WebP)
+        .unwrap();
+    // A folder that cannot be read (skipped when running as root, who reads everything).
+    let locked = root.join("d");
+    png(&locked.join("hidden.png"), [9, 9, 9]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let readable = std::fs::read_dir(&locked).is_ok();
+
+    let (data, skipped) = load_folder(root, SIDE, &mut |_, _| {}).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let reasons: BTreeMap<_, _> = skipped
+        .iter()
+        .map(|s| (s.file.as_str(), &s.reason))
+        .collect();
+    assert!(reasons["a/loop"].contains("symbolic link"), "{reasons:?}");
+    assert!(reasons["a/up"].contains("symbolic link"), "{reasons:?}");
+    let mut names = data.names.clone();
+    names.sort();
+    let mut want = vec![
+        "a/one.png",
+        "b/%FE.png",
+        "b/%FF.png",
+        "c/blue.bmp",
+        "c/blue.webp",
+    ];
+    if readable {
+        want.push("d/hidden.png");
+    } else {
+        assert!(reasons["d"].contains("could not be read"), "{reasons:?}");
+    }
+    assert_eq!(names, want);
+}

@@ -5,4 +5,5 @@ mod golden;
 mod gpu;
 mod intake;
 mod session;
+mod session_files;
 mod training;

@@ -2,7 +2,7 @@
 """Independent reference values for pcl-studio's numerical code (numpy / scikit-learn).
 
 Run: python3 tests/reference/pcl_reference.py > tests/reference/golden.json
-The Rust tests (tests/golden.rs) read golden.json and compare. Inputs are generated here from a
+The Rust tests (tests/engine/golden.rs) read golden.json and compare. Inputs are generated here from a
 fixed numpy seed and stored in the JSON, so the Rust side needs no RNG agreement.
 Loss gradients are analytic (softmax - one_hot) / n, chained through the logits by hand.
 """

@@ -41,10 +41,19 @@ pub fn KeepCard(state: RwSignal<PageState>) -> impl IntoView {
                 " (load the same images first)"
             </p>
             <p class="hint" data-testid="autosave"
-                data-epoch=move || state.with(|s| s.autosaved.map(|e| e.to_string()).unwrap_or_default())>
-                {move || state.with(|s| s.autosaved.map(|e| format!(
-                    "Autosaved in this browser after epoch {e}; a reload offers to resume."
-                )).unwrap_or_else(|| "The run is saved in this browser after every epoch and on pause.".into()))}
+                data-epoch=move || state.with(|s| s.autosaved.map(|e| e.to_string()).unwrap_or_default())
+                data-off=move || state.with(|s| s.autosave_off.is_some().to_string())>
+                {move || state.with(|s| match (&s.autosave_off, s.autosaved) {
+                    (Some(why), _) => format!(
+                        "Autosave is off in this tab: {why}. Export the session to keep the run."
+                    ),
+                    (None, Some(e)) => format!(
+                        "Autosaved in this browser after epoch {e}; a reload offers to resume."
+                    ),
+                    (None, None) => {
+                        "The run is saved in this browser after every epoch and on pause.".into()
+                    }
+                })}
             </p>
         </section>
     }
