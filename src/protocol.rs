@@ -65,6 +65,9 @@ pub enum ToWorker {
     /// Test hook: make the worker panic, to prove that the page recovers from a crash
     /// (development builds only; a release worker answers with an error).
     SimulateCrash,
+    /// Test hook: make the worker trap without a panic message, as running out of memory does
+    /// (development builds only).
+    SimulateAbort,
 }
 
 /// Images added to the worker's store.

@@ -107,6 +107,12 @@ fn expose_pixels() {
         let _ = js_sys::Reflect::set(&w, &"pclSimulateCrash".into(), crash.as_ref());
     }
     crash.forget();
+    // `window.pclSimulateAbort()`: a worker that dies without a message (out of memory).
+    let abort = Closure::<dyn Fn()>::new(|| send(ToWorker::SimulateAbort));
+    if let Some(w) = web_sys::window() {
+        let _ = js_sys::Reflect::set(&w, &"pclSimulateAbort".into(), abort.as_ref());
+    }
+    abort.forget();
 }
 
 fn query_has(flag: &str) -> bool {

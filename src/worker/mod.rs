@@ -125,12 +125,27 @@ async fn browser_adapter_name() -> Option<String> {
     (!name.is_empty()).then(|| name.join(" "))
 }
 
+/// Reports a trap that no panic announced (out of memory aborts, `unreachable`): plain JS, so
+/// it works while the wasm instance is broken; once per worker (a panic's own trap follows
+/// its message and is not reported twice).
+const ON_TRAP: &str = r#"
+if (self.__pclCrashed) return;
+self.__pclCrashed = true;
+const why = String((e && (e.reason || e.message)) || e);
+self.postMessage(JSON.stringify({ Crashed: 'the compute worker stopped without a message (' + why + '; out of memory?)' }));
+"#;
+
 pub fn start() {
     std::panic::set_hook(Box::new(|info| {
+        let _ = js_sys::Reflect::set(&js_sys::global(), &"__pclCrashed".into(), &true.into());
         post(FromWorker::Crashed(format!(
             "the compute worker crashed: {info}"
         )));
     }));
+    let on_trap = js_sys::Function::new_with_args("e", ON_TRAP);
+    for event in ["error", "unhandledrejection"] {
+        let _ = scope().add_event_listener_with_callback(event, &on_trap);
+    }
     let on_message = Closure::<dyn FnMut(MessageEvent)>::new(|e: MessageEvent| {
         let data = e.data();
         let (text, payload) = match data.dyn_ref::<js_sys::Array>() {
@@ -201,7 +216,10 @@ async fn handle(msg: ToWorker, payload: JsValue) {
         ToWorker::SimulateCrash if cfg!(debug_assertions) => {
             panic!("simulated crash (test hook)")
         }
-        ToWorker::SimulateCrash => error("test hooks are only in development builds"),
+        ToWorker::SimulateAbort if cfg!(debug_assertions) => core::arch::wasm32::unreachable(),
+        ToWorker::SimulateCrash | ToWorker::SimulateAbort => {
+            error("test hooks are only in development builds")
+        }
         ToWorker::Neighbours { index } => request(Request::Neighbours(index)),
     }
 }
