@@ -11,17 +11,13 @@ use pcl_studio::engine::data::planted_groups;
 use pcl_studio::engine::session::{Clock, Command, Failure, Options, Session, Update};
 use pcl_studio::engine::{Dataset, PclConfig, Phase, RunState, Trainer};
 
+/// The training tests' tiny settings, with two levels and a short warm-up.
 fn tiny(epochs: usize) -> PclConfig {
     PclConfig {
-        width: 8,
-        feature_dim: 32,
-        batch_size: 32,
-        epochs,
         warmup_epochs: 1,
         num_clusters: vec![3, 6],
         kmeans_restarts: 1,
-        seed: 5,
-        ..PclConfig::default()
+        ..crate::training::tiny(epochs)
     }
 }
 

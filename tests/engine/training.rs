@@ -6,7 +6,7 @@ use futures_lite::future::block_on;
 use pcl_studio::engine::data::planted_groups;
 use pcl_studio::engine::{Event, PclConfig, Trainer, evaluate};
 
-fn tiny(epochs: usize) -> PclConfig {
+pub(crate) fn tiny(epochs: usize) -> PclConfig {
     PclConfig {
         width: 8,
         feature_dim: 32,
