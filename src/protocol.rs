@@ -22,6 +22,11 @@ pub enum ExportKind {
     Clusters,
     /// Path, label and embedding of every image, as CSV.
     Embeddings,
+    /// The encoder as safetensors under PyTorch's names (README, "Exports").
+    Safetensors,
+    /// The Embedding Projector's bundle as a zip: tensors.tsv, metadata.tsv, sprite.png,
+    /// projector_config.json.
+    Projector,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -62,6 +67,8 @@ pub enum ToWorker {
     Neighbours {
         index: usize,
     },
+    /// A t-SNE map of the current embedding (computed between training steps, with progress).
+    Tsne,
     /// Test hook: make the worker panic, to prove that the page recovers from a crash
     /// (development builds only; a release worker answers with an error).
     SimulateCrash,
@@ -131,6 +138,12 @@ pub enum FromWorker {
     Neighbours {
         index: usize,
         neighbours: Vec<(usize, f32)>,
+    },
+    /// t-SNE iterations done of all; `points` once it is finished (one per image).
+    Tsne {
+        done: usize,
+        total: usize,
+        points: Option<Vec<[f32; 2]>>,
     },
     /// Something the user should read; the run and the images stay as they were.
     Error(String),

@@ -5,7 +5,7 @@ pub mod progress;
 mod tools;
 mod train;
 
-use tools::{decode, pixels, probe, sample, synth};
+use tools::{decode, export, layout, pixels, probe, sample, synth};
 pub use train::train;
 
 use std::path::PathBuf;
@@ -29,6 +29,11 @@ USAGE:
   pcl synth --out DIR [--per-group N]       write a labelled synthetic folder (2 x 3 groups)
   pcl sample --out DIR [--limit N]          write the built-in sample set (www/sample) as a
                                             folder: group/subgroup/name.png
+  pcl export --from RUN_DIR_OR_SESSION_FILE [--images DIR] [--projector OUT]
+             [--safetensors FILE]      the encoder as safetensors (PyTorch names) and the
+                                            Embedding Projector's bundle (tensors.tsv,
+                                            metadata.tsv, sprite.png, projector_config.json)
+  pcl layout --from RUN_DIR [--images DIR]  kNN of the labels on the 2-D maps, PCA and t-SNE
   pcl decode --images DIR [--size 32] [--dump FILE]
                                             load a folder as training would: counts, skipped
                                             files and why, decode speed; --dump writes the
@@ -137,6 +142,8 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
         Some("synth") => synth(&args[1..]),
         Some("decode") => decode(&args[1..]),
         Some("sample") => sample(&args[1..]),
+        Some("export") => export(&args[1..]),
+        Some("layout") => layout(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())

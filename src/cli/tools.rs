@@ -1,4 +1,4 @@
-//! The CLI's smaller commands: probe, pixels, decode, sample, synth.
+//! The CLI's smaller commands: probe, pixels, decode, sample, synth, export, layout.
 
 use std::path::{Path, PathBuf};
 
@@ -171,5 +171,128 @@ pub(super) fn synth(args: &[String]) -> Result<(), String> {
         data.class_names.len(),
         out.display()
     );
+    Ok(())
+}
+
+/// A saved run (a run folder, or a session file with `--images`) and its images.
+fn open_run(
+    from: &Path,
+    images: Option<&String>,
+) -> Result<(engine::Trainer, engine::Dataset), String> {
+    let (session, images) = if from.is_dir() {
+        let saved: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(from.join("config.json"))
+                .map_err(|e| format!("{}: {e}", from.join("config.json").display()))?,
+        )
+        .map_err(|e| e.to_string())?;
+        let images = images
+            .cloned()
+            .or_else(|| saved["images"].as_str().map(str::to_string))
+            .ok_or("the run names no images folder; pass --images")?;
+        (from.join("model"), PathBuf::from(images))
+    } else {
+        let images = images.ok_or("a session file needs --images (the same images)")?;
+        (from.to_path_buf(), PathBuf::from(images))
+    };
+    let bytes =
+        std::fs::read(&session).map_err(|e| format!("reading {}: {e}", session.display()))?;
+    let (header, _) = engine::trainer::read_checkpoint(&bytes).map_err(|e| e.to_string())?;
+    let side = PclConfig::stored_size(header.config.image_size);
+    let (data, _) = images::load_folder(&images, side, &mut |_, _| {})?;
+    let trainer =
+        engine::Trainer::load(&bytes, &data, &Device::flex()).map_err(|e| e.to_string())?;
+    Ok((trainer, data))
+}
+
+/// `pcl layout --from RUN [--images DIR]`: how well each 2-D map keeps the label classes apart
+/// (leave-one-out kNN, k = 10, on the layout), PCA against t-SNE. A benchmark: it prints.
+pub(super) fn layout(args: &[String]) -> Result<(), String> {
+    let f = flags(args, &["--from", "--images"])?;
+    let from = PathBuf::from(f.get("--from").ok_or("layout needs --from RUN_DIR")?);
+    let (trainer, data) = open_run(&from, f.get("--images"))?;
+    let labels = data
+        .eval_labels()
+        .ok_or("layout needs labelled images (two or more folders)")?;
+    let d = trainer.config.feature_dim;
+    let emb = futures_lite::future::block_on(trainer.embed_all(
+        &trainer.encoder(),
+        &data,
+        false,
+        &mut |_| {},
+    ))
+    .map_err(|e| e.to_string())?
+    .head
+    .1;
+    let pca = engine::eval::pca_2d(&emb, d);
+    let t0 = std::time::Instant::now();
+    let mut tsne = engine::tsne::Tsne::new(&emb, d, &pca, 30.0)?;
+    let mut bar = Bar::new();
+    while !tsne.done() {
+        tsne.run(10);
+        bar.draw(tsne.iteration, tsne.iterations, "t-SNE");
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let knn = |p: &[[f32; 2]]| engine::tsne::knn_2d(p, labels, 10);
+    println!(
+        "{} images, {} classes: kNN (k = 10) on the 2-D layout: PCA {:.3}, t-SNE {:.3} \
+         (t-SNE {seconds:.1} s, 1,000 iterations)",
+        data.len(),
+        data.class_names.len(),
+        knn(&pca),
+        knn(&tsne.layout())
+    );
+    Ok(())
+}
+
+/// `pcl export --from RUN_DIR_OR_SESSION_FILE [--images DIR] [--projector OUT]
+/// [--safetensors FILE]`: the encoder as safetensors (PyTorch's names) and the Embedding
+/// Projector's bundle of a saved run.
+pub(super) fn export(args: &[String]) -> Result<(), String> {
+    let f = flags(
+        args,
+        &["--from", "--images", "--projector", "--safetensors"],
+    )?;
+    let from = PathBuf::from(
+        f.get("--from")
+            .ok_or("export needs --from RUN_DIR or SESSION_FILE")?,
+    );
+    if !f.contains_key("--projector") && !f.contains_key("--safetensors") {
+        return Err("export needs --projector OUT and/or --safetensors FILE".into());
+    }
+    let (trainer, data) = open_run(&from, f.get("--images"))?;
+    let c = &trainer.config;
+    let encoder = trainer.encoder();
+    if let Some(out) = f.get("--safetensors") {
+        let config = engine::model::EncoderConfig::new(c.width, c.feature_dim).with_norm(c.norm);
+        let st = futures_lite::future::block_on(engine::export::safetensors(&encoder, &config))
+            .map_err(|e| e.to_string())?;
+        write(Path::new(out), &st)?;
+        println!("wrote {out} ({} bytes)", st.len());
+    }
+    if let Some(dir) = f.get("--projector") {
+        let dir = PathBuf::from(dir);
+        let emb =
+            futures_lite::future::block_on(trainer.embed_all(&encoder, &data, false, &mut |_| {}))
+                .map_err(|e| e.to_string())?
+                .head
+                .1;
+        let p = engine::export::projector(&data, &emb, c.feature_dim, trainer.clustering.as_ref());
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let [tensors, metadata, sprite, config] = engine::export::PROJECTOR_FILES;
+        write(&dir.join(tensors), p.tensors_tsv.as_bytes())?;
+        write(&dir.join(metadata), p.metadata_tsv.as_bytes())?;
+        write(&dir.join(config), p.config_json.as_bytes())?;
+        let side = p.sprite_side as u32;
+        image::RgbImage::from_raw(side, side, p.sprite_rgb)
+            .ok_or("sprite size")?
+            .save(dir.join(sprite))
+            .map_err(|e| format!("{}: {e}", dir.join(sprite).display()))?;
+        println!(
+            "wrote the Embedding Projector bundle of {} images to {} (load projector_config.json \
+             at projector.tensorflow.org)",
+            data.len(),
+            dir.display()
+        );
+    }
     Ok(())
 }

@@ -293,7 +293,12 @@ impl Preset {
                 minutes: Some(2.0),
                 ..PclConfig::default()
             },
+            // The warm-up's share as in the quick demo (a sixth, not three eighths: PCL's
+            // prototypes need epochs to pay off) and one k-means restart (more epochs in
+            // the budget); measured in docs/measurements.md.
             Preset::Thorough => PclConfig {
+                warmup_epochs: 7,
+                kmeans_restarts: 1,
                 minutes: Some(10.0),
                 ..PclConfig::default()
             },

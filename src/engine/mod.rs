@@ -16,6 +16,8 @@ pub mod eval;
 #[cfg(feature = "engine")]
 pub mod explore;
 #[cfg(feature = "engine")]
+pub mod export;
+#[cfg(feature = "engine")]
 pub mod kernels;
 #[cfg(feature = "engine")]
 pub mod kmeans;
@@ -29,6 +31,8 @@ pub mod params;
 pub mod session;
 #[cfg(feature = "engine")]
 pub mod trainer;
+#[cfg(feature = "engine")]
+pub mod tsne;
 
 pub use config::{AugPreset, NormKind, PclConfig, ProtoMode};
 pub use data::Dataset;

@@ -860,7 +860,15 @@ mod tests {
     fn shuffled_key_pass_is_per_chunk_of_the_shuffled_batch() {
         // The key's embedding of image i is what the encoder gives image i inside the chunk of
         // the shuffled batch it was moved to: a pass over that chunk alone gives the same row.
-        for device in [Device::flex()] {
+        // On every backend this machine has: the CPU kernels, and burn's ops on wgpu (in CI
+        // on lavapipe), which the browser's WebGPU path runs too.
+        let mut devices = vec![Device::flex()];
+        let gpu = crate::compute::init_gpu(crate::compute::BackendKind::Wgpu);
+        match futures_lite::future::block_on(gpu) {
+            Ok((device, _)) => devices.push(device),
+            Err(e) => eprintln!("no wgpu adapter, CPU only: {e}"),
+        }
+        for device in devices {
             let mut rng = Rng::new(9);
             let enc = fixed_encoder(NormKind::Batch, &device, &mut rng);
             let (n, chunks) = (8, 4);

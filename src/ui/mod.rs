@@ -1,11 +1,14 @@
-//! The page. `state` is plain Rust (tested natively): what the page knows and how each worker
-//! message changes it. `view` (wasm32 only) wires that state to the DOM with Leptos and owns the
-//! Web Worker; it never touches a tensor.
+//! The page. `state`, `settings` and `charts` are plain Rust (tested natively): what the page
+//! knows and how each worker message changes it, the settings panel's rules, the charts' maths.
+//! `view` (wasm32 only) is the shell that owns the Web Worker; `cards` wire the state to the
+//! DOM with Leptos, one card a file. None of it touches a tensor.
 
 #[cfg(target_arch = "wasm32")]
 mod cards;
+pub mod charts;
 #[cfg(target_arch = "wasm32")]
 mod js;
+pub mod settings;
 pub mod state;
 #[cfg(target_arch = "wasm32")]
 mod tiles;

@@ -6,6 +6,7 @@ use crate::engine::PclConfig;
 use crate::engine::records::{ExploreReport, LevelSummary, Metrics, StepRecord, thin_history};
 use crate::intake::{Label, Skipped};
 use crate::protocol::{FromWorker, Phase, RunState, RunStatus, ToWorker};
+use crate::ui::charts::format_duration;
 
 /// Images known to the page (the worker holds the same, decoded).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -46,6 +47,10 @@ pub struct PageState {
     pub curve: RunCurve,
     pub earlier: Vec<RunCurve>,
     pub neighbours: Option<(usize, Vec<(usize, f32)>)>,
+    /// t-SNE progress (iterations done, of all) and the map once it is done; a new explorer
+    /// report (new embeddings) clears it.
+    pub tsne_progress: Option<(usize, usize)>,
+    pub tsne: Option<Vec<[f32; 2]>>,
     /// Settings the user edits; empty derived fields are filled by the worker.
     pub settings: PclConfig,
     /// Epoch of the last autosave, this session.
@@ -149,6 +154,10 @@ impl PageState {
                     self.curve.metrics.retain(|x| x.epoch != m.epoch);
                     self.curve.metrics.push(m.clone());
                 }
+                if self.explore.as_ref().map(|e| e.epoch) != Some(report.epoch) {
+                    self.tsne = None;
+                    self.tsne_progress = None;
+                }
                 self.explore = Some(*report);
             }
             FromWorker::File { .. } => {}
@@ -156,6 +165,16 @@ impl PageState {
             FromWorker::Autosave { .. } => {}
             FromWorker::Neighbours { index, neighbours } => {
                 self.neighbours = Some((index, neighbours))
+            }
+            FromWorker::Tsne {
+                done,
+                total,
+                points,
+            } => {
+                self.tsne_progress = Some((done, total));
+                if points.is_some() {
+                    self.tsne = points;
+                }
             }
             FromWorker::Error(e) => self.error = Some(e),
             FromWorker::Crashed(why) => self.recovery = Some(self.crashed(&why)),
@@ -313,366 +332,11 @@ pub fn phase_words(r: &RunStatus) -> String {
         Phase::Failed => "stopped by an error".into(),
     }
 }
-
-/// One editable setting: its config key (the input's `name`), the formula symbol it sets,
-/// and what it does in one line.
-pub struct SettingDoc {
-    pub key: &'static str,
-    pub symbol: &'static str,
-    pub help: &'static str,
-}
-
-pub const SETTINGS: &[SettingDoc] = &[
-    SettingDoc {
-        key: "minutes",
-        symbol: "",
-        help: "time budget: the run plans its epochs from its measured speed so that it ends in this many minutes; empty = train the epochs below",
-    },
-    SettingDoc {
-        key: "epochs",
-        symbol: "",
-        help: "passes over all images (with a time budget: the first plan)",
-    },
-    SettingDoc {
-        key: "warmup_epochs",
-        symbol: "",
-        help: "epochs of InfoNCE only before the first E-step (clusters need a rough embedding first)",
-    },
-    SettingDoc {
-        key: "num_clusters",
-        symbol: "K, M",
-        help: "clusters per level, coarse to fine, comma-separated; M = how many levels; empty = from the number of images",
-    },
-    SettingDoc {
-        key: "tau",
-        symbol: "τ",
-        help: "temperature of InfoNCE, and the mean of the concentrations φ",
-    },
-    SettingDoc {
-        key: "queue_size",
-        symbol: "r",
-        help: "negatives kept in the queue; empty = at most half the images",
-    },
-    SettingDoc {
-        key: "ema_momentum",
-        symbol: "m",
-        help: "momentum of the key encoder: how slowly the keys change",
-    },
-    SettingDoc {
-        key: "proto_weight",
-        symbol: "",
-        help: "weight of the ProtoNCE term; 0 = InfoNCE only (MoCo)",
-    },
-    SettingDoc {
-        key: "proto_mode",
-        symbol: "",
-        help: "full: every prototype of a level in the softmax; sampled: r of them (the paper's choice)",
-    },
-    SettingDoc {
-        key: "batch_size",
-        symbol: "",
-        help: "images per step (capped to an eighth of small sets)",
-    },
-    SettingDoc {
-        key: "lr",
-        symbol: "η",
-        help: "learning rate of SGD (momentum 0.9, cosine schedule)",
-    },
-    SettingDoc {
-        key: "kmeans_restarts",
-        symbol: "",
-        help: "k-means runs per level; the lowest inertia wins",
-    },
-    SettingDoc {
-        key: "width",
-        symbol: "",
-        help: "channels of the encoder's first layer (the rest double)",
-    },
-    SettingDoc {
-        key: "feature_dim",
-        symbol: "d",
-        help: "size of the embedding v",
-    },
-    SettingDoc {
-        key: "norm",
-        symbol: "",
-        help: "batch: BatchNorm per chunk of the batch, keys shuffled across chunks (the paper's choice); group: GroupNorm",
-    },
-    SettingDoc {
-        key: "bn_chunks",
-        symbol: "",
-        help: "chunks of the batch with their own BatchNorm statistics (at least 2)",
-    },
-    SettingDoc {
-        key: "seed",
-        symbol: "",
-        help: "same seed, same run (on the CPU)",
-    },
-];
-
-/// The setting `key` of `config` as the text of its input.
-pub fn setting_text(config: &PclConfig, key: &str) -> String {
-    let value = serde_json::to_value(config).expect("plain data");
-    match &value[key] {
-        serde_json::Value::Null => String::new(),
-        serde_json::Value::String(s) => s.to_lowercase(),
-        serde_json::Value::Array(a) => a
-            .iter()
-            .map(|v| v.to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        v => v.to_string(),
-    }
-}
-
-/// `config` with `key` set from the text the user typed, or why it cannot be.
-pub fn with_setting(config: &PclConfig, key: &str, text: &str) -> Result<PclConfig, String> {
-    let mut value = serde_json::to_value(config).expect("plain data");
-    let text = text.trim();
-    let new = match (key, &value[key]) {
-        ("num_clusters", _) => serde_json::Value::Array(
-            text.split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(|t| {
-                    t.parse::<u64>()
-                        .map(Into::into)
-                        .map_err(|_| format!("{key}: '{t}' is not a whole number"))
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        ("queue_size" | "minutes", _) if text.is_empty() => serde_json::Value::Null,
-        ("minutes", _) => text
-            .parse::<f64>()
-            .map_err(|_| format!("{key}: '{text}' is not a number of minutes"))?
-            .into(),
-        ("norm", _) => match text.to_lowercase().as_str() {
-            "batch" => "batch".into(),
-            "group" => "group".into(),
-            _ => return Err(format!("{key}: batch or group")),
-        },
-        ("proto_mode", _) => match text.to_lowercase().as_str() {
-            "full" => "full".into(),
-            "sampled" => "sampled".into(),
-            _ => return Err(format!("{key}: full or sampled")),
-        },
-        (_, serde_json::Value::Number(n)) if n.is_f64() => text
-            .parse::<f64>()
-            .map_err(|_| format!("{key}: '{text}' is not a number"))?
-            .into(),
-        _ => text
-            .parse::<u64>()
-            .map_err(|_| format!("{key}: '{text}' is not a whole number"))?
-            .into(),
-    };
-    value[key] = new;
-    if key == "epochs" {
-        // Epochs typed by hand are the plan: a preset's time budget no longer re-plans them.
-        value["minutes"] = serde_json::Value::Null;
-    }
-    serde_json::from_value(value).map_err(|e| format!("{key}: {e}"))
-}
-
-pub fn format_duration(s: f64) -> String {
-    let s = s.max(0.0).round() as u64;
-    if s >= 3600 {
-        format!("{}h {:02}m", s / 3600, s / 60 % 60)
-    } else if s >= 60 {
-        format!("{}m {:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
-    }
-}
-
-/// At most `max` points: means of equal runs of `ys` (a chart needs no more than its width).
-pub fn downsample(ys: &[f64], max: usize) -> Vec<f64> {
-    if ys.len() <= max {
-        return ys.to_vec();
-    }
-    let per = ys.len().div_ceil(max);
-    ys.chunks(per)
-        .map(|c| c.iter().sum::<f64>() / c.len() as f64)
-        .collect()
-}
-
-/// SVG polyline points for `ys` over a `w` x `h` box (y up), NaN and infinities skipped; long
-/// series are averaged down to 400 points.
-pub fn polyline(ys: &[f64], w: f64, h: f64, lo: f64, hi: f64) -> String {
-    let ys = &downsample(ys, 400)[..];
-    let n = ys.len().max(2) - 1;
-    let span = (hi - lo).max(1e-12);
-    ys.iter()
-        .enumerate()
-        .filter(|(_, y)| y.is_finite())
-        .map(|(i, y)| {
-            let x = i as f64 / n as f64 * w;
-            let y = h - (y.clamp(lo, hi) - lo) / span * h;
-            format!("{x:.1},{y:.1}")
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// One line of the "clusters against labels" chart: per E-step, a level's AMI against the
-/// labels (`fine` false) or the fine labels; or raw pixels' AMI, flat (`level` None).
-#[derive(Clone, Debug, PartialEq)]
-pub struct AmiLine {
-    pub level: Option<usize>,
-    pub fine: bool,
-    pub values: Vec<f64>,
-}
-
-impl AmiLine {
-    pub fn label(&self) -> String {
-        let against = if self.fine { "fine labels" } else { "labels" };
-        match self.level {
-            Some(l) => format!("level {} vs {against}", l + 1),
-            None => format!("raw pixels vs {against}"),
-        }
-    }
-}
-
-/// The lines of the AMI chart from a run's metrics (one entry per E-step): every level against
-/// the labels and the fine labels where they exist, and raw pixels' AMI as a flat line beside
-/// each. Levels that appear later (a longer run) start where they appear.
-pub fn ami_lines(metrics: &[Metrics]) -> Vec<AmiLine> {
-    let mut lines = Vec::new();
-    for fine in [false, true] {
-        fn per(m: &Metrics, fine: bool) -> &[f64] {
-            if fine {
-                &m.level_ami_fine
-            } else {
-                &m.level_ami
-            }
-        }
-        let levels = metrics
-            .iter()
-            .map(|m| per(m, fine).len())
-            .max()
-            .unwrap_or(0);
-        for l in 0..levels {
-            let values = metrics
-                .iter()
-                .map(|m| per(m, fine).get(l).copied().unwrap_or(f64::NAN))
-                .collect();
-            lines.push(AmiLine {
-                level: Some(l),
-                fine,
-                values,
-            });
-        }
-        let pixels = metrics.iter().rev().find_map(|m| {
-            if fine {
-                m.pixels_ami_fine
-            } else {
-                m.pixels_ami
-            }
-        });
-        if let (Some(p), true) = (pixels, levels > 0) {
-            lines.push(AmiLine {
-                level: None,
-                fine,
-                values: vec![p; metrics.len().max(2)],
-            });
-        }
-    }
-    lines
-}
-
-/// The heading of level `m`'s gallery: K and inertia, and where labels exist how well its
-/// clusters match them, beside raw pixels' figure.
-pub fn level_heading(m: usize, k: usize, inertia: f64, metrics: Option<&Metrics>) -> String {
-    let mut text = format!("Level {} — K = {k}, inertia {inertia:.1}", m + 1);
-    let Some(metrics) = metrics else {
-        return text;
-    };
-    let pixels = |p: Option<f64>| p.map_or(String::new(), |p| format!(" (raw pixels {p:.3})"));
-    if let Some(a) = metrics.level_ami.get(m) {
-        text += &format!(" · AMI vs labels {a:.3}{}", pixels(metrics.pixels_ami));
-    }
-    if let Some(a) = metrics.level_ami_fine.get(m) {
-        text += &format!(", vs fine labels {a:.3}{}", pixels(metrics.pixels_ami_fine));
-    }
-    text
-}
-
-/// Min and max of the finite values (a unit range when there are none).
-pub fn finite_range<'a>(values: impl IntoIterator<Item = &'a f64>) -> (f64, f64) {
-    let (lo, hi) = values
-        .into_iter()
-        .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-            (a.min(v), b.max(v))
-        });
-    if lo.is_finite() {
-        (lo, hi.max(lo + 1e-9))
-    } else {
-        (0.0, 1.0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engine::records::{ClusterCard, LevelView};
     use crate::protocol::ImagesAdded;
-
-    #[test]
-    fn ami_chart_has_a_line_per_level_and_label_kind_and_the_pixels_baseline() {
-        let m = |ami: Vec<f64>, fine: Vec<f64>| Metrics {
-            level_ami: ami,
-            level_ami_fine: fine,
-            pixels_ami: Some(0.3),
-            pixels_ami_fine: Some(0.4),
-            ..Default::default()
-        };
-        let lines = ami_lines(&[
-            m(vec![0.1, 0.2], vec![0.5, 0.6]),
-            m(vec![0.15, 0.25], vec![0.55, 0.65]),
-        ]);
-        let labels: Vec<String> = lines.iter().map(AmiLine::label).collect();
-        assert_eq!(
-            labels,
-            [
-                "level 1 vs labels",
-                "level 2 vs labels",
-                "raw pixels vs labels",
-                "level 1 vs fine labels",
-                "level 2 vs fine labels",
-                "raw pixels vs fine labels"
-            ]
-        );
-        assert_eq!(lines[1].values, vec![0.2, 0.25]);
-        assert_eq!(lines[5].values, vec![0.4, 0.4]);
-        // No fine labels: no fine lines and no fine baseline.
-        let lines = ami_lines(&[Metrics {
-            level_ami: vec![0.1],
-            pixels_ami: Some(0.3),
-            ..Default::default()
-        }]);
-        assert_eq!(lines.len(), 2);
-        assert!(ami_lines(&[]).is_empty());
-    }
-
-    #[test]
-    fn gallery_headings_say_how_well_each_level_matches_the_labels() {
-        let m = Metrics {
-            level_ami: vec![0.25, 0.3],
-            level_ami_fine: vec![0.4, 0.5],
-            pixels_ami: Some(0.28),
-            pixels_ami_fine: Some(0.33),
-            ..Default::default()
-        };
-        assert_eq!(
-            level_heading(1, 74, 377.44, Some(&m)),
-            "Level 2 — K = 74, inertia 377.4 · AMI vs labels 0.300 (raw pixels 0.280), \
-             vs fine labels 0.500 (raw pixels 0.330)"
-        );
-        assert_eq!(
-            level_heading(0, 18, 708.0, None),
-            "Level 1 — K = 18, inertia 708.0"
-        );
-    }
 
     #[test]
     fn ready_starts_the_worker_and_results_are_kept() {
@@ -836,53 +500,5 @@ mod tests {
         });
         assert_eq!(s.hierarchy(1), vec![vec![(2, 2), (1, 1)], vec![(0, 1)]]);
         assert!(s.hierarchy(5).is_empty());
-    }
-
-    #[test]
-    fn settings_round_trip_through_their_inputs() {
-        let c = PclConfig::default();
-        assert_eq!(setting_text(&c, "tau"), "0.2");
-        assert_eq!(setting_text(&c, "queue_size"), "");
-        let c = with_setting(&c, "num_clusters", "10, 40,100").unwrap();
-        assert_eq!(c.num_clusters, vec![10, 40, 100]);
-        assert_eq!(setting_text(&c, "num_clusters"), "10, 40, 100");
-        let c = with_setting(&c, "tau", "0.1").unwrap();
-        assert_eq!(c.tau, 0.1);
-        let c = with_setting(&c, "proto_mode", "sampled").unwrap();
-        assert_eq!(setting_text(&c, "proto_mode"), "sampled");
-        assert_eq!(
-            with_setting(&c, "queue_size", "64").unwrap().queue_size,
-            Some(64)
-        );
-        assert!(
-            with_setting(&c, "epochs", "ten")
-                .unwrap_err()
-                .contains("whole number")
-        );
-        for s in SETTINGS {
-            let text = setting_text(&c, s.key);
-            assert!(with_setting(&c, s.key, &text).is_ok(), "{}", s.key);
-        }
-    }
-
-    #[test]
-    fn charts_scale_and_skip_non_finite_values() {
-        assert_eq!(
-            polyline(&[0.0, f64::NAN, 1.0], 10.0, 4.0, 0.0, 1.0),
-            "0.0,4.0 10.0,0.0"
-        );
-        assert_eq!(finite_range(&[2.0, f64::INFINITY, 5.0]), (2.0, 5.0));
-        assert_eq!(
-            downsample(&[1.0, 3.0, 5.0, 7.0, 9.0], 3),
-            vec![2.0, 6.0, 9.0]
-        );
-        assert_eq!(
-            polyline(&vec![1.0; 1000], 10.0, 1.0, 0.0, 1.0)
-                .split(' ')
-                .count(),
-            334
-        );
-        assert_eq!(format_duration(125.0), "2m 05s");
-        assert_eq!(Preset::InfoNce.config().proto_weight, 0.0);
     }
 }

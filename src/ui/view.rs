@@ -153,28 +153,7 @@ fn on_worker_message(state: RwSignal<PageState>, version: RwSignal<usize>, e: Me
         (FromWorker::File { name, .. }, Some(b)) => js::download(b, name),
         (FromWorker::Autosave { .. }, Some(_))
             if state.with_untracked(|s| s.autosave_off.is_some()) => {}
-        (FromWorker::Autosave { epoch }, Some(b)) => {
-            let (epoch, b) = (*epoch, b.clone());
-            let images = state.with_untracked(|s| s.images.count);
-            leptos::task::spawn_local(async move {
-                // One record, one transaction: the bytes and what they are never disagree.
-                let record = js_sys::Object::new();
-                let _ = js_sys::Reflect::set(&record, &"epoch".into(), &(epoch as u32).into());
-                let _ = js_sys::Reflect::set(&record, &"images".into(), &(images as u32).into());
-                let _ = js_sys::Reflect::set(&record, &"bytes".into(), &b);
-                match js::idb_put("session", &record).await {
-                    Ok(()) => state.update(|s| s.autosaved = Some(epoch)),
-                    // Training goes on; later autosaves are dropped instead of piling up.
-                    Err(e) => state.update(|s| {
-                        s.autosave_off = Some(format!("the browser refused to store it ({e})"));
-                        s.error = Some(format!(
-                            "autosave is off: the browser refused to store it ({e}). Training \
-                             goes on; export the session to keep it."
-                        ));
-                    }),
-                }
-            });
-        }
+        (FromWorker::Autosave { epoch }, Some(b)) => store_autosave(state, *epoch, b.clone()),
         _ => {}
     }
     let ready = msg == FromWorker::Ready;
@@ -200,6 +179,31 @@ fn on_worker_message(state: RwSignal<PageState>, version: RwSignal<usize>, e: Me
             }
         });
     }
+}
+
+/// Keeps the worker's autosave bytes in the browser's storage, with the epoch and the image
+/// count they belong to (one record, one transaction: the bytes and what they are never
+/// disagree). A refusal turns autosave off for this tab; training goes on.
+fn store_autosave(state: RwSignal<PageState>, epoch: usize, b: js_sys::Uint8Array) {
+    let images = state.with_untracked(|s| s.images.count);
+    leptos::task::spawn_local(async move {
+        // One record, one transaction: the bytes and what they are never disagree.
+        let record = js_sys::Object::new();
+        let _ = js_sys::Reflect::set(&record, &"epoch".into(), &(epoch as u32).into());
+        let _ = js_sys::Reflect::set(&record, &"images".into(), &(images as u32).into());
+        let _ = js_sys::Reflect::set(&record, &"bytes".into(), &b);
+        match js::idb_put("session", &record).await {
+            Ok(()) => state.update(|s| s.autosaved = Some(epoch)),
+            // Training goes on; later autosaves are dropped instead of piling up.
+            Err(e) => state.update(|s| {
+                s.autosave_off = Some(format!("the browser refused to store it ({e})"));
+                s.error = Some(format!(
+                    "autosave is off: the browser refused to store it ({e}). Training \
+                     goes on; export the session to keep it."
+                ));
+            }),
+        }
+    });
 }
 
 /// Acts on a crash the state has judged (`PageState::crashed`): the old worker goes (its wasm

@@ -221,6 +221,7 @@ async fn handle(msg: ToWorker, payload: JsValue) {
             error("test hooks are only in development builds")
         }
         ToWorker::Neighbours { index } => request(Request::Neighbours(index)),
+        ToWorker::Tsne => request(Request::Tsne),
     }
 }
 

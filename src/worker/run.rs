@@ -7,9 +7,12 @@ use std::rc::Rc;
 
 use super::{PixelsAmi, STATE, busy_training, device, error, now_ms, post, post_bytes, sleep_ms};
 use crate::engine::config::too_few_images;
-use crate::engine::explore;
+use crate::engine::eval::pca_2d;
+use crate::engine::model::EncoderConfig;
 use crate::engine::session::{Command, Failure, Options, Session, Update};
+use crate::engine::tsne::Tsne;
 use crate::engine::{Dataset, EngineError, PclConfig, Trainer};
+use crate::engine::{explore, export};
 use crate::protocol::{ExportKind, FromWorker, Phase, RunStatus};
 
 /// What the page asks of the live run; the run's driver takes these between units of work.
@@ -17,6 +20,7 @@ pub(super) enum Request {
     Run(Command),
     Export(ExportKind),
     Neighbours(usize),
+    Tsne,
 }
 
 thread_local! {
@@ -29,7 +33,9 @@ pub(super) fn request(r: Request) {
         match r {
             Request::Run(_) => {}
             Request::Export(_) => error("nothing to export yet: train first"),
-            Request::Neighbours(_) => error("no embedding yet: train for an epoch first"),
+            Request::Neighbours(_) | Request::Tsne => {
+                error("no embedding yet: train for an epoch first")
+            }
         }
         return;
     }
@@ -111,6 +117,7 @@ fn data_id(data: &Rc<Dataset>) -> (usize, usize) {
 /// Message plumbing around the run: requests in, updates out, until another run replaces it
 /// or its images are removed. It outlives the end of training, for exports and neighbours.
 async fn drive(mut session: Session, generation: u64) {
+    let mut tsne: Option<Tsne> = None;
     loop {
         if STATE.with_borrow(|s| s.generation) != generation {
             return;
@@ -120,6 +127,22 @@ async fn drive(mut session: Session, generation: u64) {
                 Request::Run(c) => session.command(c),
                 Request::Export(kind) => export(&session, kind).await,
                 Request::Neighbours(index) => neighbours(&session, index),
+                Request::Tsne => tsne = start_tsne(&session),
+            }
+        }
+        // The map advances in slices between units of training, so both go on.
+        if let Some(t) = tsne.as_mut() {
+            let t0 = now_ms();
+            while !t.done() && now_ms() - t0 < 100.0 {
+                t.run(1);
+            }
+            post(FromWorker::Tsne {
+                done: t.iteration,
+                total: t.iterations,
+                points: t.done().then(|| t.layout()),
+            });
+            if t.done() {
+                tsne = None;
             }
         }
         let worked = session.tick(&mut post_update).await;
@@ -153,6 +176,21 @@ fn post_update(update: Update) {
     }
 }
 
+/// A t-SNE of the last explorer pass's embeddings, started from its PCA map.
+fn start_tsne(session: &Session) -> Option<Tsne> {
+    let Some((emb, d)) = session.embeddings() else {
+        error("no embedding yet: train for an epoch first");
+        return None;
+    };
+    match Tsne::new(emb, d, &pca_2d(emb, d), 30.0) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            error(e);
+            None
+        }
+    }
+}
+
 fn neighbours(session: &Session, index: usize) {
     let found = session
         .embeddings()
@@ -173,6 +211,20 @@ async fn export(session: &Session, kind: ExportKind) {
             explore::clusters_json(t, session.data()).into_bytes(),
             "pcl-clusters.json",
         )),
+        ExportKind::Safetensors => {
+            let c = &t.config;
+            let config = EncoderConfig::new(c.width, c.feature_dim).with_norm(c.norm);
+            export::safetensors(&t.encoder(), &config)
+                .await
+                .map(|b| (b, "pcl-encoder.safetensors"))
+        }
+        ExportKind::Projector => match session.embeddings() {
+            Some((emb, d)) => {
+                let bundle = export::projector(session.data(), emb, d, t.clustering.as_ref());
+                Ok((export::projector_zip(&bundle), "pcl-projector.zip"))
+            }
+            None => Err(EngineError::Config("no embeddings yet".into())),
+        },
         ExportKind::Embeddings => match session.embeddings() {
             Some((emb, d)) => Ok((
                 explore::embeddings_csv(session.data(), emb, d).into_bytes(),

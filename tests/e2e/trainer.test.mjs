@@ -231,10 +231,47 @@ test('a crashed worker is replaced and the run resumes from the autosave', async
   }
 });
 
+// The file a button downloads, as bytes.
+async function download(page, id) {
+  const [file] = await Promise.all([page.waitForEvent('download'), press(page, id)]);
+  return fs.readFileSync(await file.path());
+}
+
 test('one click runs the InfoNCE-only baseline and both curves are shown', async () => {
   const { browser, page, errors } = await startTinyCpuRun(3);
   try {
     await waitState(page, 'done');
+    // Exports for other tools: safetensors under PyTorch's names, the Projector's zip.
+    const st = await download(page, 'export-safetensors');
+    const headerLen = Number(st.readBigUInt64LE(0));
+    const header = JSON.parse(st.subarray(8, 8 + headerLen).toString());
+    assert.deepEqual(header['backbone.0.weight'].shape, [4, 3, 3, 3]);
+    assert.ok(header['backbone.1.running_var'] && header['head.2.bias']);
+    const zip = await download(page, 'export-projector');
+    const names = [];
+    for (let at = 0; zip.readUInt32LE(at) === 0x04034b50;) {
+      const size = zip.readUInt32LE(at + 18), nameLen = zip.readUInt16LE(at + 26);
+      names.push(zip.subarray(at + 30, at + 30 + nameLen).toString());
+      const body = zip.subarray(at + 30 + nameLen, at + 30 + nameLen + size);
+      if (names.at(-1) === 'tensors.tsv') assert.equal(body.toString().trim().split('\n').length, 64);
+      if (names.at(-1) === 'sprite.png') assert.equal(body.subarray(1, 4).toString(), 'PNG');
+      at += 30 + nameLen + size;
+    }
+    assert.deepEqual(names, ['tensors.tsv', 'metadata.tsv', 'sprite.png', 'projector_config.json']);
+    // The t-SNE map: computed in the worker with progress, drawn, and hovering shows an image.
+    await page.selectOption('[data-testid=map-layout]', 'tsne');
+    await page.waitForFunction(() => /t-SNE: iteration \d+|t-SNE ready/.test(document.querySelector('[data-testid=tsne-progress]').textContent),
+      null, { timeout: 60_000, polling: 20 });
+    await page.waitForSelector('[data-testid=map][data-kind=tsne]', { timeout: 120_000 });
+    const box = await page.locator('[data-testid=map]').boundingBox();
+    let shown = false;
+    for (let y = 0.02; y < 1 && !shown; y += 0.02) {
+      for (let x = 0.02; x < 1 && !shown; x += 0.02) {
+        await page.mouse.move(box.x + x * box.width, box.y + y * box.height);
+        shown = await page.locator('[data-testid=map-hover]').count() > 0;
+      }
+    }
+    assert.ok(shown, 'hovering the t-SNE map shows an image');
     await press(page, 'baseline');
     await page.waitForFunction(() => /InfoNCE only/.test(document.querySelector('[data-testid=metrics]')?.textContent ?? ''),
       null, { timeout: LONG });

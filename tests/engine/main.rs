@@ -1,6 +1,7 @@
 //! Integration tests of the engine and the CLI, one binary (link time is the scarce resource).
 
 mod cli;
+mod export;
 mod golden;
 mod gpu;
 mod intake;

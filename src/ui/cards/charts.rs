@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 
-use crate::ui::state::{AmiLine, ami_lines, finite_range, polyline};
+use crate::ui::charts::{AmiLine, ami_lines, finite_range, polyline};
 use crate::ui::tiles::PALETTE;
 
 /// Each clustering level's AMI against the labels (solid) and the fine labels (dotted) per

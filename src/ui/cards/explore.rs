@@ -5,17 +5,37 @@ use leptos::prelude::*;
 use web_sys::HtmlCanvasElement;
 
 use super::charts::{ami_chart, level_histograms};
+use crate::engine::records::ExploreReport;
 use crate::protocol::ToWorker;
-use crate::ui::state::{PageState, finite_range, level_heading, polyline};
+use crate::ui::charts::{finite_range, level_heading, polyline};
+use crate::ui::state::PageState;
 use crate::ui::tiles::{PALETTE, Tiles, context_2d};
 use crate::ui::view::send;
 
 #[component]
 pub fn ExploreCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl IntoView {
     let explore = Memo::new(move |_| state.with(|s| s.explore.clone()));
-    let level = RwSignal::new(0usize);
     let open = RwSignal::new(None::<(usize, usize)>);
-    let gallery = move || {
+    view! {
+        <section class="card" class:hidden=move || explore.with(|e| e.is_none())>
+            <h2>"3. Explore"</h2>
+            <Galleries explore open version />
+            <Members explore open version />
+            <Hierarchy state explore version />
+            <EmbeddingMap state explore version />
+            <Neighbours state version />
+            <Metrics state />
+        </section>
+    }
+}
+
+#[component]
+fn Galleries(
+    explore: Memo<Option<ExploreReport>>,
+    open: RwSignal<Option<(usize, usize)>>,
+    version: RwSignal<usize>,
+) -> impl IntoView {
+    move || {
         explore.with(|ex| {
             let ex = ex.as_ref()?;
             Some(view! {
@@ -40,8 +60,16 @@ pub fn ExploreCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl
                 </div>
             })
         })
-    };
-    let members = move || {
+    }
+}
+
+#[component]
+fn Members(
+    explore: Memo<Option<ExploreReport>>,
+    open: RwSignal<Option<(usize, usize)>>,
+    version: RwSignal<usize>,
+) -> impl IntoView {
+    move || {
         let (m, c) = open.get()?;
         explore.with(|ex| {
             let card = ex.as_ref()?.levels.get(m)?.clusters.get(c)?;
@@ -54,8 +82,16 @@ pub fn ExploreCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl
                 </div>
             })
         })
-    };
-    let hierarchy = move || {
+    }
+}
+
+#[component]
+fn Hierarchy(
+    state: RwSignal<PageState>,
+    explore: Memo<Option<ExploreReport>>,
+    version: RwSignal<usize>,
+) -> impl IntoView {
+    move || {
         explore.with(|_| ());
         state.with_untracked(|s| {
             let ex = s.explore.as_ref()?;
@@ -80,18 +116,41 @@ pub fn ExploreCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl
                 </div>
             })
         })
-    };
+    }
+}
+
+#[component]
+fn EmbeddingMap(
+    state: RwSignal<PageState>,
+    explore: Memo<Option<ExploreReport>>,
+    version: RwSignal<usize>,
+) -> impl IntoView {
+    let level = RwSignal::new(0usize);
+    // Which layout is drawn: the explorer's PCA, or t-SNE once computed.
+    let use_tsne = RwSignal::new(false);
+    // A memo: the map is redrawn when its points change, not on every message.
+    let shown = Memo::new(move |_| {
+        let tsne = use_tsne.get();
+        state.with(|s| match (&s.tsne, tsne) {
+            (Some(t), true) => Some(t.clone()),
+            _ => s.explore.as_ref().map(|e| e.map.clone()),
+        })
+    });
     let map = NodeRef::<leptos::html::Canvas>::new();
     Effect::new(move |_| {
         let lv = level.get();
         let Some(canvas) = map.get() else { return };
-        explore.with(|ex| {
-            let Some(ex) = ex else { return };
-            draw_map(
-                &canvas,
-                &ex.map,
-                ex.levels.get(lv).map(|l| &l.assignments[..]),
-            );
+        shown.with(|points| {
+            explore.with(|ex| {
+                let (Some(ex), Some(points)) = (ex, points) else {
+                    return;
+                };
+                draw_map(
+                    &canvas,
+                    points,
+                    ex.levels.get(lv).map(|l| &l.assignments[..]),
+                );
+            })
         });
     });
     let hover = RwSignal::new(None::<usize>);
@@ -102,15 +161,13 @@ pub fn ExploreCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl
             (ev.client_x() as f64 - rect.left()) / rect.width() * 400.0,
             (ev.client_y() as f64 - rect.top()) / rect.height() * 400.0,
         );
-        state.with_untracked(|s| {
-            let pts = map_points(&s.explore.as_ref()?.map);
-            pts.iter()
-                .enumerate()
-                .map(|(i, p)| (i, (p.0 - x).powi(2) + (p.1 - y).powi(2)))
-                .filter(|&(_, d)| d < 100.0)
-                .min_by(|a, b| a.1.total_cmp(&b.1))
-                .map(|(i, _)| i)
-        })
+        let pts = shown.with_untracked(|p| p.as_deref().map(map_points))?;
+        pts.iter()
+            .enumerate()
+            .map(|(i, p)| (i, (p.0 - x).powi(2) + (p.1 - y).powi(2)))
+            .filter(|&(_, d)| d < 100.0)
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(i, _)| i)
     };
     let on_move = move |ev: web_sys::MouseEvent| hover.set(nearest_point(&ev));
     let on_click = move |ev: web_sys::MouseEvent| {
@@ -118,8 +175,57 @@ pub fn ExploreCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl
             send(ToWorker::Neighbours { index: i });
         }
     };
+    let levels_select = move || {
+        explore.with(|ex| {
+            ex.as_ref().map(|ex| {
+                ex.levels
+                    .iter()
+                    .enumerate()
+                    .map(|(m, l)| view! { <option value=m.to_string()>{format!("level {} (K = {})", m + 1, l.k)}</option> })
+                    .collect_view()
+            })
+        })
+    };
+    let layout = move |ev: web_sys::Event| {
+        let tsne = event_target_value(&ev) == "tsne";
+        use_tsne.set(tsne);
+        if tsne && state.with_untracked(|s| s.tsne.is_none() && s.tsne_progress.is_none()) {
+            send(ToWorker::Tsne);
+        }
+    };
+    let progress = move || {
+        state.with(|s| match (s.tsne_progress, &s.tsne) {
+            (Some((done, total)), None) => format!("t-SNE: iteration {done} of {total}…"),
+            (Some(_), Some(_)) => "t-SNE ready.".to_string(),
+            _ => String::new(),
+        })
+    };
+    let kind = move || {
+        let tsne = use_tsne.get() && state.with(|s| s.tsne.is_some());
+        if tsne { "tsne" } else { "pca" }
+    };
+    view! {
+        <h3>"Embedding map"</h3>
+        <p>
+            "Layout " <select data-testid="map-layout" on:change=layout>
+                <option value="pca">"PCA"</option>
+                <option value="tsne">"t-SNE"</option>
+            </select>
+            " · colour by " <select on:change=move |ev| level.set(event_target_value(&ev).parse().unwrap_or(0))>{levels_select}</select>
+            " — hover a point to see it, click it for its nearest neighbours. "
+            <span data-testid="tsne-progress">{progress}</span>
+        </p>
+        <div class="map">
+            <canvas data-testid="map" data-kind=kind node_ref=map width="400" height="400" on:mousemove=on_move on:click=on_click></canvas>
+            {move || hover.get().map(|i| view! { <Tiles indices=vec![i] cols=1 version testid="map-hover" /> })}
+        </div>
+    }
+}
+
+#[component]
+fn Neighbours(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl IntoView {
     let found = Memo::new(move |_| state.with(|s| s.neighbours.clone()));
-    let neighbours = move || {
+    move || {
         let (i, list) = found.get()?;
         state.with_untracked(|s| {
             let mut shown = vec![i];
@@ -132,7 +238,11 @@ pub fn ExploreCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl
                 </div>
             })
         })
-    };
+    }
+}
+
+#[component]
+fn Metrics(state: RwSignal<PageState>) -> impl IntoView {
     let scores = Memo::new(move |_| {
         state.with(|s| {
             let m = s.explore.as_ref().and_then(|e| e.metrics.clone());
@@ -141,7 +251,7 @@ pub fn ExploreCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl
             (m, curves)
         })
     });
-    let metrics = move || {
+    move || {
         scores.with(|(m, curves)| {
             let m = m.clone()?;
             Some(view! {
@@ -169,36 +279,6 @@ pub fn ExploreCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl
                 </div>
             })
         })
-    };
-    let levels_select = move || {
-        explore.with(|ex| {
-            ex.as_ref().map(|ex| {
-                ex.levels
-                    .iter()
-                    .enumerate()
-                    .map(|(m, l)| view! { <option value=m.to_string()>{format!("level {} (K = {})", m + 1, l.k)}</option> })
-                    .collect_view()
-            })
-        })
-    };
-    view! {
-        <section class="card" class:hidden=move || explore.with(|e| e.is_none())>
-            <h2>"3. Explore"</h2>
-            {gallery}
-            {members}
-            {hierarchy}
-            <h3>"Embedding map (PCA)"</h3>
-            <p>
-                "Colour by " <select on:change=move |ev| level.set(event_target_value(&ev).parse().unwrap_or(0))>{levels_select}</select>
-                " — hover a point to see it, click it for its nearest neighbours."
-            </p>
-            <div class="map">
-                <canvas data-testid="map" node_ref=map width="400" height="400" on:mousemove=on_move on:click=on_click></canvas>
-                {move || hover.get().map(|i| view! { <Tiles indices=vec![i] cols=1 version /> })}
-            </div>
-            {neighbours}
-            {metrics}
-        </section>
     }
 }
 

@@ -7,8 +7,9 @@ use web_sys::{HtmlCanvasElement, HtmlInputElement};
 
 use crate::intake::{Label, MAX_FILE_BYTES, MAX_IMAGES, MAX_PIXELS};
 use crate::protocol::ToWorker;
+use crate::ui::charts::format_duration;
 use crate::ui::js;
-use crate::ui::state::{PageState, format_duration};
+use crate::ui::state::PageState;
 use crate::ui::tiles::{Tiles, context_2d};
 use crate::ui::view::{send, send_with};
 
@@ -37,24 +38,6 @@ fn send_files(files: web_sys::FileList, folder: bool) -> Result<(), String> {
 
 #[component]
 pub fn ImagesCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl IntoView {
-    let folder = NodeRef::<leptos::html::Input>::new();
-    Effect::new(move |_| {
-        if let Some(input) = folder.get() {
-            let _ = input.set_attribute("webkitdirectory", "");
-        }
-    });
-    // Files from the file picker, or (`folder`) the folder picker.
-    let picked = move |folder: bool| {
-        move |ev: web_sys::Event| {
-            let input: HtmlInputElement = event_target(&ev);
-            if let Some(files) = input.files()
-                && let Err(e) = send_files(files, folder)
-            {
-                state.update(|s| s.error = Some(e));
-            }
-            input.set_value("");
-        }
-    };
     let on_drop = move |ev: web_sys::DragEvent| {
         ev.prevent_default();
         if let Some(dt) = ev.data_transfer() {
@@ -76,11 +59,96 @@ pub fn ImagesCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl 
             });
         }
     };
+    let thumbs = move || {
+        version.track();
+        let n = state.with_untracked(|s| s.images.count);
+        let shown: Vec<usize> = (n.saturating_sub(240)..n).collect();
+        view! { <Tiles indices=shown cols=24 version testid="thumbnails" /> }
+    };
+    view! {
+        <section class="card" on:dragover=|ev: web_sys::DragEvent| ev.prevent_default() on:drop=on_drop>
+            <h2>"1. Images"</h2>
+            <Pickers state />
+            <SampleSet />
+            <Webcam />
+            <ImageCount state />
+            {thumbs}
+            <p class="hint">
+                {format!(
+                    "Limits: {MAX_IMAGES} images; {} MB and {} megapixels per file (larger files \
+                     are refused before decoding). PNG, JPEG, GIF (first frame), WebP, BMP.",
+                    MAX_FILE_BYTES / 1048576,
+                    MAX_PIXELS / 1_000_000
+                )}
+            </p>
+        </section>
+    }
+}
+
+/// The file and folder pickers (a drop on the card does the same).
+#[component]
+fn Pickers(state: RwSignal<PageState>) -> impl IntoView {
+    let folder = NodeRef::<leptos::html::Input>::new();
+    Effect::new(move |_| {
+        if let Some(input) = folder.get() {
+            let _ = input.set_attribute("webkitdirectory", "");
+        }
+    });
+    // Files from the file picker, or (`folder`) the folder picker.
+    let picked = move |folder: bool| {
+        move |ev: web_sys::Event| {
+            let input: HtmlInputElement = event_target(&ev);
+            if let Some(files) = input.files()
+                && let Err(e) = send_files(files, folder)
+            {
+                state.update(|s| s.error = Some(e));
+            }
+            input.set_value("");
+        }
+    };
+    view! {
+        <div class="dropzone">
+            <p>"Drop image files or folders here, or pick them:"</p>
+            <label>"Files " <input type="file" multiple accept="image/*" data-testid="image-input" on:change=picked(false) /></label>
+            " "
+            <label>"A folder " <input type="file" node_ref=folder data-testid="folder-input" on:change=picked(true) /></label>
+            <p class="hint">
+                "Subfolder names become labels, used only to measure how good the "
+                "representation is, never to train (a second level, coarse/fine, is kept too)."
+            </p>
+        </div>
+    }
+}
+
+/// The built-in sample set, whole or a part spread over its groups.
+#[component]
+fn SampleSet() -> impl IntoView {
     let sample_size = RwSignal::new(String::from("all"));
     let load_sample = move |_| {
         let limit = sample_size.get_untracked().parse().ok();
         send(ToWorker::LoadSample { limit });
     };
+    view! {
+        <p>
+            "Or the built-in sample set: 1,870 emoji in 9 groups and 99 subgroups "
+            "(Noto Color Emoji, SIL Open Font License) "
+            <select on:change=move |ev| sample_size.set(event_target_value(&ev)) name="sample-size">
+                <option value="all">"all"</option>
+                <option value="500">"500"</option>
+                <option value="200">"200"</option>
+                <option value="64">"64"</option>
+            </select>
+            " "
+            <button data-testid="load-sample" on:click=load_sample>"Load sample set"</button>
+            " "
+            <button on:click=move |_| send(ToWorker::ClearImages)>"Remove all images"</button>
+        </p>
+    }
+}
+
+/// How many images are loaded, the loading progress, and the files skipped with the reason.
+#[component]
+fn ImageCount(state: RwSignal<PageState>) -> impl IntoView {
     let count_text = move || {
         state.with(|s| {
             let im = &s.images;
@@ -129,59 +197,16 @@ pub fn ImagesCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl 
             })
         })
     };
-    let thumbs = move || {
-        version.track();
-        let n = state.with_untracked(|s| s.images.count);
-        let shown: Vec<usize> = (n.saturating_sub(240)..n).collect();
-        view! { <Tiles indices=shown cols=24 version testid="thumbnails" /> }
-    };
     view! {
-        <section class="card" on:dragover=|ev: web_sys::DragEvent| ev.prevent_default() on:drop=on_drop>
-            <h2>"1. Images"</h2>
-            <div class="dropzone">
-                <p>"Drop image files or folders here, or pick them:"</p>
-                <label>"Files " <input type="file" multiple accept="image/*" data-testid="image-input" on:change=picked(false) /></label>
-                " "
-                <label>"A folder " <input type="file" node_ref=folder data-testid="folder-input" on:change=picked(true) /></label>
-                <p class="hint">
-                    "Subfolder names become labels, used only to measure how good the "
-                    "representation is, never to train (a second level, coarse/fine, is kept too)."
-                </p>
-            </div>
-            <p>
-                "Or the built-in sample set: 1,870 emoji in 9 groups and 99 subgroups "
-                "(Noto Color Emoji, SIL Open Font License) "
-                <select on:change=move |ev| sample_size.set(event_target_value(&ev)) name="sample-size">
-                    <option value="all">"all"</option>
-                    <option value="500">"500"</option>
-                    <option value="200">"200"</option>
-                    <option value="64">"64"</option>
-                </select>
-                " "
-                <button data-testid="load-sample" on:click=load_sample>"Load sample set"</button>
-                " "
-                <button on:click=move |_| send(ToWorker::ClearImages)>"Remove all images"</button>
-            </p>
-            <Webcam />
-            <p
-                data-testid="image-count"
-                data-count=move || state.with(|s| s.images.count.to_string())
-                data-state=move || state.with(|s| if s.images.loading.is_some() { "loading" } else { "ready" })
-            >
-                {count_text}
-            </p>
-            {progress}
-            {skipped}
-            {thumbs}
-            <p class="hint">
-                {format!(
-                    "Limits: {MAX_IMAGES} images; {} MB and {} megapixels per file (larger files \
-                     are refused before decoding). PNG, JPEG, GIF (first frame), WebP, BMP.",
-                    MAX_FILE_BYTES / 1048576,
-                    MAX_PIXELS / 1_000_000
-                )}
-            </p>
-        </section>
+        <p
+            data-testid="image-count"
+            data-count=move || state.with(|s| s.images.count.to_string())
+            data-state=move || state.with(|s| if s.images.loading.is_some() { "loading" } else { "ready" })
+        >
+            {count_text}
+        </p>
+        {progress}
+        {skipped}
     }
 }
 

@@ -35,6 +35,10 @@ pub fn KeepCard(state: RwSignal<PageState>) -> impl IntoView {
                 <button data-testid="export-clusters" on:click=export(ExportKind::Clusters) disabled=move || !has_run()>"Clusters (JSON)"</button>
                 " "
                 <button data-testid="export-embeddings" on:click=export(ExportKind::Embeddings) disabled=move || !has_run()>"Embeddings (CSV)"</button>
+                " "
+                <button data-testid="export-safetensors" on:click=export(ExportKind::Safetensors) disabled=move || !has_run()>"Encoder for PyTorch (safetensors)"</button>
+                " "
+                <button data-testid="export-projector" on:click=export(ExportKind::Projector) disabled=move || !has_run()>"Embedding Projector bundle (zip)"</button>
             </p>
             <p>
                 <label>"Open a session file: " <input type="file" data-testid="import-session" on:change=import /></label>

@@ -4,9 +4,9 @@
 use leptos::prelude::*;
 
 use crate::protocol::{RunState, ToWorker};
-use crate::ui::state::{
-    PageState, Preset, SETTINGS, finite_range, polyline, setting_text, with_setting,
-};
+use crate::ui::charts::{finite_range, polyline};
+use crate::ui::settings::{SETTINGS, setting_text, with_setting};
+use crate::ui::state::{PageState, Preset};
 use crate::ui::view::send;
 
 fn setting_input(state: RwSignal<PageState>, key: &'static str) -> impl IntoView {
@@ -45,6 +45,44 @@ pub fn TrainCard(state: RwSignal<PageState>) -> impl IntoView {
             ToWorker::Pause
         });
     };
+    view! {
+        <section class="card">
+            <h2>"2. Train"</h2>
+            <Settings state />
+            <p>
+                <button data-testid="train" on:click=train disabled=running>"Train"</button>
+                " "
+                <button data-testid="pause" on:click=pause disabled=move || !running()>
+                    {move || if state.with(|s| s.run.state == RunState::Paused) { "Resume" } else { "Pause" }}
+                </button>
+                " "
+                <button data-testid="stop" on:click=move |_| send(ToWorker::Stop) disabled=move || !running()>"Stop"</button>
+                " "
+                <button data-testid="baseline" on:click=baseline disabled=running>"Run the InfoNCE-only baseline"</button>
+            </p>
+            <p
+                data-testid="status"
+                data-state=move || state.with(|s| s.state_attr())
+                data-epoch=move || state.with(|s| s.run.epoch.to_string())
+                data-images-per-s=move || state.with(|s| format!("{:.1}", s.run.images_per_s))
+            >
+                {move || state.with(|s| s.progress_line())}
+            </p>
+            <progress
+                class:hidden=move || !running()
+                max=move || state.with(|s| (s.run.epochs * s.run.steps_per_epoch).max(1).to_string())
+                value=move || state.with(|s| (s.run.epoch * s.run.steps_per_epoch + s.run.step).to_string())
+            ></progress>
+            <p class="error" data-testid="error">{move || state.with(|s| s.error.clone())}</p>
+            <StepCharts state />
+            <EStepTable state />
+        </section>
+    }
+}
+
+/// The formula, the presets and every setting beside its symbol and what it does.
+#[component]
+fn Settings(state: RwSignal<PageState>) -> impl IntoView {
     let presets = Preset::ALL
         .iter()
         .map(|&p| {
@@ -66,8 +104,24 @@ pub fn TrainCard(state: RwSignal<PageState>) -> impl IntoView {
             }
         })
         .collect_view();
+    view! {
+        <p class="formula">
+            "ProtoNCE for an image's embedding v, its key v′ and r negatives in the queue: "
+            <code>"−log exp(v·v′/τ) / Σⱼ exp(v·v′ⱼ/τ) − (1/M) Σₘ log exp(v·cₛᵐ/φₛᵐ) / Σⱼ exp(v·cⱼᵐ/φⱼᵐ)"</code>
+            ". M levels of k-means with K clusters each give the prototypes c and their "
+            "concentrations φ = Σ‖v′ − c‖ / (Z log(Z + α)), α = 10, scaled to mean τ."
+        </p>
+        <p>"Presets: " {presets}</p>
+        <table class="settings">{settings}</table>
+        <p class="error">{move || state.with(|s| s.settings_error.clone())}</p>
+    }
+}
+
+/// Loss parts, instance accuracy and learning rate per step.
+#[component]
+fn StepCharts(state: RwSignal<PageState>) -> impl IntoView {
     let steps_len = Memo::new(move |_| state.with(|s| s.steps.len()));
-    let steps_chart = move || {
+    move || {
         let _ = steps_len.get(); // a read: a memo that is only tracked never computes
         state.with_untracked(|s| {
             let pick = |f: &dyn Fn(&crate::engine::StepRecord) -> f64| -> Vec<f64> {
@@ -104,9 +158,14 @@ pub fn TrainCard(state: RwSignal<PageState>) -> impl IntoView {
                 </p>
             }
         })
-    };
+    }
+}
+
+/// K, cluster sizes, phi and inertia per level of the last E-step.
+#[component]
+fn EStepTable(state: RwSignal<PageState>) -> impl IntoView {
     let esteps_len = Memo::new(move |_| state.with(|s| s.esteps.len()));
-    let esteps = move || {
+    move || {
         let _ = esteps_len.get();
         state.with_untracked(|s| {
             s.esteps.last().map(|(epoch, levels)| {
@@ -126,46 +185,5 @@ pub fn TrainCard(state: RwSignal<PageState>) -> impl IntoView {
                 }
             })
         })
-    };
-    view! {
-        <section class="card">
-            <h2>"2. Train"</h2>
-            <p class="formula">
-                "ProtoNCE for an image's embedding v, its key v′ and r negatives in the queue: "
-                <code>"−log exp(v·v′/τ) / Σⱼ exp(v·v′ⱼ/τ) − (1/M) Σₘ log exp(v·cₛᵐ/φₛᵐ) / Σⱼ exp(v·cⱼᵐ/φⱼᵐ)"</code>
-                ". M levels of k-means with K clusters each give the prototypes c and their "
-                "concentrations φ = Σ‖v′ − c‖ / (Z log(Z + α)), α = 10, scaled to mean τ."
-            </p>
-            <p>"Presets: " {presets}</p>
-            <table class="settings">{settings}</table>
-            <p class="error">{move || state.with(|s| s.settings_error.clone())}</p>
-            <p>
-                <button data-testid="train" on:click=train disabled=running>"Train"</button>
-                " "
-                <button data-testid="pause" on:click=pause disabled=move || !running()>
-                    {move || if state.with(|s| s.run.state == RunState::Paused) { "Resume" } else { "Pause" }}
-                </button>
-                " "
-                <button data-testid="stop" on:click=move |_| send(ToWorker::Stop) disabled=move || !running()>"Stop"</button>
-                " "
-                <button data-testid="baseline" on:click=baseline disabled=running>"Run the InfoNCE-only baseline"</button>
-            </p>
-            <p
-                data-testid="status"
-                data-state=move || state.with(|s| s.state_attr())
-                data-epoch=move || state.with(|s| s.run.epoch.to_string())
-                data-images-per-s=move || state.with(|s| format!("{:.1}", s.run.images_per_s))
-            >
-                {move || state.with(|s| s.progress_line())}
-            </p>
-            <progress
-                class:hidden=move || !running()
-                max=move || state.with(|s| (s.run.epochs * s.run.steps_per_epoch).max(1).to_string())
-                value=move || state.with(|s| (s.run.epoch * s.run.steps_per_epoch + s.run.step).to_string())
-            ></progress>
-            <p class="error" data-testid="error">{move || state.with(|s| s.error.clone())}</p>
-            {steps_chart}
-            {esteps}
-        </section>
     }
 }
