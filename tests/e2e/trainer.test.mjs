@@ -263,14 +263,20 @@ test('one click runs the InfoNCE-only baseline and both curves are shown', async
     await page.waitForFunction(() => /t-SNE: iteration \d+|t-SNE ready/.test(document.querySelector('[data-testid=tsne-progress]').textContent),
       null, { timeout: 60_000, polling: 20 });
     await page.waitForSelector('[data-testid=map][data-kind=tsne]', { timeout: 120_000 });
-    const box = await page.locator('[data-testid=map]').boundingBox();
-    let shown = false;
-    for (let y = 0.02; y < 1 && !shown; y += 0.02) {
-      for (let x = 0.02; x < 1 && !shown; x += 0.02) {
-        await page.mouse.move(box.x + x * box.width, box.y + y * box.height);
-        shown = await page.locator('[data-testid=map-hover]').count() > 0;
+    // Sweep the pointer over the map (8-unit steps of its 400, under the 10-unit pick radius).
+    const shown = await page.$eval('[data-testid=map]', async (canvas) => {
+      const r = canvas.getBoundingClientRect();
+      for (let y = 0.02; y < 1; y += 0.02) {
+        for (let x = 0.02; x < 1; x += 0.02) {
+          canvas.dispatchEvent(new MouseEvent('mousemove', {
+            clientX: r.left + x * r.width, clientY: r.top + y * r.height, bubbles: true,
+          }));
+          await new Promise((ok) => setTimeout(ok, 0));
+          if (document.querySelector('[data-testid=map-hover]')) return true;
+        }
       }
-    }
+      return false;
+    });
     assert.ok(shown, 'hovering the t-SNE map shows an image');
     await press(page, 'baseline');
     await page.waitForFunction(() => /InfoNCE only/.test(document.querySelector('[data-testid=metrics]')?.textContent ?? ''),
