@@ -1,5 +1,8 @@
 //! Training configuration: every knob of PCL with the defaults that suit small data, and the
 //! rules that derive data-dependent defaults (K per level, queue size, batch) from the image count.
+//!
+//! One file, over 500 lines: every rule about `PclConfig` (defaults, presets, bounds, the
+//! schedule, the time budget) is here, so a setting is read and checked in one place.
 
 use serde::{Deserialize, Serialize};
 

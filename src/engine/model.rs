@@ -6,6 +6,10 @@
 //! key inside the same statistics (the intra-batch leak MoCo closes with shuffled BN across
 //! GPUs). Evaluation mode (E-step, explorer, exports) uses running statistics. GroupNorm
 //! (`NormKind::Group`) has no batch statistics and stays available as a setting.
+//!
+//! One file, over 500 lines: `Encoder` has two implementations of one forward pass (burn's ops,
+//! and the CPU kernels' channels-last `rows`) that must stay equal, and their equality tests
+//! sit beside both.
 
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};

@@ -5,7 +5,7 @@ use crate::backend::{BackendInfo, BackendKind};
 use crate::engine::PclConfig;
 use crate::engine::records::{ExploreReport, LevelSummary, Metrics, StepRecord, thin_history};
 use crate::intake::{Label, Skipped};
-use crate::protocol::{FromWorker, Phase, RunState, RunStatus, ToWorker};
+use crate::protocol::{FromWorker, ImagesAdded, Phase, RunState, RunStatus, ToWorker};
 use crate::ui::charts::format_duration;
 
 /// Images known to the page (the worker holds the same, decoded).
@@ -21,6 +21,23 @@ pub struct ImagesInfo {
     pub memory_bytes: usize,
     /// Images per second of the last load.
     pub rate: Option<f64>,
+}
+
+impl ImagesInfo {
+    /// Images the worker added (the last message of a load ends the loading state).
+    fn add(&mut self, added: ImagesAdded) {
+        let im = self;
+        if added.last {
+            im.loading = None;
+        }
+        im.side = added.side;
+        im.rate = Some((added.names.len() + added.skipped.len()) as f64 / added.seconds.max(1e-3));
+        im.names.extend(added.names);
+        im.labels.extend(added.labels);
+        im.skipped.extend(added.skipped);
+        im.count = added.total;
+        im.memory_bytes = added.memory_bytes;
+    }
 }
 
 /// Metrics over epochs of one finished or running training run.
@@ -106,21 +123,7 @@ impl PageState {
             FromWorker::Loading { done, total, eta_s } => {
                 self.images.loading = Some((done, total, eta_s))
             }
-            FromWorker::Images(added) => {
-                let im = &mut self.images;
-                if added.last {
-                    im.loading = None;
-                }
-                im.side = added.side;
-                im.rate = Some(
-                    (added.names.len() + added.skipped.len()) as f64 / added.seconds.max(1e-3),
-                );
-                im.names.extend(added.names);
-                im.labels.extend(added.labels);
-                im.skipped.extend(added.skipped);
-                im.count = added.total;
-                im.memory_bytes = added.memory_bytes;
-            }
+            FromWorker::Images(added) => self.images.add(added),
             FromWorker::ImagesCleared => {
                 self.images = ImagesInfo::default();
                 self.explore = None;
@@ -288,6 +291,15 @@ impl PageState {
         }
     }
 
+    /// The t-SNE map's progress in words.
+    pub fn tsne_words(&self) -> String {
+        match (self.tsne_progress, &self.tsne) {
+            (Some((done, total)), None) => format!("t-SNE: iteration {done} of {total}…"),
+            (Some(_), Some(_)) => "t-SNE ready.".to_string(),
+            _ => String::new(),
+        }
+    }
+
     /// For each coarse cluster (level 0, largest first), the finer clusters of `level` its
     /// members fall in, as (fine cluster, count), most members first.
     pub fn hierarchy(&self, level: usize) -> Vec<Vec<(usize, usize)>> {
@@ -372,6 +384,31 @@ mod tests {
         assert_eq!(s.probe, None, "the new worker checks its device again");
         s.apply(FromWorker::History(vec![]));
         assert_eq!(s.error, None, "a resumed run clears the message");
+    }
+
+    #[test]
+    fn tsne_progress_and_map_stay_until_new_embeddings() {
+        let mut s = PageState::new(false);
+        s.apply(FromWorker::Tsne {
+            done: 100,
+            total: 1000,
+            points: None,
+        });
+        assert_eq!(s.tsne_words(), "t-SNE: iteration 100 of 1000…");
+        s.apply(FromWorker::Tsne {
+            done: 1000,
+            total: 1000,
+            points: Some(vec![[0.0, 1.0]]),
+        });
+        assert_eq!(s.tsne_words(), "t-SNE ready.");
+        s.apply(FromWorker::Explore(Box::new(ExploreReport {
+            epoch: 3,
+            levels: Vec::new(),
+            map: Vec::new(),
+            metrics: None,
+        })));
+        assert_eq!(s.tsne, None, "new embeddings: the old map goes");
+        assert_eq!(s.tsne_words(), "");
     }
 
     #[test]

@@ -175,17 +175,6 @@ fn EmbeddingMap(
             send(ToWorker::Neighbours { index: i });
         }
     };
-    let levels_select = move || {
-        explore.with(|ex| {
-            ex.as_ref().map(|ex| {
-                ex.levels
-                    .iter()
-                    .enumerate()
-                    .map(|(m, l)| view! { <option value=m.to_string()>{format!("level {} (K = {})", m + 1, l.k)}</option> })
-                    .collect_view()
-            })
-        })
-    };
     let layout = move |ev: web_sys::Event| {
         let tsne = event_target_value(&ev) == "tsne";
         use_tsne.set(tsne);
@@ -193,13 +182,7 @@ fn EmbeddingMap(
             send(ToWorker::Tsne);
         }
     };
-    let progress = move || {
-        state.with(|s| match (s.tsne_progress, &s.tsne) {
-            (Some((done, total)), None) => format!("t-SNE: iteration {done} of {total}…"),
-            (Some(_), Some(_)) => "t-SNE ready.".to_string(),
-            _ => String::new(),
-        })
-    };
+    let progress = move || state.with(|s| s.tsne_words());
     let kind = move || {
         let tsne = use_tsne.get() && state.with(|s| s.tsne.is_some());
         if tsne { "tsne" } else { "pca" }
@@ -211,7 +194,7 @@ fn EmbeddingMap(
                 <option value="pca">"PCA"</option>
                 <option value="tsne">"t-SNE"</option>
             </select>
-            " · colour by " <select on:change=move |ev| level.set(event_target_value(&ev).parse().unwrap_or(0))>{levels_select}</select>
+            " · colour by " <select on:change=move |ev| level.set(event_target_value(&ev).parse().unwrap_or(0))><LevelOptions explore /></select>
             " — hover a point to see it, click it for its nearest neighbours. "
             <span data-testid="tsne-progress">{progress}</span>
         </p>
@@ -277,6 +260,22 @@ fn Metrics(state: RwSignal<PageState>) -> impl IntoView {
                     </p>
                     {ami_chart(curves.last().map(|c| &c.metrics[..]).unwrap_or(&[]))}
                 </div>
+            })
+        })
+    }
+}
+
+/// One option per clustering level, to colour the map by.
+#[component]
+fn LevelOptions(explore: Memo<Option<ExploreReport>>) -> impl IntoView {
+    move || {
+        explore.with(|ex| {
+            ex.as_ref().map(|ex| {
+                ex.levels
+                    .iter()
+                    .enumerate()
+                    .map(|(m, l)| view! { <option value=m.to_string()>{format!("level {} (K = {})", m + 1, l.k)}</option> })
+                    .collect_view()
             })
         })
     }
