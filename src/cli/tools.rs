@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 
 use super::progress::Bar;
-use super::train::write;
+use super::train::{run_images, write};
 use super::{USAGE, device_for, images};
 use crate::compute::probe_step;
 use crate::engine::{self, PclConfig};
@@ -180,16 +180,11 @@ fn open_run(
     images: Option<&String>,
 ) -> Result<(engine::Trainer, engine::Dataset), String> {
     let (session, images) = if from.is_dir() {
-        let saved: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(from.join("config.json"))
-                .map_err(|e| format!("{}: {e}", from.join("config.json").display()))?,
-        )
-        .map_err(|e| e.to_string())?;
-        let images = images
-            .cloned()
-            .or_else(|| saved["images"].as_str().map(str::to_string))
-            .ok_or("the run names no images folder; pass --images")?;
-        (from.join("model"), PathBuf::from(images))
+        let images = match images {
+            Some(i) => PathBuf::from(i),
+            None => run_images(from)?,
+        };
+        (from.join("model"), images)
     } else {
         let images = images.ok_or("a session file needs --images (the same images)")?;
         (from.to_path_buf(), PathBuf::from(images))

@@ -8,6 +8,19 @@ use super::{TrainArgs, device_for, images};
 use crate::engine::session::{Options, Session, Update};
 use crate::engine::{self, PclConfig, Phase, Trainer, explore};
 
+/// The images folder a run folder's config.json names (written by `train`).
+pub(super) fn run_images(run: &Path) -> Result<PathBuf, String> {
+    let file = run.join("config.json");
+    let saved: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?,
+    )
+    .map_err(|e| format!("{}: {e}", file.display()))?;
+    saved["images"]
+        .as_str()
+        .map(PathBuf::from)
+        .ok_or_else(|| "config.json of the run names no images folder; pass --images".into())
+}
+
 pub(super) fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::write(path, bytes).map_err(|e| format!("writing {}: {e}", path.display()))
 }
@@ -63,16 +76,7 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
     config.check().map_err(|e| e.to_string())?;
     let images = match (&a.images, &a.resume) {
         (Some(i), _) => i.clone(),
-        (None, Some(dir)) => {
-            let saved: serde_json::Value = serde_json::from_str(
-                &std::fs::read_to_string(dir.join("config.json")).map_err(|e| e.to_string())?,
-            )
-            .map_err(|e| e.to_string())?;
-            saved["images"]
-                .as_str()
-                .map(PathBuf::from)
-                .ok_or("config.json of the run names no images folder; pass --images")?
-        }
+        (None, Some(dir)) => run_images(dir)?,
         _ => unreachable!("checked in parse"),
     };
     let side = PclConfig::stored_size(config.image_size);

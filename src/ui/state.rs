@@ -70,7 +70,7 @@ pub struct PageState {
     pub tsne: Option<Vec<[f32; 2]>>,
     /// Settings the user edits; empty derived fields are filled by the worker.
     pub settings: PclConfig,
-    /// Epoch of the last autosave, this session.
+    /// Epoch of the last autosave since the page was opened.
     pub autosaved: Option<usize>,
     /// An earlier session's autosave found at start-up (its epoch and image count), offered
     /// to resume.
