@@ -50,7 +50,7 @@ if [ "$(trunk --version 2>/dev/null | awk '{print $2}')" != "$trunk_version" ]; 
   cargo install -q --locked trunk --version "$trunk_version" --force
 fi
 
-if [ $want_test = 1 ] && [ ! -d tests/e2e/node_modules/playwright-core ]; then
-  step "npm install (tests/e2e: playwright-core, never a browser download)"
+if [ $want_test = 1 ] && { [ ! -d tests/e2e/node_modules/playwright-core ] || [ ! -d tests/e2e/node_modules/axe-core ]; }; then
+  step "npm install (tests/e2e: playwright-core and axe-core, never a browser download)"
   (cd tests/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --silent)
 fi

@@ -80,13 +80,49 @@ return new Promise(ok => {
 });
 "#;
 
+/// `fetch(path, max)` -> ArrayBuffer of a file on the page's own origin: the resolved address
+/// is checked before any request, and a redirect elsewhere fails (`same-origin` mode).
+const FETCH_OWN: &str = r#"
+return (async () => {
+  const url = new URL(path, location.href);
+  if (url.origin !== location.origin) throw `${path} is not on this site's origin`;
+  let response;
+  try {
+    response = await fetch(url, { mode: 'same-origin', credentials: 'same-origin', redirect: 'follow' });
+  } catch (e) { throw `cannot fetch ${path}: ${e}`; }
+  if (!response.ok) throw `cannot fetch ${path}: HTTP ${response.status}`;
+  const length = Number(response.headers.get('content-length') || 0);
+  if (length > max) throw `${path} is ${length} bytes, more than the ${max} a session may have`;
+  const bytes = await response.arrayBuffer();
+  if (bytes.byteLength > max) throw `${path} is more than the ${max} bytes a session may have`;
+  return bytes;
+})();
+"#;
+
 thread_local! {
-    static FUNCTIONS: (Function, Function, Function, Function) = (
+    static FUNCTIONS: (Function, Function, Function, Function, Function) = (
         Function::new_with_args("dt", WALK),
         Function::new_with_args("op, key, value", IDB),
         Function::new_with_args("bytes, name", DOWNLOAD),
         Function::new_no_args(CLAIM),
+        Function::new_with_args("path, max", FETCH_OWN),
     );
+}
+
+/// A file on the page's own origin (a lesson's session), at most `max` bytes.
+pub async fn fetch_own(path: &str, max: u64) -> Result<JsValue, String> {
+    let r = FUNCTIONS.with(|f| {
+        f.4.call2(&JsValue::NULL, &path.into(), &(max as f64).into())
+    });
+    await_promise(r).await
+}
+
+/// The decoded value of a parameter of the page's address.
+pub fn query_param(name: &str) -> Option<String> {
+    let search = web_sys::window()?.location().search().ok()?;
+    web_sys::UrlSearchParams::new_with_str(&search)
+        .ok()?
+        .get(name)
 }
 
 /// Whether this tab owns the autosave: one tab of the page at a time does, so two tabs never

@@ -6,8 +6,10 @@
 #[cfg(target_arch = "wasm32")]
 mod cards;
 pub mod charts;
+pub mod guide;
 #[cfg(target_arch = "wasm32")]
 mod js;
+pub mod lesson;
 pub mod settings;
 pub mod state;
 #[cfg(target_arch = "wasm32")]

@@ -2,6 +2,7 @@
 //! how it shows in its input and how an input's text changes the settings.
 
 use crate::engine::PclConfig;
+use crate::engine::config::LIMITS;
 
 /// One editable setting: its config key (the input's `name`), the formula symbol it sets,
 /// and what it does in one line.
@@ -114,6 +115,32 @@ pub fn setting_text(config: &PclConfig, key: &str) -> String {
     }
 }
 
+/// The allowed values of a setting, shown beside its input: "1 to 128", "above 0 up to 10".
+pub fn range_words(key: &str) -> Option<String> {
+    match key {
+        "norm" => return Some("batch or group".into()),
+        "proto_mode" => return Some("full or sampled".into()),
+        "seed" => return Some("any whole number".into()),
+        _ => {}
+    }
+    let l = LIMITS.iter().find(|l| l.key == key)?;
+    let from = if l.open_min { "above" } else { "from" };
+    let mut words = format!("{from} {} up to {}", l.min, l.max);
+    if key == "num_clusters" {
+        let levels = LIMITS.iter().find(|l| l.key == "levels")?;
+        words = format!("{} to {} each, at most {} levels", l.min, l.max, levels.max);
+    }
+    Some(words)
+}
+
+/// `config` with `key` set from the text the user typed, within the setting's bounds, or why
+/// it cannot be (checked as the user types).
+pub fn checked_setting(config: &PclConfig, key: &str, text: &str) -> Result<PclConfig, String> {
+    let c = with_setting(config, key, text)?;
+    c.check().map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
 /// `config` with `key` set from the text the user typed, or why it cannot be.
 pub fn with_setting(config: &PclConfig, key: &str, text: &str) -> Result<PclConfig, String> {
     let mut value = serde_json::to_value(config).expect("plain data");
@@ -191,5 +218,25 @@ mod tests {
             let text = setting_text(&c, s.key);
             assert!(with_setting(&c, s.key, &text).is_ok(), "{}", s.key);
         }
+    }
+
+    #[test]
+    fn every_setting_says_its_range_and_typing_past_it_says_why() {
+        for s in SETTINGS {
+            assert!(range_words(s.key).is_some(), "{} has no range words", s.key);
+        }
+        assert_eq!(range_words("width").unwrap(), "from 1 up to 128");
+        assert_eq!(range_words("tau").unwrap(), "above 0 up to 10");
+        assert_eq!(
+            range_words("num_clusters").unwrap(),
+            "2 to 50000 each, at most 8 levels"
+        );
+        let c = PclConfig::default();
+        let e = checked_setting(&c, "width", "2048").unwrap_err();
+        assert!(e.contains("width is 2048") && e.contains("128"), "{e}");
+        let e = checked_setting(&c, "num_clusters", "10, 1").unwrap_err();
+        assert!(e.contains("num_clusters is 1"), "{e}");
+        assert!(checked_setting(&c, "tau", "0").is_err());
+        assert_eq!(checked_setting(&c, "width", "16").unwrap().width, 16);
     }
 }

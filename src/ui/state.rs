@@ -21,6 +21,8 @@ pub struct ImagesInfo {
     pub memory_bytes: usize,
     /// Images per second of the last load.
     pub rate: Option<f64>,
+    /// Loads finished since the page opened (a lesson's session waits for its images).
+    pub loads: usize,
 }
 
 impl ImagesInfo {
@@ -29,6 +31,7 @@ impl ImagesInfo {
         let im = self;
         if added.last {
             im.loading = None;
+            im.loads += 1;
         }
         im.side = added.side;
         im.rate = Some((added.names.len() + added.skipped.len()) as f64 / added.seconds.max(1e-3));
@@ -83,6 +86,8 @@ pub struct PageState {
     pub crashes: u32,
     /// What the view should do about the last crash (it takes it).
     pub recovery: Option<Recovery>,
+    /// What a lesson link is opening, until its session goes to the worker.
+    pub lesson: Option<String>,
 }
 
 /// What the page does after its worker crashed.
@@ -188,15 +193,36 @@ impl PageState {
     /// The worker crashed (or died without a word): the run stops, and the page decides how
     /// to go on. Restarts back off; after two crashes on the GPU the next worker trains on the
     /// CPU; after [`MAX_CRASHES`] the page stops trying, keeping the last good autosave.
+    ///
+    /// A worker that crashes while starting (before its probe step) would crash again: on the
+    /// GPU the next one starts on the CPU, and on the CPU the page stops at once with one
+    /// message.
     pub fn crashed(&mut self, why: &str) -> Recovery {
         self.crashes += 1;
         self.run.state = RunState::Error;
+        let starting = self.probe.is_none();
         self.probe = None;
         let on_gpu = self
             .backend
             .as_ref()
             .is_some_and(|b| b.kind != BackendKind::Cpu);
         self.backend = None;
+        if starting && self.force_cpu {
+            self.error = Some(format!(
+                "{why}. The compute worker failed while starting, so the page did not restart                  it; any autosave is kept. Reload the page to try again."
+            ));
+            return Recovery::GiveUp;
+        }
+        if starting {
+            self.force_cpu = true;
+            self.error = Some(format!(
+                "{why}. The compute worker failed while starting; starting one on the CPU…"
+            ));
+            return Recovery::Restart {
+                force_cpu: true,
+                delay_ms: 500,
+            };
+        }
         if self.crashes >= MAX_CRASHES {
             self.error = Some(format!(
                 "{why}. The compute worker crashed {} times, so the page stopped restarting \
@@ -412,13 +438,45 @@ mod tests {
     }
 
     #[test]
+    fn a_crash_while_starting_tries_the_cpu_once_then_stops() {
+        let mut s = PageState::new(false);
+        s.apply(FromWorker::Crashed("boom".into()));
+        assert_eq!(
+            s.recovery,
+            Some(Recovery::Restart {
+                force_cpu: true,
+                delay_ms: 500
+            })
+        );
+        assert!(s.error.as_deref().unwrap().contains("on the CPU"));
+        s.apply(FromWorker::Crashed("boom".into()));
+        assert_eq!(s.recovery, Some(Recovery::GiveUp));
+        assert!(
+            s.error
+                .as_deref()
+                .unwrap()
+                .contains("failed while starting")
+        );
+        // On the CPU from the start: one message, no restart at all.
+        let mut cpu = PageState::new(true);
+        cpu.apply(FromWorker::Crashed("boom".into()));
+        assert_eq!(cpu.recovery, Some(Recovery::GiveUp));
+        assert_eq!(cpu.crashes, 1);
+    }
+
+    #[test]
     fn crashes_back_off_fall_back_to_the_cpu_and_then_stop() {
         let mut s = PageState::new(false);
+        let probed = || FromWorker::ProbeStep {
+            loss: 1.0,
+            millis: 1.0,
+        };
         let gpu = || BackendInfo {
             kind: BackendKind::Webgpu,
             ..BackendInfo::cpu(None)
         };
         s.apply(FromWorker::Backend(gpu()));
+        s.apply(probed());
         s.apply(FromWorker::Crashed("boom".into()));
         assert_eq!(
             s.recovery.take(),
@@ -428,6 +486,7 @@ mod tests {
             })
         );
         s.apply(FromWorker::Backend(gpu()));
+        s.apply(probed());
         s.apply(FromWorker::Crashed("boom".into()));
         assert_eq!(
             s.recovery.take(),
@@ -438,6 +497,7 @@ mod tests {
         );
         assert!(s.error.as_deref().unwrap().contains("on the CPU this time"));
         s.apply(FromWorker::Backend(BackendInfo::cpu(None)));
+        s.apply(probed());
         s.apply(FromWorker::Crashed("boom".into()));
         assert_eq!(s.recovery.take(), Some(Recovery::GiveUp));
         assert_eq!(s.state_attr(), "error");

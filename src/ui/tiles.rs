@@ -59,7 +59,9 @@ pub(crate) fn draw_tiles(canvas: &HtmlCanvasElement, indices: &[usize], cols: us
     });
 }
 
-/// A canvas showing `indices` as thumbnails; `pick` gets the image index of a clicked tile.
+/// A canvas showing `indices` as thumbnails; `pick` gets the image index of a clicked tile. A
+/// pickable canvas takes the keyboard too: arrow keys move a frame over the tiles, Enter or
+/// Space picks the framed one.
 #[component]
 pub(crate) fn Tiles(
     indices: Vec<usize>,
@@ -69,25 +71,63 @@ pub(crate) fn Tiles(
     #[prop(optional)] pick: Option<Callback<usize>>,
 ) -> impl IntoView {
     let node = NodeRef::<leptos::html::Canvas>::new();
+    let cursor = RwSignal::new(None::<usize>);
     let shown = indices.clone();
+    let n = indices.len();
+    let cols = cols.min(n).max(1);
     Effect::new(move |_| {
         version.track();
+        let at = cursor.get();
         if let Some(c) = node.get() {
             draw_tiles(&c, &shown, cols);
+            if let (Some(at), Some(ctx)) = (at, context_2d(&c)) {
+                let side = c.height() as f64 / n.div_ceil(cols).max(1) as f64;
+                ctx.set_stroke_style_str("#000");
+                ctx.set_line_width(2.0);
+                let (x, y) = ((at % cols) as f64 * side, (at / cols) as f64 * side);
+                ctx.stroke_rect(x + 1.0, y + 1.0, side - 2.0, side - 2.0);
+            }
         }
     });
+    let chosen = indices.clone();
     let on_click = move |ev: web_sys::MouseEvent| {
         let (Some(pick), Some(c)) = (pick, node.get_untracked()) else {
             return;
         };
-        let cols = cols.min(indices.len()).max(1);
-        let rows = indices.len().div_ceil(cols);
+        let rows = n.div_ceil(cols);
         let rect = c.get_bounding_client_rect();
         let col = ((ev.client_x() as f64 - rect.left()) / rect.width() * cols as f64) as usize;
         let row = ((ev.client_y() as f64 - rect.top()) / rect.height() * rows as f64) as usize;
-        if let Some(&i) = indices.get(row * cols + col.min(cols - 1)) {
+        if let Some(&i) = chosen.get(row * cols + col.min(cols - 1)) {
             pick.run(i);
         }
     };
-    view! { <canvas class="tiles" node_ref=node data-testid=testid on:click=on_click></canvas> }
+    let on_key = move |ev: web_sys::KeyboardEvent| {
+        let Some(pick) = pick else { return };
+        let at = cursor.get_untracked();
+        let moved = match ev.key().as_str() {
+            "ArrowRight" => Some(at.map_or(0, |a| (a + 1).min(n - 1))),
+            "ArrowLeft" => Some(at.map_or(0, |a| a.saturating_sub(1))),
+            "ArrowDown" => Some(at.map_or(0, |a| if a + cols < n { a + cols } else { a })),
+            "ArrowUp" => Some(at.map_or(0, |a| a.saturating_sub(cols))),
+            "Enter" | " " => {
+                if let Some(&i) = indices.get(at.unwrap_or(0)) {
+                    pick.run(i);
+                }
+                None
+            }
+            _ => return,
+        };
+        ev.prevent_default();
+        if moved.is_some() {
+            cursor.set(moved);
+        }
+    };
+    let label = pick
+        .map(|_| format!("{n} images: arrow keys choose one, Enter shows its nearest neighbours"));
+    view! {
+        <canvas class="tiles" node_ref=node data-testid=testid on:click=on_click on:keydown=on_key
+            on:blur=move |_| cursor.set(None) tabindex=pick.map(|_| "0") aria-label=label
+            role=pick.map(|_| "button")></canvas>
+    }
 }

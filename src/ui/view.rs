@@ -9,8 +9,9 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{MessageEvent, Worker};
 
-use super::cards::{BackendCard, ExploreCard, ImagesCard, KeepCard, TrainCard};
+use super::cards::{BackendCard, ExploreCard, GuideCard, ImagesCard, KeepCard, TrainCard};
 use super::js;
+use super::lesson::{Lesson, MAX_LESSON_BYTES};
 use super::state::{PageState, Recovery};
 use crate::intake::Label;
 use crate::protocol::{FromWorker, ToWorker};
@@ -39,6 +40,8 @@ thread_local! {
     /// Set when the worker crashed: resume the autosave once the new worker's device is ready.
     static RECOVERING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     static WORKER: RefCell<Link> = RefCell::new(Link::default());
+    /// A lesson's session bytes, held until its images have loaded.
+    static LESSON: RefCell<Option<JsValue>> = const { RefCell::new(None) };
     pub(crate) static STORE: RefCell<Store> = RefCell::new(Store::default());
 }
 
@@ -171,6 +174,7 @@ fn on_worker_message(state: RwSignal<PageState>, version: RwSignal<usize>, e: Me
     if ready {
         worker_ready();
     }
+    open_lesson_session(state);
     recover(state, version);
     if device_ready && RECOVERING.replace(false) {
         leptos::task::spawn_local(async move {
@@ -178,6 +182,52 @@ fn on_worker_message(state: RwSignal<PageState>, version: RwSignal<usize>, e: Me
                 state.update(|s| s.error = Some(format!("could not resume after the crash: {e}")));
             }
         });
+    }
+}
+
+/// Opens what the page's address asks for (`?sample=N&session=PATH`, see [`super::lesson`]): the
+/// sample set at once, the session once it has arrived and the images are loaded.
+fn open_lesson(state: RwSignal<PageState>) {
+    let asked = Lesson::from_params(
+        js::query_param("sample").as_deref(),
+        js::query_param("session").as_deref(),
+    );
+    let lesson = match asked {
+        Ok(Some(lesson)) => lesson,
+        Ok(None) => return,
+        Err(e) => return state.update(|s| s.error = Some(e)),
+    };
+    state.update(|s| s.lesson = Some(lesson.words()));
+    if let Some(limit) = lesson.sample {
+        send(ToWorker::LoadSample { limit });
+    }
+    let Some(path) = lesson.session else {
+        return;
+    };
+    leptos::task::spawn_local(async move {
+        match js::fetch_own(&path, MAX_LESSON_BYTES).await {
+            Ok(bytes) => {
+                LESSON.set(Some(bytes));
+                open_lesson_session(state);
+            }
+            Err(e) => state.update(|s| {
+                s.lesson = None;
+                s.error = Some(format!("the lesson did not open: {e}"));
+            }),
+        }
+    });
+}
+
+/// Sends the lesson's session once it, a finished load of images and the device are all here.
+fn open_lesson_session(state: RwSignal<PageState>) {
+    let waiting =
+        |s: &PageState| s.probe.is_none() || s.images.loads == 0 || s.images.loading.is_some();
+    if state.with_untracked(waiting) {
+        return;
+    }
+    if let Some(bytes) = LESSON.take() {
+        send_with(ToWorker::Import { autosave: false }, &bytes);
+        state.update(|s| s.lesson = None);
     }
 }
 
@@ -279,6 +329,12 @@ fn start_worker(state: RwSignal<PageState>, version: RwSignal<usize>) {
             worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
             on_error.forget();
             WORKER.with_borrow_mut(|link| link.worker = Some(worker));
+            // `?crash-at-start` (development builds): every worker panics right after Start,
+            // the end-to-end test of a start-up failure.
+            #[cfg(debug_assertions)]
+            if query_has("crash-at-start") {
+                send(ToWorker::SimulateCrash);
+            }
         }
         Err(e) => state.update(|s| s.error = Some(format!("cannot start the worker: {e:?}"))),
     }
@@ -321,6 +377,7 @@ fn App() -> impl IntoView {
     let state = RwSignal::new(PageState::new(query_has("cpu")));
     let version = RwSignal::new(0usize);
     start_worker(state, version);
+    open_lesson(state);
     leptos::task::spawn_local(async move {
         if !js::claim_autosave().await {
             state.update(|s| {
@@ -354,9 +411,11 @@ fn App() -> impl IntoView {
             </p>
         </header>
         <AutosaveOffer state />
+        <LessonNotice state />
         <BackendCard state />
         <ImagesCard state version />
         <TrainCard state />
+        <GuideCard state version />
         <ExploreCard state version />
         <KeepCard state />
     }
@@ -393,6 +452,16 @@ fn AutosaveOffer(state: RwSignal<PageState>) -> impl IntoView {
                     <button on:click=discard>"Discard"</button>
                 </section>
             }
+        })
+    }
+}
+
+#[component]
+fn LessonNotice(state: RwSignal<PageState>) -> impl IntoView {
+    let words = Memo::new(move |_| state.with(|s| s.lesson.clone()));
+    move || {
+        words.get().map(|w| {
+            view! { <section class="card notice" data-testid="lesson" role="status"><p>{w}</p></section> }
         })
     }
 }

@@ -17,7 +17,13 @@ const BASE_ARGS = [
 ];
 
 let server;
-export async function startServer() { server = await serve(dist); }
+// dist/ (the dev build) unless a test serves a built site; `port` keeps the origin of an
+// earlier server (a site test restarts it after going offline).
+// (node:test passes hooks a context: anything but a path means dist/.)
+export async function startServer(root, port = 0) {
+  server = await serve(typeof root === 'string' ? root : dist, port);
+  return server;
+}
 export function stopServer() { server.close(); }
 export function serverUrl() { return server.url; }
 
@@ -29,7 +35,7 @@ const LONG_TASKS = `
   }).observe({ entryTypes: ['longtask'] });
 `;
 
-export async function openApp({ webgpu, query = '', context: existing, args = [] } = {}) {
+export async function openApp({ webgpu, query = '', context: existing, args = [], wait = 'load' } = {}) {
   const browser = existing ? null : await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     args: [...BASE_ARGS, ...(webgpu ? ['--enable-unsafe-webgpu'] : []), ...args],
@@ -44,7 +50,7 @@ export async function openApp({ webgpu, query = '', context: existing, args = []
   // Worker requests are not page requests: record them through the context too.
   context.on('request', (r) => requests.push(r.url()));
   page.on('worker', (w) => w.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); }));
-  await page.goto(server.url + query);
+  await page.goto(server.url + query, { waitUntil: wait });
   return { browser: browser || { close: () => context.close() }, context, page, errors, requests };
 }
 

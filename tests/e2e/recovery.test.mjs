@@ -1,10 +1,13 @@
 // Recovery that cannot loop and storage that fails loudly (issue 13), on the CPU fallback with
-// a tiny run: repeated crashes stop after three, a worker dying without a message is reported
-// and the run shows as stopped, a refused autosave turns autosave off while training goes on,
-// and a second tab does not take over the first one's autosave.
+// a tiny run: repeated crashes stop after three, a worker failing while it starts gives one
+// message, a session that fails on its first step leaves the autosave alone, a worker dying
+// without a message is reported and the run shows as stopped, a refused autosave turns
+// autosave off while training goes on, and a second tab does not take over the first one's
+// autosave.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { openApp, startServer, stopServer } from './harness.mjs';
+import path from 'node:path';
+import { openApp, startServer, stopServer, artifacts } from './harness.mjs';
 
 before(startServer);
 after(stopServer);
@@ -51,6 +54,68 @@ test('three crashes stop the restarts with a message; the autosave stays', async
     }));
     assert.ok(stored, 'the last autosave is kept');
     void context;
+  } finally {
+    await browser.close();
+  }
+});
+
+test('a worker that fails while starting: one message, no restart loop', async () => {
+  // `?crash-at-start` (development builds) makes every worker panic right after Start.
+  const { browser, page } = await openApp({ webgpu: false, query: '?cpu&crash-at-start' });
+  try {
+    await page.waitForFunction(() => /failed while starting/.test(document.querySelector('[data-testid=error]')?.textContent ?? ''),
+      null, { timeout: 60_000 });
+    await page.waitForTimeout(3000);
+    assert.equal(page.workers().length, 0, 'no worker is started again');
+    assert.match(await errorText(page), /did not restart it/);
+    assert.equal(await page.getAttribute('[data-testid=status]', 'data-state'), 'error');
+  } finally {
+    await browser.close();
+  }
+});
+
+test('an opened session that fails on its first step leaves the last autosave as it was', async () => {
+  const { browser, page } = await openApp({ webgpu: false, query: '?cpu' });
+  const readStored = () => page.evaluate(() => new Promise((ok) => {
+    const r = indexedDB.open('pcl-studio', 1);
+    r.onsuccess = () => { const g = r.result.transaction('kv').objectStore('kv').get('session'); g.onsuccess = () => ok(g.result && g.result.epoch); };
+  }));
+  const failed = () => page.waitForFunction(() => /the loss became/.test(document.querySelector('[data-testid=error]')?.textContent ?? ''),
+    null, { timeout: 120_000 });
+  try {
+    await startRun(page, 3);
+    await page.waitForSelector('[data-testid=status][data-state=done]', { timeout: 180_000 });
+    assert.equal(await page.getAttribute('[data-testid=autosave]', 'data-epoch'), '3');
+    // A learning rate that explodes at once: the run fails on its first step and keeps its
+    // state before it, which exports as a session (the page's own format).
+    await page.fill('input[name=lr]', '1000000000');
+    await page.dispatchEvent('input[name=lr]', 'change');
+    await page.click('[data-testid=train]');
+    await failed();
+    const download = page.waitForEvent('download');
+    await page.click('[data-testid=export-session]');
+    const bad = path.join(artifacts, 'session-fails-first-step.pclstudio');
+    await (await download).saveAs(bad);
+    assert.equal(await readStored(), 3, 'a new run that failed at once did not replace the autosave');
+
+    // A fresh page: the autosave is offered; the bad session opened on the same images and
+    // resumed fails again, once, and the autosave stays.
+    await page.reload();
+    await page.waitForSelector('[data-testid=autosave-offer]', { timeout: 60_000 });
+    await probed(page);
+    await page.selectOption('select[name=sample-size]', '64');
+    await page.click('[data-testid=load-sample]');
+    await page.waitForSelector('[data-testid=image-count][data-state=ready][data-count="64"]', { timeout: 60_000 });
+    await page.setInputFiles('[data-testid=import-session]', bad);
+    await page.waitForSelector('[data-testid=status][data-state=paused]', { timeout: 60_000 });
+    await page.click('[data-testid=pause]');
+    await failed();
+    await page.waitForTimeout(1500);
+    assert.equal(await readStored(), 3, 'the opened session did not replace the autosave');
+    assert.equal(page.workers().length, 1, 'no crash, no restart');
+    await page.reload();
+    await page.waitForSelector('[data-testid=autosave-offer]', { timeout: 60_000 });
+    assert.match(await page.textContent('[data-testid=autosave-offer]'), /epoch 3 on 64 images/);
   } finally {
     await browser.close();
   }

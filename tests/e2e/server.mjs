@@ -1,4 +1,6 @@
-// A minimal static file server for dist/ on 127.0.0.1 (tests only; `trunk serve` for people).
+// A minimal static file server for dist/ or a built site on 127.0.0.1 (tests only; `trunk serve`
+// or any static server for people). `port` 0 picks a free one; the site test reopens the same
+// port (the same origin) after going offline. `hits` counts the requests answered.
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -7,10 +9,13 @@ const TYPES = {
   '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript',
   '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json',
   '.png': 'image/png', '.svg': 'image/svg+xml', '.gz': 'application/gzip',
+  '.webmanifest': 'application/manifest+json',
 };
 
-export function serve(root) {
+export function serve(root, port = 0) {
+  const stats = { hits: 0 };
   const server = http.createServer((req, res) => {
+    stats.hits += 1;
     const url = new URL(req.url, 'http://127.0.0.1');
     let file = path.join(root, decodeURIComponent(url.pathname));
     if (!file.startsWith(root)) { res.writeHead(403).end(); return; }
@@ -21,7 +26,12 @@ export function serve(root) {
       res.end(body);
     });
   });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => {
-    resolve({ url: `http://127.0.0.1:${server.address().port}/`, close: () => server.close() });
+  return new Promise((resolve) => server.listen(port, '127.0.0.1', () => {
+    resolve({
+      url: `http://127.0.0.1:${server.address().port}/`,
+      port: server.address().port,
+      stats,
+      close: () => { server.close(); server.closeAllConnections(); },
+    });
   }));
 }

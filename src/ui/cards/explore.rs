@@ -47,11 +47,11 @@ fn Galleries(
                             {l.clusters.iter().take(24).enumerate().map(|(c, card)| {
                                 let top: Vec<usize> = card.members.iter().take(6).map(|&i| i as usize).collect();
                                 view! {
-                                    <div class="cluster" data-testid="cluster" data-level=m.to_string()
+                                    <button class="cluster" data-testid="cluster" data-level=m.to_string()
                                         data-size=card.size.to_string() on:click=move |_| open.set(Some((m, c)))>
                                         <Tiles indices=top cols=6 version />
                                         <span>{format!("{} images, φ {:.3}", card.size, card.phi)}</span>
-                                    </div>
+                                    </button>
                                 }
                             }).collect_view()}
                             {(l.clusters.len() > 24).then(|| view! { <p class="hint">{format!("… and {} smaller clusters", l.clusters.len() - 24)}</p> })}
@@ -190,16 +190,17 @@ fn EmbeddingMap(
     view! {
         <h3>"Embedding map"</h3>
         <p>
-            "Layout " <select data-testid="map-layout" on:change=layout>
+            <label>"Layout " <select data-testid="map-layout" on:change=layout>
                 <option value="pca">"PCA"</option>
                 <option value="tsne">"t-SNE"</option>
-            </select>
-            " · colour by " <select on:change=move |ev| level.set(event_target_value(&ev).parse().unwrap_or(0))><LevelOptions explore /></select>
+            </select></label>
+            " · " <label>"colour by " <select on:change=move |ev| level.set(event_target_value(&ev).parse().unwrap_or(0))><LevelOptions explore /></select></label>
             " — hover a point to see it, click it for its nearest neighbours. "
             <span data-testid="tsne-progress">{progress}</span>
         </p>
         <div class="map">
-            <canvas data-testid="map" data-kind=kind node_ref=map width="400" height="400" on:mousemove=on_move on:click=on_click></canvas>
+            <canvas data-testid="map" data-kind=kind node_ref=map width="400" height="400" on:mousemove=on_move on:click=on_click
+                role="img" aria-label="Embedding map: one point per image, coloured by cluster (the cluster images above reach the same neighbours from the keyboard)"></canvas>
             {move || hover.get().map(|i| view! { <Tiles indices=vec![i] cols=1 version testid="map-hover" /> })}
         </div>
     }

@@ -132,7 +132,7 @@ fn SampleSet() -> impl IntoView {
         <p>
             "Or the built-in sample set: 1,870 emoji in 9 groups and 99 subgroups "
             "(Noto Color Emoji, SIL Open Font License) "
-            <select on:change=move |ev| sample_size.set(event_target_value(&ev)) name="sample-size">
+            <select on:change=move |ev| sample_size.set(event_target_value(&ev)) name="sample-size" aria-label="how many sample images">
                 <option value="all">"all"</option>
                 <option value="500">"500"</option>
                 <option value="200">"200"</option>

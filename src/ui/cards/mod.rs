@@ -4,12 +4,14 @@
 mod backend;
 mod charts;
 mod explore;
+mod guide;
 mod images;
 mod keep;
 mod train;
 
 pub use backend::BackendCard;
 pub use explore::ExploreCard;
+pub use guide::GuideCard;
 pub use images::ImagesCard;
 pub use keep::KeepCard;
 pub use train::TrainCard;

@@ -5,15 +5,21 @@ use leptos::prelude::*;
 
 use crate::protocol::{RunState, ToWorker};
 use crate::ui::charts::{finite_range, polyline};
-use crate::ui::settings::{SETTINGS, setting_text, with_setting};
+use crate::ui::settings::{SETTINGS, checked_setting, range_words, setting_text};
 use crate::ui::state::{PageState, Preset};
 use crate::ui::view::send;
 
+/// A setting's input: checked against its bounds as the user types (the message shows at
+/// once), taken into the settings when the input is left.
 fn setting_input(state: RwSignal<PageState>, key: &'static str) -> impl IntoView {
     let value = move || state.with(|s| setting_text(&s.settings, key));
+    let typing = move |ev: web_sys::Event| {
+        let text = event_target_value(&ev);
+        state.update(|s| s.settings_error = checked_setting(&s.settings, key, &text).err());
+    };
     let on_change = move |ev: web_sys::Event| {
         let text = event_target_value(&ev);
-        state.update(|s| match with_setting(&s.settings, key, &text) {
+        state.update(|s| match checked_setting(&s.settings, key, &text) {
             Ok(c) => {
                 s.settings = c;
                 s.settings_error = None;
@@ -21,7 +27,19 @@ fn setting_input(state: RwSignal<PageState>, key: &'static str) -> impl IntoView
             Err(e) => s.settings_error = Some(e),
         });
     };
-    view! { <input name=key prop:value=value on:change=on_change size="10" /> }
+    let invalid = move || {
+        state.with(|s| {
+            s.settings_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(key))
+                .to_string()
+        })
+    };
+    view! {
+        <input id=format!("setting-{key}") name=key prop:value=value on:input=typing
+            on:change=on_change size="10" aria-describedby=format!("range-{key}")
+            aria-invalid=invalid />
+    }
 }
 
 #[component]
@@ -96,10 +114,15 @@ fn Settings(state: RwSignal<PageState>) -> impl IntoView {
         .map(|d| {
             view! {
                 <tr>
-                    <td><label>{d.key}</label></td>
+                    <td><label for=format!("setting-{}", d.key)>{d.key}</label></td>
                     <td class="symbol">{d.symbol}</td>
                     <td>{setting_input(state, d.key)}</td>
-                    <td class="hint">{d.help}</td>
+                    <td class="hint">
+                        {d.help}
+                        <span class="range" id=format!("range-{}", d.key)>
+                            {range_words(d.key).map(|r| format!(" ({r})"))}
+                        </span>
+                    </td>
                 </tr>
             }
         })
@@ -113,7 +136,7 @@ fn Settings(state: RwSignal<PageState>) -> impl IntoView {
         </p>
         <p>"Presets: " {presets}</p>
         <table class="settings">{settings}</table>
-        <p class="error">{move || state.with(|s| s.settings_error.clone())}</p>
+        <p class="error" data-testid="settings-error" role="alert">{move || state.with(|s| s.settings_error.clone())}</p>
     }
 }
 

@@ -1,0 +1,125 @@
+// The static site (issue 16): scripts/build-site.sh packages the build with a service worker;
+// loaded once, the page reloads and trains with the server gone; a new build's cache replaces
+// the old one; a lesson link opens a session next to the site, and a link to another origin is
+// refused before any request. The site packages the dev build (dist/, already built by the
+// test command); the release build is the same files, smaller.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { openApp, startServer, stopServer, artifacts, dist, repo, assertOwnOrigin } from './harness.mjs';
+
+const site = path.join(artifacts, 'site');
+const TINY = {
+  warmup_epochs: 1, width: 4, feature_dim: 16, batch_size: 16, num_clusters: [4, 8],
+  queue_size: 32, kmeans_restarts: 1, epochs: 3,
+};
+
+function buildSite(from) {
+  const out = execFileSync('bash', [path.join(repo, 'scripts/build-site.sh'), '--from', from, site], { encoding: 'utf8' });
+  const version = out.match(/\(version ([0-9a-f]{16})\)/)[1];
+  assert.match(out, /page \+ worker: [\d.]+ MB gzipped/);
+  return version;
+}
+
+let server;
+before(async () => {
+  fs.rmSync(site, { recursive: true, force: true });
+  buildSite(dist);
+  server = await startServer(site);
+});
+after(stopServer);
+
+const cacheNames = (page) => page.evaluate(async () => (await caches.keys()).filter((k) => k.startsWith('pcl-studio-')));
+
+async function trainTiny(page) {
+  await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 120_000 });
+  await page.selectOption('select[name=sample-size]', '64');
+  await page.click('[data-testid=load-sample]');
+  await page.waitForSelector('[data-testid=image-count][data-state=ready][data-count="64"]', { timeout: 60_000 });
+  for (const [key, value] of Object.entries({ ...TINY, epochs: 2, num_clusters: '4, 8' })) {
+    await page.fill(`input[name=${key}]`, String(value));
+    await page.dispatchEvent(`input[name=${key}]`, 'change');
+  }
+  await page.click('[data-testid=train]');
+  await page.waitForSelector('[data-testid=status][data-state=done]', { timeout: 300_000 });
+}
+
+test('the site works offline after one visit, and a new build replaces the cache', async () => {
+  const version = fs.readFileSync(path.join(site, 'sw.js'), 'utf8').match(/VERSION = '([0-9a-f]+)'/)[1];
+  const { browser, context, page, errors } = await openApp({ webgpu: false, query: '?cpu' });
+  try {
+    await page.waitForFunction((v) => document.documentElement.dataset.offline === v, version, { timeout: 120_000 });
+    assert.deepEqual(await cacheNames(page), [`pcl-studio-${version}`]);
+    assert.equal(await page.evaluate(() => document.querySelector('link[rel=manifest]').getAttribute('href')), 'manifest.webmanifest');
+
+    // The server gone and the context offline: reload, load the sample set, train to the end.
+    const port = server.port;
+    stopServer();
+    await context.setOffline(true);
+    await page.reload();
+    await trainTiny(page);
+    assert.equal(await page.getAttribute('[data-testid=status]', 'data-epoch'), '2');
+
+    // A new build (one changed byte) on the same origin: its worker takes over and the old
+    // cache goes.
+    await context.setOffline(false);
+    const changed = path.join(artifacts, 'dist-changed');
+    fs.rmSync(changed, { recursive: true, force: true });
+    fs.cpSync(dist, changed, { recursive: true });
+    fs.appendFileSync(path.join(changed, 'style.css'), '\n/* a new build */\n');
+    const next = buildSite(changed);
+    assert.notEqual(next, version);
+    server = await startServer(site, port);
+    await page.reload();
+    await page.waitForFunction(async (v) => (await caches.keys()).join() === `pcl-studio-${v}`, next, { timeout: 120_000, polling: 250 });
+    await page.reload();
+    await page.waitForFunction((v) => document.documentElement.dataset.offline === v, next, { timeout: 60_000 });
+    assert.deepEqual(errors.filter((e) => !/ERR_INTERNET_DISCONNECTED|Failed to fetch|net::/.test(e)), []);
+    console.log(`site: version ${version} cached, trained offline, replaced by ${next}`);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('a lesson link opens a session next to the site; another origin is refused', async () => {
+  // A session the CLI trained on the same 64 sample images the link loads.
+  const images = path.join(artifacts, 'lesson-images');
+  const run = path.join(artifacts, 'lesson-run');
+  fs.rmSync(images, { recursive: true, force: true });
+  fs.rmSync(run, { recursive: true, force: true });
+  const config = path.join(artifacts, 'lesson-config.json');
+  fs.writeFileSync(config, JSON.stringify(TINY));
+  execFileSync(process.env.PCL_BIN, ['sample', '--out', images, '--limit', '64']);
+  execFileSync(process.env.PCL_BIN, ['train', '--images', images, '--out', run, '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+  fs.mkdirSync(path.join(site, 'lessons'), { recursive: true });
+  fs.copyFileSync(path.join(run, 'model'), path.join(site, 'lessons', 'tiny-64.pclstudio'));
+
+  let opened = await openApp({ webgpu: false, query: '?cpu&sample=64&session=lessons/tiny-64.pclstudio' });
+  try {
+    const { page, errors, requests } = opened;
+    await page.waitForSelector('[data-testid=lesson]', { timeout: 30_000 });
+    await page.waitForSelector('[data-testid=status][data-state=done][data-epoch="3"]', { timeout: 180_000 });
+    assert.equal(await page.getAttribute('[data-testid=image-count]', 'data-count'), '64');
+    assert.equal(await page.locator('[data-testid=cluster-gallery]').count(), 1);
+    assert.equal(await page.locator('[data-testid=lesson]').count(), 0, 'the notice goes once the lesson is open');
+    assert.deepEqual(errors, []);
+    assertOwnOrigin(assert, requests);
+  } finally {
+    await opened.browser.close();
+  }
+
+  for (const foreign of ['https://example.com/x.pclstudio', '//example.com/x.pclstudio', 'javascript:alert(1)']) {
+    opened = await openApp({ webgpu: false, query: `?cpu&session=${encodeURIComponent(foreign)}` });
+    try {
+      const { page, requests } = opened;
+      await page.waitForFunction(() => /was not opened/.test(document.querySelector('[data-testid=error]')?.textContent ?? ''), null, { timeout: 30_000 });
+      await page.waitForTimeout(500);
+      assert.deepEqual(requests.filter((u) => u.includes('example.com')), [], `no request for ${foreign}`);
+      assertOwnOrigin(assert, requests);
+    } finally {
+      await opened.browser.close();
+    }
+  }
+});

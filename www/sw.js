@@ -1,0 +1,53 @@
+// The site's service worker (scripts/build-site.sh writes VERSION and FILES): the page, both
+// wasm modules and the sample set are cached on the first visit, so later visits load and train
+// with no network. A new build has a new VERSION: it installs beside the old one, takes over,
+// and deletes the old cache.
+const VERSION = '__VERSION__';
+const FILES = __FILES__;
+const CACHE = `pcl-studio-${VERSION}`;
+const PREFIX = 'pcl-studio-';
+
+self.addEventListener('install', (event) => {
+  event.waitUntil((async () => {
+    const cache = await caches.open(CACHE);
+    // `reload`: never fill the new cache from the browser's HTTP cache of the old build.
+    await cache.addAll(FILES.map((f) => new Request(f, { cache: 'reload' })));
+    await self.skipWaiting();
+  })());
+});
+
+self.addEventListener('activate', (event) => {
+  event.waitUntil((async () => {
+    for (const name of await caches.keys()) {
+      if (name.startsWith(PREFIX) && name !== CACHE) await caches.delete(name);
+    }
+    await self.clients.claim();
+  })());
+});
+
+// Same-origin GETs only; anything else is the browser's business (the page makes no such request).
+self.addEventListener('fetch', (event) => {
+  const request = event.request;
+  const url = new URL(request.url);
+  if (request.method !== 'GET' || url.origin !== self.location.origin) return;
+  event.respondWith(answer(request, url));
+});
+
+async function answer(request, url) {
+  const cache = await caches.open(CACHE);
+  // The page itself whatever its query (`?session=...`, `?cpu`), and every file of the build,
+  // come from the cache first.
+  const cached = await cache.match(request, { ignoreSearch: request.mode === 'navigate' });
+  if (cached) return cached;
+  // Anything else (a teacher's lesson files next to the site): the network first, a copy kept
+  // for the next offline visit.
+  try {
+    const response = await fetch(request);
+    if (response.ok) await cache.put(request, response.clone());
+    return response;
+  } catch (error) {
+    const kept = await cache.match(request);
+    if (kept) return kept;
+    throw error;
+  }
+}
