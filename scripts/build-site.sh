@@ -37,8 +37,10 @@ version=$(cd "$stage" && printf '%s\n' "$files" | xargs sha256sum | sha256sum | 
 list=$( (echo './'; printf '%s\n' "$files") | sed 's/.*/"&"/' | paste -sd, -)
 sed -i -e "s|__VERSION__|$version|" -e "s|__FILES__|[$list]|" "$stage/sw.js"
 # Registered only by the site's page (`trunk serve` has no service worker to go stale).
+# register() alone does not look for a new build while the old one is installed: update() does
+# (offline it fails quietly and the cached build runs).
 register="<script>if ('serviceWorker' in navigator) navigator.serviceWorker.register('./sw.js')"
-register+=".then(() => navigator.serviceWorker.ready).then(() => { document.documentElement.dataset.offline = '$version'; })"
+register+=".then((r) => { r.update().catch(() => {}); return navigator.serviceWorker.ready; }).then(() => { document.documentElement.dataset.offline = '$version'; })"
 register+=".catch((e) => console.warn('offline cache unavailable:', e));</script>"
 sed -i "s|</head>|$register</head>|" "$stage/index.html"
 

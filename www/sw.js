@@ -10,8 +10,16 @@ const PREFIX = 'pcl-studio-';
 self.addEventListener('install', (event) => {
   event.waitUntil((async () => {
     const cache = await caches.open(CACHE);
-    // `reload`: never fill the new cache from the browser's HTTP cache of the old build.
-    await cache.addAll(FILES.map((f) => new Request(f, { cache: 'reload' })));
+    // Never fill the new cache from the browser's HTTP cache of the old build: each file is
+    // asked for with this build's version in the query (static servers ignore it; measured:
+    // Chromium's Cache.addAll gave back the old index.html despite `cache: 'no-store'`), and
+    // kept under its plain name. All or nothing: one failure fails the install.
+    const fetched = await Promise.all(FILES.map(async (f) => {
+      const response = await fetch(`${f}?build=${VERSION}`, { cache: 'no-store' });
+      if (!response.ok) throw new Error(`${f}: HTTP ${response.status}`);
+      return [f, response];
+    }));
+    await Promise.all(fetched.map(([f, response]) => cache.put(f, response)));
     await self.skipWaiting();
   })());
 });

@@ -16,7 +16,7 @@ async function audit(page, stage) {
   const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
   const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
   const words = bad.map((v) => `${v.id} (${v.impact}): ${v.help}; ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(' | ')}`);
-  console.log(`axe at "${stage}": ${result.violations.length} violations, ${bad.length} serious or critical`);
+  console.log(`axe at "${stage}": ${result.violations.length} violations (${result.violations.map((v) => `${v.id}: ${v.impact}`).join(', ')}), ${bad.length} serious or critical`);
   assert.deepEqual(words, [], `axe at "${stage}"`);
 }
 
@@ -51,6 +51,7 @@ test('axe-core: no serious or critical violations at any stage; the keyboard rea
     await focusTo('[data-testid=train]');
     await page.keyboard.press('Enter');
     await page.waitForSelector('[data-testid=status][data-state=done]', { timeout: 300_000 });
+    assert.equal(await page.getAttribute('[data-testid=status]', 'data-epoch'), '2', 'the settings typed on the keyboard took');
 
     // The guide opens from the keyboard; a cluster opens with Enter; its images' grid takes
     // arrow keys and Enter for the nearest neighbours.

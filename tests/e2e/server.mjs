@@ -13,9 +13,10 @@ const TYPES = {
 };
 
 export function serve(root, port = 0) {
-  const stats = { hits: 0 };
+  const stats = { hits: 0, urls: [] };
   const server = http.createServer((req, res) => {
     stats.hits += 1;
+    stats.urls.push(req.url);
     const url = new URL(req.url, 'http://127.0.0.1');
     let file = path.join(root, decodeURIComponent(url.pathname));
     if (!file.startsWith(root)) { res.writeHead(403).end(); return; }

@@ -24,6 +24,8 @@ function buildSite(from) {
 }
 
 let server;
+let port;
+let serverDown = false;
 before(async () => {
   fs.rmSync(site, { recursive: true, force: true });
   buildSite(dist);
@@ -55,8 +57,9 @@ test('the site works offline after one visit, and a new build replaces the cache
     assert.equal(await page.evaluate(() => document.querySelector('link[rel=manifest]').getAttribute('href')), 'manifest.webmanifest');
 
     // The server gone and the context offline: reload, load the sample set, train to the end.
-    const port = server.port;
+    port = server.port;
     stopServer();
+    serverDown = true;
     await context.setOffline(true);
     await page.reload();
     await trainTiny(page);
@@ -68,14 +71,23 @@ test('the site works offline after one visit, and a new build replaces the cache
     const changed = path.join(artifacts, 'dist-changed');
     fs.rmSync(changed, { recursive: true, force: true });
     fs.cpSync(dist, changed, { recursive: true });
-    fs.appendFileSync(path.join(changed, 'style.css'), '\n/* a new build */\n');
+    // (Not a file with an integrity hash in index.html: those change only with a real build.)
+    fs.appendFileSync(path.join(changed, 'icon.svg'), '\n<!-- a new build -->\n');
     const next = buildSite(changed);
     assert.notEqual(next, version);
     server = await startServer(site, port);
+    serverDown = false;
     await page.reload();
-    await page.waitForFunction(async (v) => (await caches.keys()).join() === `pcl-studio-${v}`, next, { timeout: 120_000, polling: 250 });
-    await page.reload();
-    await page.waitForFunction((v) => document.documentElement.dataset.offline === v, next, { timeout: 60_000 });
+    // The page asks for a new build on load; the new worker installs, takes over and deletes
+    // the old cache.
+    const deadline = Date.now() + 120_000;
+    while ((await cacheNames(page)).join() !== `pcl-studio-${next}`) {
+      assert.ok(Date.now() < deadline, `the new build's cache never replaced the old one: ${await cacheNames(page)}`);
+      await page.waitForTimeout(250);
+    }
+    // What the page now gets for itself is the new build's.
+    const served = await page.evaluate(async () => (await fetch('./index.html')).text());
+    assert.match(served, new RegExp(`offline = '${next}'`), 'the new build\'s page is served');
     assert.deepEqual(errors.filter((e) => !/ERR_INTERNET_DISCONNECTED|Failed to fetch|net::/.test(e)), []);
     console.log(`site: version ${version} cached, trained offline, replaced by ${next}`);
   } finally {
@@ -84,6 +96,7 @@ test('the site works offline after one visit, and a new build replaces the cache
 });
 
 test('a lesson link opens a session next to the site; another origin is refused', async () => {
+  if (serverDown) { server = await startServer(site, port); serverDown = false; }
   // A session the CLI trained on the same 64 sample images the link loads.
   const images = path.join(artifacts, 'lesson-images');
   const run = path.join(artifacts, 'lesson-run');
@@ -116,7 +129,6 @@ test('a lesson link opens a session next to the site; another origin is refused'
       const { page, requests } = opened;
       await page.waitForFunction(() => /was not opened/.test(document.querySelector('[data-testid=error]')?.textContent ?? ''), null, { timeout: 30_000 });
       await page.waitForTimeout(500);
-      assert.deepEqual(requests.filter((u) => u.includes('example.com')), [], `no request for ${foreign}`);
       assertOwnOrigin(assert, requests);
     } finally {
       await opened.browser.close();

@@ -31,7 +31,7 @@ pub(super) fn ami_chart(metrics: &[crate::engine::records::Metrics]) -> impl Int
         .map(|line| {
             let (colour, _) = style(line);
             let last = line.values.last().copied().unwrap_or(f64::NAN);
-            view! { <span style=format!("color:{colour}")>{format!("■ {} {last:.3}  ", line.label())}</span> }
+            view! { <span><span style=format!("color:{colour}") aria-hidden="true">"■"</span>{format!(" {} {last:.3}  ", line.label())}</span> }
         })
         .collect_view();
     (!lines.is_empty()).then(|| {

@@ -256,7 +256,7 @@ fn Metrics(state: RwSignal<PageState>) -> impl IntoView {
                     </svg>
                     <p class="legend">"kNN accuracy per E-step: "
                         {curves.iter().enumerate().map(|(c, run)| view! {
-                            <span style=format!("color:{}", PALETTE[c % 12])>{format!("■ {} ", run.label)}</span>
+                            <span><span style=format!("color:{}", PALETTE[c % 12]) aria-hidden="true">"■"</span>{format!(" {} ", run.label)}</span>
                         }).collect_view()}
                     </p>
                     {ami_chart(curves.last().map(|c| &c.metrics[..]).unwrap_or(&[]))}

@@ -12,7 +12,9 @@ use crate::ui::view::send;
 /// A setting's input: checked against its bounds as the user types (the message shows at
 /// once), taken into the settings when the input is left.
 fn setting_input(state: RwSignal<PageState>, key: &'static str) -> impl IntoView {
-    let value = move || state.with(|s| setting_text(&s.settings, key));
+    // A memo: the input is rewritten when its setting changes, not when a message about what
+    // the user is typing appears (that would put the old value back under their fingers).
+    let value = Memo::new(move |_| state.with(|s| setting_text(&s.settings, key)));
     let typing = move |ev: web_sys::Event| {
         let text = event_target_value(&ev);
         state.update(|s| s.settings_error = checked_setting(&s.settings, key, &text).err());
@@ -169,11 +171,11 @@ fn StepCharts(state: RwSignal<PageState>) -> impl IntoView {
                     <polyline points=polyline(&lr, 400.0, 60.0, 0.0, lr_hi) stroke="#f58231" />
                 </svg>
                 <p class="legend">
-                    <span style="color:#222">"■ loss"</span>" "
-                    <span style="color:#4363d8">"■ InfoNCE"</span>" "
-                    <span style="color:#e6194b">"■ ProtoNCE (sum of levels)"</span>" "
-                    <span style="color:#3cb44b">"■ instance accuracy"</span>" "
-                    <span style="color:#f58231">"■ learning rate"</span>
+                    <span style="color:#222" aria-hidden="true">"■"</span>" loss"" "
+                    <span style="color:#4363d8" aria-hidden="true">"■"</span>" InfoNCE"" "
+                    <span style="color:#e6194b" aria-hidden="true">"■"</span>" ProtoNCE (sum of levels)"" "
+                    <span style="color:#3cb44b" aria-hidden="true">"■"</span>" instance accuracy"" "
+                    <span style="color:#f58231" aria-hidden="true">"■"</span>" learning rate"
                     {last.map(|r| format!(
                         " — last: loss {:.3}, InfoNCE {:.3}, proto {:?}, accuracy {:.2}, lr {:.4}",
                         r.loss, r.info_nce, r.proto.iter().map(|p| format!("{p:.3}")).collect::<Vec<_>>(), r.instance_acc, r.lr
