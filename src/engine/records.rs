@@ -180,6 +180,10 @@ pub struct RunStatus {
     pub eta_s: Option<f64>,
     /// The settings as resolved for the data (derived K, queue, batch filled in).
     pub config: Option<crate::engine::PclConfig>,
+    /// Bytes of the compute side's heap where the front end knows them (the browser worker's
+    /// wasm memory: it only grows, so a flat figure means a run that holds its memory).
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
 }
 
 /// One epoch of a run in numbers: means of its steps, the E-step clusters' agreement with the

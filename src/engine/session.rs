@@ -247,6 +247,7 @@ impl Session {
             images_per_s: self.rate.images_per_s(),
             eta_s: self.rate.step_s().map(|s| s * left_steps as f64),
             config: Some(t.config.clone()),
+            memory_bytes: None,
         }
     }
 

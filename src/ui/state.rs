@@ -75,6 +75,8 @@ pub struct PageState {
     pub settings: PclConfig,
     /// Epoch of the last autosave since the page was opened.
     pub autosaved: Option<usize>,
+    /// Size of that autosave in bytes.
+    pub autosaved_bytes: Option<usize>,
     /// An earlier session's autosave found at start-up (its epoch and image count), offered
     /// to resume.
     pub autosave_offer: Option<(usize, usize)>,
@@ -209,7 +211,8 @@ impl PageState {
         self.backend = None;
         if starting && self.force_cpu {
             self.error = Some(format!(
-                "{why}. The compute worker failed while starting, so the page did not restart                  it; any autosave is kept. Reload the page to try again."
+                "{why}. The compute worker failed while starting, so the page did not restart \
+                 it; any autosave is kept. Reload the page to try again."
             ));
             return Recovery::GiveUp;
         }

@@ -236,6 +236,7 @@ fn open_lesson_session(state: RwSignal<PageState>) {
 /// disagree). A refusal turns autosave off for this tab; training goes on.
 fn store_autosave(state: RwSignal<PageState>, epoch: usize, b: js_sys::Uint8Array) {
     let images = state.with_untracked(|s| s.images.count);
+    let bytes = b.length() as usize;
     leptos::task::spawn_local(async move {
         // One record, one transaction: the bytes and what they are never disagree.
         let record = js_sys::Object::new();
@@ -243,7 +244,10 @@ fn store_autosave(state: RwSignal<PageState>, epoch: usize, b: js_sys::Uint8Arra
         let _ = js_sys::Reflect::set(&record, &"images".into(), &(images as u32).into());
         let _ = js_sys::Reflect::set(&record, &"bytes".into(), &b);
         match js::idb_put("session", &record).await {
-            Ok(()) => state.update(|s| s.autosaved = Some(epoch)),
+            Ok(()) => state.update(|s| {
+                s.autosaved = Some(epoch);
+                s.autosaved_bytes = Some(bytes);
+            }),
             // Training goes on; later autosaves are dropped instead of piling up.
             Err(e) => state.update(|s| {
                 s.autosave_off = Some(format!("the browser refused to store it ({e})"));

@@ -161,9 +161,17 @@ async fn drive(mut session: Session, generation: u64) {
     }
 }
 
+/// The worker's wasm linear memory (64 KiB pages; it grows and never shrinks).
+fn wasm_memory_bytes() -> u64 {
+    core::arch::wasm32::memory_size::<0>() as u64 * 65_536
+}
+
 fn post_update(update: Update) {
     match update {
-        Update::Status(s) => post(FromWorker::Status(s)),
+        Update::Status(s) => post(FromWorker::Status(RunStatus {
+            memory_bytes: Some(wasm_memory_bytes()),
+            ..s
+        })),
         Update::Steps(records) => post(FromWorker::Steps(records)),
         Update::EStep { epoch, levels } => post(FromWorker::EStepDone { epoch, levels }),
         Update::Explored(report) => post(FromWorker::Explore(report)),

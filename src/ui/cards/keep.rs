@@ -46,13 +46,16 @@ pub fn KeepCard(state: RwSignal<PageState>) -> impl IntoView {
             </p>
             <p class="hint" data-testid="autosave"
                 data-epoch=move || state.with(|s| s.autosaved.map(|e| e.to_string()).unwrap_or_default())
-                data-off=move || state.with(|s| s.autosave_off.is_some().to_string())>
+                data-off=move || state.with(|s| s.autosave_off.is_some().to_string())
+                data-bytes=move || state.with(|s| s.autosaved_bytes.map(|b| b.to_string()).unwrap_or_default())>
                 {move || state.with(|s| match (&s.autosave_off, s.autosaved) {
                     (Some(why), _) => format!(
                         "Autosave is off in this tab: {why}. Export the session to keep the run."
                     ),
                     (None, Some(e)) => format!(
-                        "Autosaved in this browser after epoch {e}; a reload offers to resume."
+                        "Autosaved in this browser after epoch {e} ({:.1} MB); a reload offers \
+                         to resume.",
+                        s.autosaved_bytes.unwrap_or(0) as f64 / 1e6
                     ),
                     (None, None) => {
                         "The run is saved in this browser after every epoch and on pause.".into()

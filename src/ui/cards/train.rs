@@ -85,6 +85,7 @@ pub fn TrainCard(state: RwSignal<PageState>) -> impl IntoView {
                 data-state=move || state.with(|s| s.state_attr())
                 data-epoch=move || state.with(|s| s.run.epoch.to_string())
                 data-images-per-s=move || state.with(|s| format!("{:.1}", s.run.images_per_s))
+                data-memory-bytes=move || state.with(|s| s.run.memory_bytes.map(|b| b.to_string()).unwrap_or_default())
             >
                 {move || state.with(|s| s.progress_line())}
             </p>
