@@ -4,7 +4,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
-import { openApp, startServer, stopServer } from './harness.mjs';
+import path from 'node:path';
+import { openApp, startServer, stopServer, artifacts } from './harness.mjs';
 
 before(startServer);
 after(stopServer);
@@ -66,6 +67,7 @@ test('axe-core: no serious or critical violations at any stage; the keyboard rea
     await page.keyboard.press('Enter');
     await page.waitForSelector('[data-testid=neighbours]', { timeout: 60_000 });
     await audit(page, 'run finished, guide, members and neighbours open');
+    await page.locator('[data-testid=guide]').screenshot({ path: path.join(artifacts, 'a11y-guide.png') });
 
     // Every control has a name and is reachable: buttons, inputs, selects, summaries.
     const unnamed = await page.evaluate(() => [...document.querySelectorAll('button, input, select, summary, [tabindex]')]
