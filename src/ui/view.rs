@@ -414,14 +414,16 @@ fn App() -> impl IntoView {
                 "as it goes. Everything runs on this machine; no image leaves it."
             </p>
         </header>
-        <AutosaveOffer state />
-        <LessonNotice state />
-        <BackendCard state />
-        <ImagesCard state version />
-        <TrainCard state />
-        <GuideCard state version />
-        <ExploreCard state version />
-        <KeepCard state />
+        <main>
+            <AutosaveOffer state />
+            <LessonNotice state />
+            <BackendCard state />
+            <ImagesCard state version />
+            <TrainCard state />
+            <GuideCard state version />
+            <ExploreCard state version />
+            <KeepCard state />
+        </main>
     }
 }
 
