@@ -40,7 +40,7 @@ thread_local! {
     /// Set when the worker crashed: resume the autosave once the new worker's device is ready.
     static RECOVERING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     static WORKER: RefCell<Link> = RefCell::new(Link::default());
-    /// A lesson's session bytes, held until its images have loaded.
+    /// A lesson's session bytes, held until its images and the device are ready.
     static LESSON: RefCell<Option<JsValue>> = const { RefCell::new(None) };
     pub(crate) static STORE: RefCell<Store> = RefCell::new(Store::default());
 }
