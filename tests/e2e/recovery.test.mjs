@@ -42,7 +42,7 @@ test('three crashes stop the restarts with a message; the autosave stays', async
     for (let crash = 1; crash <= 3; crash++) {
       await page.evaluate(() => window.pclSimulateCrash());
       await page.waitForFunction((n) => (document.querySelector('[data-testid=error]')?.textContent ?? '').includes(n < 3 ? 'Starting a new compute worker' : 'stopped restarting'),
-        crash, { timeout: 30_000 }).catch(async (e) => { throw new Error(`crash ${crash}: ${e.message}; the page says: ${await errorText(page)}`); });
+        crash, { timeout: 60_000 }).catch(async (e) => { throw new Error(`crash ${crash}: ${e.message}; the page says: ${await errorText(page)}`); });
       if (crash < 3) await probed(page);
     }
     await page.waitForTimeout(3000);
