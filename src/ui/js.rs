@@ -117,6 +117,11 @@ pub async fn fetch_own(path: &str, max: u64) -> Result<JsValue, String> {
     await_promise(r).await
 }
 
+/// Whether the page's address has `name` as a bare flag (`?cpu`, `?cpu&sample=64`).
+pub fn query_flag(name: &str) -> bool {
+    query_param(name).is_some_and(|v| v.is_empty())
+}
+
 /// The decoded value of a parameter of the page's address.
 pub fn query_param(name: &str) -> Option<String> {
     let search = web_sys::window()?.location().search().ok()?;

@@ -118,12 +118,6 @@ fn expose_pixels() {
     abort.forget();
 }
 
-fn query_has(flag: &str) -> bool {
-    web_sys::window()
-        .and_then(|w| w.location().search().ok())
-        .is_some_and(|q| q.trim_start_matches('?').split('&').any(|p| p == flag))
-}
-
 fn on_worker_message(state: RwSignal<PageState>, version: RwSignal<usize>, e: MessageEvent) {
     let data = e.data();
     let (text, payload) = match data.dyn_ref::<js_sys::Array>() {
@@ -336,7 +330,7 @@ fn start_worker(state: RwSignal<PageState>, version: RwSignal<usize>) {
             // `?crash-at-start` (development builds): every worker panics right after Start,
             // the end-to-end test of a start-up failure.
             #[cfg(debug_assertions)]
-            if query_has("crash-at-start") {
+            if js::query_flag("crash-at-start") {
                 send(ToWorker::SimulateCrash);
             }
         }
@@ -378,7 +372,7 @@ async fn resume_autosave(state: RwSignal<PageState>) -> Result<(), String> {
 
 #[component]
 fn App() -> impl IntoView {
-    let state = RwSignal::new(PageState::new(query_has("cpu")));
+    let state = RwSignal::new(PageState::new(js::query_flag("cpu")));
     let version = RwSignal::new(0usize);
     start_worker(state, version);
     open_lesson(state);
