@@ -4,7 +4,7 @@
 // over BENCH_SECONDS of training after the first step; and the time from pressing Train to the
 // first step.
 import path from 'node:path';
-import { openApp, startServer, stopServer, dist } from './harness.mjs';
+import { openApp, startServer, stopServer, dist, loadSample, fillSettings } from './harness.mjs';
 
 const SECONDS = Number(process.env.BENCH_SECONDS || 60);
 const paths = process.env.BENCH_WEBGPU === '1' ? [false, true] : [false];
@@ -19,14 +19,8 @@ for (const webgpu of paths) {
   const { browser, page } = await openApp({ webgpu, query: webgpu ? '' : '?cpu' });
   try {
     await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 300_000 });
-    await page.selectOption('select[name=sample-size]', '500');
-    await page.click('[data-testid=load-sample]');
-    await page.waitForSelector('[data-testid=image-count][data-state=ready][data-count="500"]', { timeout: 120_000 });
-    const settings = { width: '32', batch_size: '64', feature_dim: '128', epochs: '1000', warmup_epochs: '1000', minutes: '' };
-    for (const [key, value] of Object.entries(settings)) {
-      await page.fill(`input[name=${key}]`, value);
-      await page.dispatchEvent(`input[name=${key}]`, 'change');
-    }
+    await loadSample(page, 500, 120_000);
+    await fillSettings(page, { width: '32', batch_size: '64', feature_dim: '128', epochs: '1000', warmup_epochs: '1000', minutes: '' });
     const t0 = Date.now();
     await page.click('[data-testid=train]');
     await page.waitForFunction(() => {

@@ -54,6 +54,22 @@ export async function openApp({ webgpu, query = '', context: existing, args = []
   return { browser: browser || { close: () => context.close() }, context, page, errors, requests };
 }
 
+// Loads `count` images of the sample set (or 'all') and waits until they are in.
+export async function loadSample(page, count, timeout = 60_000) {
+  await page.selectOption('select[name=sample-size]', String(count));
+  await page.click('[data-testid=load-sample]');
+  const loaded = count === 'all' ? '' : `[data-count="${count}"]`;
+  await page.waitForSelector(`[data-testid=image-count][data-state=ready]${loaded}`, { timeout });
+}
+
+// Types each setting into its input and commits it, as a user leaving the input does.
+export async function fillSettings(page, settings) {
+  for (const [key, value] of Object.entries(settings)) {
+    await page.fill(`input[name=${key}]`, String(value));
+    await page.dispatchEvent(`input[name=${key}]`, 'change');
+  }
+}
+
 export function assertOwnOrigin(assert, requests) {
   const origin = new URL(server.url).origin;
   const foreign = requests.filter((u) => !u.startsWith(origin) && !u.startsWith('data:') && !u.startsWith('blob:'));

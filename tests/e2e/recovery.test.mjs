@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { openApp, startServer, stopServer, artifacts } from './harness.mjs';
+import { openApp, startServer, stopServer, artifacts, loadSample, fillSettings } from './harness.mjs';
 
 before(startServer);
 after(stopServer);
@@ -19,13 +19,8 @@ const TINY = {
 
 async function startRun(page, epochs) {
   await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 60_000 });
-  await page.selectOption('select[name=sample-size]', '64');
-  await page.click('[data-testid=load-sample]');
-  await page.waitForSelector('[data-testid=image-count][data-state=ready][data-count="64"]', { timeout: 60_000 });
-  for (const [key, value] of Object.entries({ ...TINY, epochs: String(epochs) })) {
-    await page.fill(`input[name=${key}]`, value);
-    await page.dispatchEvent(`input[name=${key}]`, 'change');
-  }
+  await loadSample(page, 64);
+  await fillSettings(page, { ...TINY, epochs: String(epochs) });
   await page.click('[data-testid=train]');
 }
 
@@ -103,9 +98,7 @@ test('an opened session that fails on its first step leaves the last autosave as
     await page.reload();
     await page.waitForSelector('[data-testid=autosave-offer]', { timeout: 60_000 });
     await probed(page);
-    await page.selectOption('select[name=sample-size]', '64');
-    await page.click('[data-testid=load-sample]');
-    await page.waitForSelector('[data-testid=image-count][data-state=ready][data-count="64"]', { timeout: 60_000 });
+    await loadSample(page, 64);
     await page.setInputFiles('[data-testid=import-session]', bad);
     await page.waitForSelector('[data-testid=status][data-state=paused]', { timeout: 60_000 });
     await page.click('[data-testid=pause]');

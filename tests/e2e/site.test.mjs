@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { openApp, startServer, stopServer, artifacts, dist, repo, assertOwnOrigin } from './harness.mjs';
+import { openApp, startServer, stopServer, artifacts, dist, repo, assertOwnOrigin, loadSample, fillSettings } from './harness.mjs';
 
 const site = path.join(artifacts, 'site');
 const TINY = {
@@ -37,13 +37,8 @@ const cacheNames = (page) => page.evaluate(async () => (await caches.keys()).fil
 
 async function trainTiny(page) {
   await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 120_000 });
-  await page.selectOption('select[name=sample-size]', '64');
-  await page.click('[data-testid=load-sample]');
-  await page.waitForSelector('[data-testid=image-count][data-state=ready][data-count="64"]', { timeout: 60_000 });
-  for (const [key, value] of Object.entries({ ...TINY, epochs: 2, num_clusters: '4, 8' })) {
-    await page.fill(`input[name=${key}]`, String(value));
-    await page.dispatchEvent(`input[name=${key}]`, 'change');
-  }
+  await loadSample(page, 64);
+  await fillSettings(page, { ...TINY, epochs: 2, num_clusters: '4, 8' });
   await page.click('[data-testid=train]');
   await page.waitForSelector('[data-testid=status][data-state=done]', { timeout: 300_000 });
 }

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { openApp, startServer, stopServer, artifacts, assertOwnOrigin } from './harness.mjs';
+import { openApp, startServer, stopServer, artifacts, assertOwnOrigin, loadSample as loadImages, fillSettings } from './harness.mjs';
 
 before(startServer);
 after(stopServer);
@@ -20,18 +20,8 @@ const TINY = {
 const SAMPLE = '64';
 const LONG = 420_000;
 
-async function loadSample(page) {
-  await page.selectOption('select[name=sample-size]', SAMPLE);
-  await page.click('[data-testid=load-sample]');
-  await page.waitForSelector(`[data-testid=image-count][data-state=ready][data-count="${SAMPLE}"]`, { timeout: 60_000 });
-}
-
-async function setTiny(page, epochs, extra = {}) {
-  for (const [key, value] of Object.entries({ ...TINY, epochs: String(epochs), ...extra })) {
-    await page.fill(`input[name=${key}]`, value);
-    await page.dispatchEvent(`input[name=${key}]`, 'change');
-  }
-}
+const loadSample = (page) => loadImages(page, SAMPLE);
+const setTiny = (page, epochs, extra = {}) => fillSettings(page, { ...TINY, epochs: String(epochs), ...extra });
 
 // The CPU fallback page with the sample set and the tiny settings (plus `extra` inputs),
 // training started: the setup the single-purpose tests below share.
