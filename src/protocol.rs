@@ -123,6 +123,7 @@ pub enum FromWorker {
     EStepDone {
         epoch: usize,
         levels: Vec<LevelSummary>,
+        seconds: f64,
     },
     /// After every E-step and at the end: clusters, map, metrics.
     Explore(Box<ExploreReport>),

@@ -204,12 +204,19 @@ fn show(
                 ));
             }
         }
-        Update::EStep { epoch, levels } => {
+        Update::EStep {
+            epoch,
+            levels,
+            seconds,
+        } => {
             let ks: Vec<String> = levels
                 .iter()
                 .map(|l| format!("K={} inertia={:.1}", l.k, l.inertia))
                 .collect();
-            eprintln!("\rE-step before epoch {epoch}: {}\x1b[K", ks.join(", "));
+            eprintln!(
+                "\rE-step before epoch {epoch} ({seconds:.1} s): {}\x1b[K",
+                ks.join(", ")
+            );
         }
         Update::Epoch(m) => {
             let show = |v: &[f64]| {

@@ -59,6 +59,8 @@ pub enum Update {
     EStep {
         epoch: usize,
         levels: Vec<LevelSummary>,
+        /// Wall time of the E-step: embedding every image and k-means at every level.
+        seconds: f64,
     },
     /// An epoch ended (after its `Steps`).
     Epoch(EpochRecord),
@@ -301,7 +303,11 @@ impl Session {
                 }
             }
             Ok(Event::EStep { epoch, levels }) => {
-                emit(Update::EStep { epoch, levels });
+                emit(Update::EStep {
+                    epoch,
+                    levels,
+                    seconds,
+                });
                 if self.options.explore {
                     self.explore(emit).await;
                 }

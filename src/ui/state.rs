@@ -61,7 +61,8 @@ pub struct PageState {
     pub images: ImagesInfo,
     pub run: RunStatus,
     pub steps: Vec<StepRecord>,
-    pub esteps: Vec<(usize, Vec<LevelSummary>)>,
+    /// Per E-step: the epoch before which it ran, its levels and its wall time in seconds.
+    pub esteps: Vec<(usize, Vec<LevelSummary>, f64)>,
     pub explore: Option<ExploreReport>,
     /// The current run's metrics and earlier runs' (for side-by-side curves).
     pub curve: RunCurve,
@@ -158,7 +159,11 @@ impl PageState {
                 self.esteps.clear();
                 self.error = None;
             }
-            FromWorker::EStepDone { epoch, levels } => self.esteps.push((epoch, levels)),
+            FromWorker::EStepDone {
+                epoch,
+                levels,
+                seconds,
+            } => self.esteps.push((epoch, levels, seconds)),
             FromWorker::Explore(report) => {
                 if let Some(m) = &report.metrics {
                     self.curve.metrics.retain(|x| x.epoch != m.epoch);

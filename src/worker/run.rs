@@ -173,7 +173,15 @@ fn post_update(update: Update) {
             ..s
         })),
         Update::Steps(records) => post(FromWorker::Steps(records)),
-        Update::EStep { epoch, levels } => post(FromWorker::EStepDone { epoch, levels }),
+        Update::EStep {
+            epoch,
+            levels,
+            seconds,
+        } => post(FromWorker::EStepDone {
+            epoch,
+            levels,
+            seconds,
+        }),
         Update::Explored(report) => post(FromWorker::Explore(report)),
         Update::Checkpoint { epoch, bytes } => post_bytes(FromWorker::Autosave { epoch }, &bytes),
         Update::Failed(f @ Failure::DeviceLost(_)) => post(FromWorker::Crashed(f.to_string())),

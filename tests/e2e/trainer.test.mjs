@@ -86,6 +86,11 @@ async function runFlow({ webgpu, name, epochs }) {
     await page.waitForFunction(() => Number(document.querySelector('[data-testid=autosave]').dataset.epoch) >= 2,
       null, { timeout: LONG, polling: 50 });
     const savedAt = Number(await page.getAttribute('[data-testid=autosave]', 'data-epoch'));
+    // An E-step ran before the second epoch: its table says how long it took.
+    await page.waitForSelector('[data-testid=estep][data-seconds]', { timeout: 30_000 });
+    const estepSeconds = Number(await page.getAttribute('[data-testid=estep]', 'data-seconds'));
+    assert.ok(estepSeconds > 0 && estepSeconds < (Date.now() - t0) / 1000, `the last E-step took ${estepSeconds} s`);
+    assert.match(await page.textContent('[data-testid=estep] caption'), /\(\d+\.\d s\)/);
     const longTasks = await page.evaluate(() => window.__longTasks);
     const rate = Number(await page.getAttribute('[data-testid=status]', 'data-images-per-s'));
     await page.reload();

@@ -194,10 +194,10 @@ fn EStepTable(state: RwSignal<PageState>) -> impl IntoView {
     move || {
         let _ = esteps_len.get();
         state.with_untracked(|s| {
-            s.esteps.last().map(|(epoch, levels)| {
+            s.esteps.last().map(|(epoch, levels, seconds)| {
                 view! {
-                    <table class="esteps">
-                        <caption>{format!("E-step before epoch {}", epoch + 1)}</caption>
+                    <table class="esteps" data-testid="estep" data-seconds=format!("{seconds:.3}")>
+                        <caption>{format!("E-step before epoch {} ({seconds:.1} s)", epoch + 1)}</caption>
                         <tr><th>"level"</th><th>"K"</th><th>"sizes"</th><th>"φ range"</th><th>"inertia"</th></tr>
                         {levels.iter().enumerate().map(|(m, l)| view! {
                             <tr>
