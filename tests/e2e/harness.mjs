@@ -20,8 +20,8 @@ let server;
 // dist/ (the dev build) unless a test serves a built site; `port` keeps the origin of an
 // earlier server (a site test restarts it after going offline).
 // (node:test passes hooks a context: anything but a path means dist/.)
-export async function startServer(root, port = 0) {
-  server = await serve(typeof root === 'string' ? root : dist, port);
+export async function startServer(root, port = 0, headers = {}) {
+  server = await serve(typeof root === 'string' ? root : dist, port, headers);
   return server;
 }
 export function stopServer() { server.close(); }
@@ -35,13 +35,14 @@ const LONG_TASKS = `
   }).observe({ entryTypes: ['longtask'] });
 `;
 
-export async function openApp({ webgpu, query = '', context: existing, args = [], wait = 'load' } = {}) {
+// `init`: more script to run in the page before its own.
+export async function openApp({ webgpu, query = '', context: existing, args = [], wait = 'load', init = '' } = {}) {
   const browser = existing ? null : await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     args: [...BASE_ARGS, ...(webgpu ? ['--enable-unsafe-webgpu'] : []), ...args],
   });
   const context = existing || await browser.newContext({ acceptDownloads: true });
-  await context.addInitScript(LONG_TASKS);
+  await context.addInitScript(LONG_TASKS + init);
   const page = await context.newPage();
   const errors = [];
   const requests = [];

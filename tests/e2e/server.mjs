@@ -1,6 +1,7 @@
 // A minimal static file server for dist/ or a built site on 127.0.0.1 (tests only; `trunk serve`
 // or any static server for people). `port` 0 picks a free one; the site test reopens the same
-// port (the same origin) after going offline. `hits` counts the requests answered.
+// port (the same origin) after going offline. `hits` counts the requests answered. `headers` go
+// on every answer (the TensorFlow.js benchmark's threads need cross-origin isolation).
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -12,7 +13,7 @@ const TYPES = {
   '.webmanifest': 'application/manifest+json',
 };
 
-export function serve(root, port = 0) {
+export function serve(root, port = 0, headers = {}) {
   const stats = { hits: 0, urls: [] };
   const server = http.createServer((req, res) => {
     stats.hits += 1;
@@ -23,7 +24,7 @@ export function serve(root, port = 0) {
     if (fs.existsSync(file) && fs.statSync(file).isDirectory()) file = path.join(file, 'index.html');
     fs.readFile(file, (err, body) => {
       if (err) { res.writeHead(404).end('not found'); return; }
-      res.writeHead(200, { 'content-type': TYPES[path.extname(file)] || 'application/octet-stream' });
+      res.writeHead(200, { ...headers, 'content-type': TYPES[path.extname(file)] || 'application/octet-stream' });
       res.end(body);
     });
   });
