@@ -10,7 +10,8 @@
 #   PRESET     quick | thorough (default quick); runs are timed by the preset's budget, so run
 #              nothing else meanwhile
 #   SEEDS      default 3
-# QUALITY_DIR keeps the runs (default: a temporary folder); PCL_BIN picks the binary (default:
+# QUALITY_DIR keeps the runs (default: a temporary folder) and a later call with more SEEDS adds
+# only the missing ones (a finished run leaves KIND-SEED.done); PCL_BIN picks the binary (default:
 # the build the tests use, made when missing). Extra flags for `pcl train` go in QUALITY_FLAGS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,10 +36,12 @@ for seed in $(seq 1 "$seeds"); do
   for kind in moco pcl; do
     flag=(); [ $kind = moco ] && flag=(--info-nce-only)
     out="$work/$kind-$seed"
+    [ -f "$out.done" ] && continue
     start=$(date +%s)
     # shellcheck disable=SC2086
     pcl train --images "$images" --out "$out" --preset "$preset" --seed "$seed" "${flag[@]}" \
       ${QUALITY_FLAGS:-} 2> "$work/$kind-$seed.log" >/dev/null
+    touch "$out.done"
     echo "$kind seed $seed: $(( $(date +%s) - start )) s"
   done
 done
