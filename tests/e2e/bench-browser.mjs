@@ -38,6 +38,10 @@ const COUNT_GPU = `;(() => {
 const perStep = (c) => (c ? `; per step ${c.dispatches.toFixed(0)} dispatches, ${c.submits.toFixed(0)} submits, ${c.reads.toFixed(1)} buffer reads` : '');
 const SETTINGS = { width: '32', batch_size: '64', feature_dim: '128', epochs: '1000', warmup_epochs: '1000', minutes: '' };
 
+// A build's name: its folder, with the folder above where two builds share a name.
+const label = (build) => (builds.filter((b) => path.basename(b) === path.basename(build)).length > 1
+  ? `${path.basename(path.dirname(build))}/${path.basename(build)}` : path.basename(build));
+
 async function pageRun(build, webgpu) {
   await startServer(build);
   const { browser, page } = await openApp({ webgpu, query: webgpu ? '' : '?cpu' });
@@ -64,7 +68,7 @@ async function pageRun(build, webgpu) {
     const backend = await page.getAttribute('[data-testid=backend]', 'data-backend');
     const steps = p1 - p0;
     const gpu = c0 && c1 && steps > 0 ? Object.fromEntries(Object.keys(c1).map((k) => [k, (c1[k] - c0[k]) / steps])) : null;
-    return { name: `page ${path.basename(build)} ${backend}`, rate, firstStep, gpu };
+    return { name: `page ${label(build)} ${backend}`, rate, firstStep, gpu };
   } finally {
     await browser.close();
     stopServer();
