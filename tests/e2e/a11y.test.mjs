@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { openApp, startServer, stopServer, artifacts } from './harness.mjs';
+import { openApp, startServer, stopServer, artifacts, waitForProbe } from './harness.mjs';
 
 before(startServer);
 after(stopServer);
@@ -24,7 +24,7 @@ async function audit(page, stage) {
 test('axe-core: no serious or critical violations at any stage; the keyboard reaches every control', async () => {
   const { browser, page } = await openApp({ webgpu: false, query: '?cpu' });
   try {
-    await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 120_000 });
+    await waitForProbe(page, 120_000);
     await audit(page, 'opened');
 
     // Keyboard only: Tab to the sample-size select and the load button, choose, press Enter.

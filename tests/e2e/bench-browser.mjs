@@ -12,7 +12,7 @@
 // Then one E-step in the page: all 1,870 images, K = 18 / 74 / 187 (BENCH_ESTEP=0 skips it).
 import fs from 'node:fs';
 import path from 'node:path';
-import { openApp, startServer, stopServer, dist, repo, loadSample, fillSettings } from './harness.mjs';
+import { openApp, startServer, stopServer, dist, repo, loadSample, fillSettings, waitForProbe } from './harness.mjs';
 
 const SECONDS = Number(process.env.BENCH_SECONDS || 60);
 const WEBGPU = process.env.BENCH_WEBGPU === '1';
@@ -49,7 +49,7 @@ async function pageRun(build, webgpu) {
   const worker = webgpu ? (page.workers()[0] || await page.waitForEvent('worker', { timeout: 60_000 })) : null;
   if (worker) await worker.evaluate(COUNT_GPU);
   try {
-    await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 300_000 });
+    await waitForProbe(page, 300_000);
     await loadSample(page, 500, 120_000);
     await fillSettings(page, SETTINGS);
     const t0 = Date.now();
@@ -90,7 +90,7 @@ async function tfjsRun(backend, threads) {
     if (!result || result.error) throw new Error(`TensorFlow.js ${backend}: ${result ? result.error : 'no result in time'}`);
     const name = `TensorFlow.js ${result.backend}${webgpu ? '' : ` ${result.threads} thread${result.threads > 1 ? 's' : ''}`}`;
     if (result.gradientCheck !== null) console.log(`TensorFlow.js wasm gradients written out: largest difference from its CPU backend's ${result.gradientCheck.toExponential(1)}`);
-    return { name, rate: result.imagesPerS, firstStep: result.firstStep, tensors: result.tensors, gpu: result.perStep };
+    return { name, rate: result.imagesPerS, firstStep: result.firstStep, gpu: result.perStep };
   } finally {
     await browser.close();
     stopServer();
@@ -102,7 +102,7 @@ async function estepRun(build) {
   await startServer(build);
   const { browser, page } = await openApp({ query: '?cpu' });
   try {
-    await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 300_000 });
+    await waitForProbe(page, 300_000);
     await loadSample(page, 'all', 180_000);
     await fillSettings(page, { ...SETTINGS, warmup_epochs: '1' });
     await page.click('[data-testid=train]');

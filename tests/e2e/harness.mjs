@@ -55,6 +55,12 @@ export async function openApp({ webgpu, query = '', context: existing, args = []
   return { browser: browser || { close: () => context.close() }, context, page, errors, requests };
 }
 
+// Waits until the worker's probe step (one training step at start-up) reported its loss: the
+// device is ready.
+export async function waitForProbe(page, timeout) {
+  await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout });
+}
+
 // Loads `count` images of the sample set (or 'all') and waits until they are in.
 export async function loadSample(page, count, timeout = 60_000) {
   await page.selectOption('select[name=sample-size]', String(count));

@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { openApp, startServer, stopServer, artifacts, loadSample, fillSettings } from './harness.mjs';
+import { openApp, startServer, stopServer, artifacts, loadSample, fillSettings, waitForProbe } from './harness.mjs';
 
 before(startServer);
 after(stopServer);
@@ -18,14 +18,14 @@ const TINY = {
 };
 
 async function startRun(page, epochs) {
-  await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 60_000 });
+  await waitForProbe(page, 60_000);
   await loadSample(page, 64);
   await fillSettings(page, { ...TINY, epochs: String(epochs) });
   await page.click('[data-testid=train]');
 }
 
 const errorText = (page) => page.textContent('[data-testid=error]');
-const probed = (page) => page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 60_000 });
+const probed = (page) => waitForProbe(page, 60_000);
 
 test('three crashes stop the restarts with a message; the autosave stays', async () => {
   const { browser, page, context } = await openApp({ webgpu: false, query: '?cpu' });

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { openApp, startServer, stopServer, artifacts, dist, repo, assertOwnOrigin, loadSample, fillSettings } from './harness.mjs';
+import { openApp, startServer, stopServer, artifacts, dist, repo, assertOwnOrigin, loadSample, fillSettings, waitForProbe } from './harness.mjs';
 
 const site = path.join(artifacts, 'site');
 const TINY = {
@@ -36,7 +36,7 @@ after(stopServer);
 const cacheNames = (page) => page.evaluate(async () => (await caches.keys()).filter((k) => k.startsWith('pcl-studio-')));
 
 async function trainTiny(page) {
-  await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 120_000 });
+  await waitForProbe(page, 120_000);
   await loadSample(page, 64);
   await fillSettings(page, { ...TINY, epochs: 2, num_clusters: '4, 8' });
   await page.click('[data-testid=train]');

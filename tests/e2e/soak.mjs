@@ -2,7 +2,7 @@
 // fallback, the worker's wasm memory and the autosave's size after every epoch. Prints the
 // curve and its summary: memory should stop growing once the run is under way, and every
 // autosave stays under the bound printed.
-import { openApp, startServer, stopServer, loadSample, fillSettings } from './harness.mjs';
+import { openApp, startServer, stopServer, loadSample, fillSettings, waitForProbe } from './harness.mjs';
 
 const EPOCHS = Number(process.env.SOAK_EPOCHS || 100);
 const IMAGES = process.env.SOAK_IMAGES || '500';
@@ -14,7 +14,7 @@ const SETTINGS = {
 await startServer();
 const { browser, page } = await openApp({ webgpu: false, query: '?cpu' });
 try {
-  await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 120_000 });
+  await waitForProbe(page, 120_000);
   await loadSample(page, IMAGES, 120_000);
   await fillSettings(page, SETTINGS);
   const t0 = Date.now();

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { openApp, startServer, stopServer, artifacts, assertOwnOrigin, loadSample as loadImages, fillSettings } from './harness.mjs';
+import { openApp, startServer, stopServer, artifacts, assertOwnOrigin, loadSample as loadImages, fillSettings, waitForProbe } from './harness.mjs';
 
 before(startServer);
 after(stopServer);
@@ -29,7 +29,7 @@ async function startTinyCpuRun(epochs, extra = {}) {
   const opened = await openApp({ webgpu: false, query: '?cpu' });
   const { browser, page } = opened;
   try {
-    await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 60_000 });
+    await waitForProbe(page, 60_000);
     await loadSample(page);
     await setTiny(page, epochs, extra);
     await page.click('[data-testid=train]');
@@ -60,7 +60,7 @@ async function runFlow({ webgpu, name, epochs }) {
   const shot = (what) => page.screenshot({ path: path.join(artifacts, `trainer-${name}-${what}.png`), fullPage: true });
   try {
     await page.waitForSelector(`[data-testid=backend][data-backend=${webgpu ? 'webgpu' : 'cpu'}]`, { timeout: 60_000 });
-    await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 240_000 });
+    await waitForProbe(page, 240_000);
     await loadSample(page);
     await setTiny(page, epochs);
     await page.evaluate(() => { window.__longTasks = []; });
@@ -95,7 +95,7 @@ async function runFlow({ webgpu, name, epochs }) {
     const rate = Number(await page.getAttribute('[data-testid=status]', 'data-images-per-s'));
     await page.reload();
     await page.waitForSelector('[data-testid=resume-autosave]', { timeout: 60_000 });
-    await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 240_000 });
+    await waitForProbe(page, 240_000);
     await page.evaluate(() => { window.__longTasks = []; }); // page start-up is not training
     await page.click('[data-testid=resume-autosave]');
     await page.waitForSelector('[data-testid=status][data-state=paused], [data-testid=status][data-state=done]', { timeout: 60_000 });
@@ -143,7 +143,7 @@ async function runFlow({ webgpu, name, epochs }) {
 
     // Import the exported session into a fresh page (same images) and continue it.
     await page.reload();
-    await page.waitForSelector('[data-testid=probe][data-loss]:not([data-loss=""])', { timeout: 240_000 });
+    await waitForProbe(page, 240_000);
     await page.click('button:has-text("Discard")');
     await loadSample(page);
     await page.setInputFiles('[data-testid=import-session]', session);
