@@ -56,17 +56,31 @@ pub fn proto_sampled(
     assign: Tensor<1, Int>,
     neg: Option<Tensor<1, Int>>,
 ) -> Tensor<1> {
+    proto_sampled_rows(q, centroids, phi, assign, neg, 0)
+}
+
+/// [`proto_sampled`] for the rows `first..first + n` of a batch: `q` [n, d] holds those rows,
+/// `assign` [b] the whole batch's clusters (every row's positive is a column of every row's
+/// softmax), so the parts of a batch give the whole batch's terms (see `parallel`).
+pub fn proto_sampled_rows(
+    q: Tensor<2>,
+    centroids: Tensor<2>,
+    phi: Tensor<1>,
+    assign: Tensor<1, Int>,
+    neg: Option<Tensor<1, Int>>,
+    first: usize,
+) -> Tensor<1> {
     let device = q.device();
     let n = q.dims()[0];
     let ids = match neg {
-        Some(neg) => Tensor::cat(vec![assign, neg], 0), // ids: [n + r]
+        Some(neg) => Tensor::cat(vec![assign, neg], 0), // ids: [b + r]
         None => assign,
     };
     let m = ids.dims()[0];
-    let protos = centroids.select(0, ids.clone()); // protos: [n + r, d]
-    let temps = phi.select(0, ids).reshape([1, m]); // temps: [1, n + r]
-    let logits = q.matmul(protos.transpose()) / temps; // logits: [n, n + r]
-    let labels = Tensor::<1, Int>::arange(0..n as i64, &device);
+    let protos = centroids.select(0, ids.clone()); // protos: [b + r, d]
+    let temps = phi.select(0, ids).reshape([1, m]); // temps: [1, b + r]
+    let logits = q.matmul(protos.transpose()) / temps; // logits: [n, b + r]
+    let labels = Tensor::<1, Int>::arange(first as i64..(first + n) as i64, &device);
     cross_entropy(logits, labels)
 }
 

@@ -26,6 +26,8 @@ pub mod loss;
 #[cfg(feature = "engine")]
 pub mod model;
 #[cfg(feature = "engine")]
+pub mod parallel;
+#[cfg(feature = "engine")]
 pub mod params;
 #[cfg(feature = "engine")]
 pub mod session;

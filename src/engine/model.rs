@@ -54,16 +54,34 @@ impl EncoderConfig {
     }
 
     pub fn init(&self, device: &Device) -> Encoder {
+        self.init_with(device, None)
+    }
+
+    /// An encoder of zeros, for values that are loaded next: draws nothing from the device's
+    /// random numbers, which a concurrent run's initialisation may be using.
+    pub fn init_zeros(&self, device: &Device) -> Encoder {
+        self.init_with(device, Some(burn::nn::Initializer::Zeros))
+    }
+
+    fn init_with(&self, device: &Device, fill: Option<burn::nn::Initializer>) -> Encoder {
         let w = self.width;
         let groups = match self.norm {
             NormKind::Batch => 0,
             NormKind::Group => 1,
+        };
+        let conv_default = Conv2dConfig::new([1, 1], [3, 3]).initializer;
+        let linear_default = LinearConfig::new(1, 1).initializer;
+        let linear = |i: usize, o: usize| {
+            LinearConfig::new(i, o)
+                .with_initializer(fill.clone().unwrap_or(linear_default.clone()))
+                .init(device)
         };
         let block = |cin: usize, cout: usize, stride: usize| ConvBlock {
             conv: Conv2dConfig::new([cin, cout], [3, 3])
                 .with_stride([stride, stride])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .with_bias(false)
+                .with_initializer(fill.clone().unwrap_or(conv_default.clone()))
                 .init(device),
             norm: Norm::new(cout, groups * groups_for(cout), device),
         };
@@ -75,8 +93,8 @@ impl EncoderConfig {
                 block(2 * w, 4 * w, 2),
                 block(4 * w, 8 * w, 2),
             ],
-            head_hidden: LinearConfig::new(d, d).init(device),
-            head_out: LinearConfig::new(d, self.feature_dim).init(device),
+            head_hidden: linear(d, d),
+            head_out: linear(d, self.feature_dim),
         }
     }
 }
@@ -150,7 +168,7 @@ pub struct ConvBlock {
 }
 
 /// The largest divisor of `n` that is at most `chunks` (at least 1): ghost batches are equal.
-fn chunks_for(n: usize, chunks: usize) -> usize {
+pub(crate) fn chunks_for(n: usize, chunks: usize) -> usize {
     (1..=chunks.max(1).min(n.max(1)))
         .rev()
         .find(|&c| n.is_multiple_of(c))
@@ -379,6 +397,11 @@ impl Encoder {
             .map(|b| &mut b.norm)
     }
 
+    /// Whether the parameters live on the CPU back end (burn flex).
+    pub fn runs_on_cpu(&self) -> bool {
+        on_cpu(&self.stem.conv.weight.val().device())
+    }
+
     /// Whether the layers are BatchNorm (with running statistics and training / eval modes).
     pub fn is_batch_norm(&self) -> bool {
         self.stem.norm.groups == 0
@@ -549,7 +572,7 @@ impl Encoder {
 }
 
 /// The per-layer average of several slices' batch statistics, each weighted by its images.
-fn mean_stats(slices: Vec<(usize, BatchStats)>) -> BatchStats {
+pub(crate) fn mean_stats(slices: Vec<(usize, BatchStats)>) -> BatchStats {
     let total: usize = slices.iter().map(|(n, _)| n).sum();
     let mut it = slices.into_iter();
     let Some((n0, first)) = it.next() else {

@@ -52,6 +52,24 @@ pub fn map_params<M: Module>(module: M, f: impl FnMut(usize, Tensor<1>) -> Tenso
     module.map(&mut Map { index: 0, f })
 }
 
+/// The gradient of every float parameter, flattened, in visiting order (`None` where the
+/// backward pass gave none: running statistics).
+pub fn flat_grads<M: Module>(
+    module: &M,
+    grads: &burn::tensor::Gradients,
+) -> Vec<Option<Tensor<1>>> {
+    struct Grads<'a>(&'a burn::tensor::Gradients, Vec<Option<Tensor<1>>>);
+    impl ModuleVisitor for Grads<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.1
+                .push(param.val().grad(self.0).map(|g| g.reshape([-1])));
+        }
+    }
+    let mut g = Grads(grads, Vec::new());
+    module.visit(&mut g);
+    g.1
+}
+
 /// key <- m * key + (1 - m) * query, parameter by parameter (no gradient flows to the key).
 pub fn ema_update<M: Module>(key: M, query: &M, m: f64) -> M {
     let q = flat_params(query);
@@ -83,23 +101,22 @@ impl Sgd {
 
     /// One update of `module` from the gradients of a backward pass.
     pub fn step<M: Module>(&mut self, module: M, grads: &burn::tensor::Gradients, lr: f64) -> M {
-        let grads_flat = {
-            struct Grads<'a>(&'a burn::tensor::Gradients, Vec<Option<Tensor<1>>>);
-            impl ModuleVisitor for Grads<'_> {
-                fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                    self.1
-                        .push(param.val().grad(self.0).map(|g| g.reshape([-1])));
-                }
-            }
-            let mut g = Grads(grads, Vec::new());
-            module.visit(&mut g);
-            g.1
-        };
+        let grads_flat = flat_grads(&module, grads);
+        self.step_flat(module, &grads_flat, lr)
+    }
+
+    /// One update from flat gradients in visiting order (`None`: the parameter has none).
+    pub fn step_flat<M: Module>(
+        &mut self,
+        module: M,
+        grads_flat: &[Option<Tensor<1>>],
+        lr: f64,
+    ) -> M {
         let fresh = self.velocity.is_empty();
         let (mu, wd) = (self.momentum, self.weight_decay);
         let mut velocity = std::mem::take(&mut self.velocity);
         let module = map_params(module, |i, p| {
-            let Some(g) = grads_flat[i].clone() else {
+            let Some(g) = grads_flat.get(i).cloned().flatten() else {
                 if fresh {
                     velocity.push(p.zeros_like());
                 }

@@ -2,6 +2,9 @@
 //! E-step, or one SGD step) and returns what happened, so a browser worker can pause, resume,
 //! stop and report between calls. Every tensor read is asynchronous.
 
+use std::ops::Range;
+use std::rc::Rc;
+
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -10,9 +13,15 @@ use super::augment::{ViewParams, augment, center_view, upload};
 use super::config::{PclConfig, ProtoMode};
 use super::data::Dataset;
 use super::kmeans::{Level, Points, cluster_level};
-use super::loss::{info_nce, proto_full, proto_sampled, sample_negatives, self_negatives};
-use super::model::{BN_MOMENTUM, Encoder, EncoderConfig, l2_normalize, shuffle_for_bn};
-use super::params::{Sgd, ema_update, read_all};
+use super::loss::{sample_negatives, self_negatives};
+use super::model::{
+    BN_MOMENTUM, Encoder, EncoderConfig, chunks_for, l2_normalize, mean_stats, shuffle_for_bn,
+};
+use super::parallel::{
+    Helpers, JobHeader, JobLevel, PartInputs, PartLevel, SliceJob, param_sizes, part_loss,
+    split_rows,
+};
+use super::params::{Sgd, ema_update, flat_grads, flat_params, read_all};
 use super::rng::Rng;
 
 pub use super::records::{LevelSummary, Phase, StepRecord};
@@ -90,6 +99,10 @@ pub struct Trainer {
     /// `fit_to_budget` (saved with the run, so a resumed run keeps its budget).
     seconds_before: f64,
     pub seconds: f64,
+    /// Workers that compute parts of each step (the browser's CPU fallback); see `parallel`.
+    helpers: Option<Rc<dyn Helpers>>,
+    /// Why the helpers were let go, if one failed (its part was then done here).
+    pub helper_failure: Option<String>,
 }
 
 /// The state before the last update. A finite loss can still give non-finite weights (a huge
@@ -122,16 +135,25 @@ impl Trainer {
                 data.side, config.image_size, want
             )));
         }
-        device.seed(config.seed);
-        let enc = EncoderConfig::new(config.width, config.feature_dim).with_norm(config.norm);
-        let model = enc.init(&device.clone().autodiff());
-        let key = model.valid();
+        // The device's random numbers are one stream per process: seeding and drawing hold a
+        // lock, so runs started at once (tests, threads) each get their seed's weights.
+        static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let (model, key, queue) = {
+            let _seeded = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+            device.seed(config.seed);
+            let enc = EncoderConfig::new(config.width, config.feature_dim).with_norm(config.norm);
+            let model = enc.init(&device.clone().autodiff());
+            // Parameters are drawn lazily; `valid` draws them (before the queue).
+            let key = model.valid();
+            let r = config.queue_size.expect("resolved");
+            let queue = l2_normalize(Tensor::random(
+                [r, config.feature_dim],
+                burn::tensor::Distribution::Normal(0.0, 1.0),
+                device,
+            ));
+            (model, key, queue)
+        };
         let r = config.queue_size.expect("resolved");
-        let queue = l2_normalize(Tensor::random(
-            [r, config.feature_dim],
-            burn::tensor::Distribution::Normal(0.0, 1.0),
-            device,
-        ));
         Ok(Self {
             sgd: Sgd::new(config.sgd_momentum, config.weight_decay),
             rng: Rng::new(config.seed),
@@ -151,6 +173,8 @@ impl Trainer {
             warmup_share: config.warmup_epochs as f64 / config.epochs.max(1) as f64,
             seconds_before: 0.0,
             seconds: 0.0,
+            helpers: None,
+            helper_failure: None,
             config,
         })
     }
@@ -204,6 +228,85 @@ impl Trainer {
         self.config.epochs = epochs;
         self.config.warmup_epochs = warmup;
         changed
+    }
+
+    /// Lets `helpers` compute parts of each step from now on (on the CPU back end only).
+    pub fn set_helpers(&mut self, helpers: Option<Rc<dyn Helpers>>) {
+        self.helpers = helpers;
+    }
+
+    /// Host copies of what the helpers need for the batch rows `parts` (see `parallel`).
+    async fn jobs(
+        &self,
+        parts: &[Range<usize>],
+        v1: &Tensor<4>,
+        k: &Tensor<2>,
+        masked: Option<&Tensor<2, Bool>>,
+        levels: &[(Vec<u32>, Vec<u32>)],
+    ) -> Result<Vec<SliceJob>, EngineError> {
+        let [b, _, side, _] = v1.dims();
+        let [r, d] = self.queue.dims();
+        let params = flat_params(&self.model);
+        let np = params.len();
+        let mut reads = params;
+        reads.push(v1.clone().reshape([-1]));
+        reads.push(k.clone().reshape([-1]));
+        reads.push(self.queue.clone().reshape([-1]));
+        if let Some(m) = masked {
+            reads.push(m.clone().int().float().reshape([-1]));
+        }
+        let host = read_all(reads).await?;
+        let (views, keys, queue) = (&host[np], &host[np + 1], &host[np + 2]);
+        let mask = host.get(np + 3);
+        let image = 3 * side * side;
+        let c = self.clustering.as_ref();
+        Ok(parts
+            .iter()
+            .map(|rows| {
+                let mut floats: Vec<f32> = host[..np].concat();
+                floats.extend_from_slice(&views[rows.start * image..rows.end * image]);
+                floats.extend_from_slice(&keys[rows.start * d..rows.end * d]);
+                floats.extend_from_slice(queue);
+                let mut job_levels = Vec::new();
+                for (m, (pos, neg)) in levels.iter().enumerate() {
+                    let level = &c.expect("levels come from a clustering").levels[m];
+                    floats.extend_from_slice(&level.centroids);
+                    floats.extend_from_slice(&level.phi);
+                    job_levels.push(JobLevel {
+                        k: level.k,
+                        assign: pos.clone(),
+                        neg: neg.clone(),
+                    });
+                }
+                let masked = mask.map_or(Vec::new(), |m| {
+                    (rows.start..rows.end)
+                        .flat_map(|i| (0..r).map(move |j| (i, j)))
+                        .filter(|&(i, j)| m[i * r + j] != 0.0)
+                        .map(|(i, j)| ((i - rows.start) as u32, j as u32))
+                        .collect()
+                });
+                SliceJob {
+                    header: JobHeader {
+                        encoder: EncoderConfig::new(self.config.width, self.config.feature_dim)
+                            .with_norm(self.config.norm),
+                        params: host[..np].iter().map(Vec::len).collect(),
+                        rows: rows.len(),
+                        side,
+                        dim: d,
+                        queue_rows: r,
+                        batch: b,
+                        first: rows.start,
+                        chunks: chunks_for(b, self.config.bn_chunks) * rows.len() / b,
+                        tau: self.config.tau,
+                        proto_weight: self.config.proto_weight,
+                        mode: self.config.proto_mode,
+                        masked,
+                        levels: job_levels,
+                    },
+                    floats,
+                }
+            })
+            .collect())
     }
 
     /// The device the run trains on.
@@ -360,63 +463,120 @@ impl Trainer {
         // Training mode: BatchNorm per chunk of the batch; the key batch shuffled across chunks
         // so that no query meets its key in the same statistics (shuffled BN).
         let chunks = self.config.bn_chunks;
-        let (q, q_stats) = self.model.forward_train(v1.autodiff(), chunks); // q: [b, d], tracked
         let perm = shuffle_for_bn(b, chunks, &mut self.rng);
         let (k, k_stats) = self.key.forward_shuffled(v2, chunks, &perm); // k: [b, d], no gradient
         let (masked, self_neg) = self_negatives(&idx, &self.queue_ids, n_img, &self.device);
         let masked = masked.filter(|_| self.config.mask_self_negatives);
-        let (info, logits) = info_nce(
-            q.clone(),
-            k.clone(),
-            self.queue.clone(),
-            self.config.tau,
-            masked.map(|m| m.autodiff()),
-        );
-        let mut protos = Vec::new();
+        // Per level: the batch's clusters and (sampled mode) the negative prototypes.
+        let mut levels = Vec::new();
         if let Some(c) = &self.clustering
             && self.config.proto_weight > 0.0
         {
-            for (m, level) in c.levels.iter().enumerate() {
+            for level in &c.levels {
                 let pos: Vec<u32> = idx.iter().map(|&i| level.assignments[i]).collect();
-                let assign = ints(&pos, &self.device).autodiff();
-                let cent = c.centroids[m].clone().autodiff();
-                let phi = c.phi[m].clone().autodiff();
-                let term = match self.config.proto_mode {
-                    ProtoMode::Full => proto_full(q.clone(), cent, phi, assign),
+                let neg = match self.config.proto_mode {
+                    ProtoMode::Full => Vec::new(),
                     ProtoMode::Sampled => {
                         let r = self.config.queue_size.unwrap_or(b);
-                        let neg = sample_negatives(&pos, level.k, r, &mut self.rng);
-                        let neg = (!neg.is_empty()).then(|| ints(&neg, &self.device).autodiff());
-                        proto_sampled(q.clone(), cent, phi, assign, neg)
+                        sample_negatives(&pos, level.k, r, &mut self.rng)
                     }
                 };
-                protos.push(term);
+                levels.push((pos, neg));
             }
         }
-        let mut total = info.clone();
-        if !protos.is_empty() {
-            let m = protos.len() as f64;
-            let sum = protos
-                .iter()
-                .cloned()
-                .reduce(|a, b| a + b)
-                .expect("non-empty");
-            total = total + sum.mul_scalar(self.config.proto_weight / m);
+        let parts = match &self.helpers {
+            Some(h) if h.ready() > 0 && self.model.runs_on_cpu() => {
+                split_rows(b, chunks, 1 + h.ready())
+            }
+            _ => std::iter::once(0..b).collect(),
+        };
+        let inputs = |rows: Range<usize>| -> PartInputs {
+            let n = rows.len();
+            let clustering = self.clustering.as_ref();
+            PartInputs {
+                views: v1.clone().narrow(0, rows.start, n),
+                keys: k.clone().narrow(0, rows.start, n),
+                queue: self.queue.clone(),
+                masked: masked.clone().map(|m| m.narrow(0, rows.start, n)),
+                levels: levels
+                    .iter()
+                    .enumerate()
+                    .map(|(m, (pos, neg))| {
+                        let c = clustering.expect("levels come from a clustering");
+                        PartLevel {
+                            centroids: c.centroids[m].clone(),
+                            phi: c.phi[m].clone(),
+                            assign: ints(pos, &self.device),
+                            neg: (!neg.is_empty()).then(|| ints(neg, &self.device)),
+                        }
+                    })
+                    .collect(),
+                chunks: chunks_for(b, chunks) * n / b,
+                tau: self.config.tau,
+                proto_weight: self.config.proto_weight,
+                mode: self.config.proto_mode,
+                share: n as f64 / b as f64,
+                first: rows.start,
+            }
+        };
+        // The helpers' parts go out first, then this worker computes its own.
+        let pending = match &self.helpers {
+            Some(h) if parts.len() > 1 => {
+                let jobs = self
+                    .jobs(&parts[1..], &v1, &k, masked.as_ref(), &levels)
+                    .await?;
+                jobs.into_iter()
+                    .enumerate()
+                    .map(|(i, job)| h.submit(i, job))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let own = part_loss(&self.model, inputs(parts[0].clone()));
+        let mut values: Vec<f32> = read_all(own.values).await?.into_iter().flatten().collect();
+        let mut grads = flat_grads(&self.model, &own.total.backward());
+        let mut stats = vec![(parts[0].len(), own.stats)];
+        if !pending.is_empty() {
+            let sizes = param_sizes(&self.model);
+            let layers: Vec<usize> = stats[0].1.iter().map(|(m, _)| m.dims()[0]).collect();
+            for (reply, rows) in pending.into_iter().zip(&parts[1..]) {
+                let answer = reply.await.map_err(EngineError::Device).and_then(|r| {
+                    let (g, st) = r.tensors(&sizes, &layers, &self.device)?;
+                    Ok((r.header.values, g, st))
+                });
+                let (v, g, st) = match answer {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // A helper that failed is not asked again; its part is done here.
+                        self.helper_failure = Some(e.to_string());
+                        self.helpers = None;
+                        let part = part_loss(&self.model, inputs(rows.clone()));
+                        let v = read_all(part.values).await?.into_iter().flatten().collect();
+                        (
+                            v,
+                            flat_grads(&self.model, &part.total.backward()),
+                            part.stats,
+                        )
+                    }
+                };
+                if v.len() != values.len() {
+                    return Err(EngineError::Shape(format!(
+                        "a part of the step gave {} loss values, another {}",
+                        v.len(),
+                        values.len()
+                    )));
+                }
+                values.iter_mut().zip(&v).for_each(|(a, b)| *a += b);
+                for (a, b) in grads.iter_mut().zip(g) {
+                    *a = match (a.take(), b) {
+                        (Some(x), Some(y)) => Some(x + y),
+                        (x, y) => x.or(y),
+                    };
+                }
+                stats.push((rows.len(), st));
+            }
         }
-        // instance accuracy: positive (column 0) scored highest
-        let acc = logits
-            .without_autodiff()
-            .argmax(1)
-            .equal_elem(0)
-            .float()
-            .mean(); // acc: [1]
-        let mut report = vec![
-            total.clone().without_autodiff(),
-            info.without_autodiff(),
-            acc,
-        ];
-        report.extend(protos.iter().map(|p| p.clone().without_autodiff()));
-        let values: Vec<f32> = read_all(report).await?.into_iter().flatten().collect();
+        let q_stats = mean_stats(stats);
         if values.iter().any(|v| !v.is_finite()) {
             // Nothing was updated by this step; the previous update, whose weights gave this,
             // is undone too.
@@ -430,7 +590,6 @@ impl Trainer {
         let lr = self
             .config
             .lr_at(self.epoch as f64 + self.step as f64 / steps as f64);
-        let grads = total.backward();
         // Bounded before the snapshot, so an undo truncates to a length that still holds.
         super::records::thin_history(&mut self.history);
         // Tensors are immutable and shared: keeping the previous state costs no copy.
@@ -447,7 +606,7 @@ impl Trainer {
         });
         self.model = self
             .sgd
-            .step(self.model.clone(), &grads, lr)
+            .step_flat(self.model.clone(), &grads, lr)
             .update_running_stats(&q_stats, BN_MOMENTUM);
         // The key encoder averages the query's weights but keeps running statistics of its own
         // (of its shuffled passes), as MoCo's key encoder does.

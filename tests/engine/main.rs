@@ -5,6 +5,7 @@ mod export;
 mod golden;
 mod gpu;
 mod intake;
+mod parallel;
 mod session;
 mod session_files;
 mod training;

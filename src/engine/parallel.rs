@@ -1,0 +1,467 @@
+//! Data-parallel training steps for a back end that uses one core: the browser's CPU fallback,
+//! where each Web Worker is its own wasm instance with no memory shared. The batch's queries
+//! are cut into parts of whole BatchNorm chunks; a helper gets one part as plain values
+//! ([`SliceJob`]) and answers with its loss terms and gradients ([`SliceResult`]), which the
+//! trainer adds to its own part's. Every loss term is a mean of per-row terms and each chunk's
+//! statistics stay inside one part, so the sum is the whole batch's gradient up to the order of
+//! float additions (tests/engine/training.rs trains the same run with and without a helper).
+
+use std::future::Future;
+use std::ops::Range;
+use std::pin::Pin;
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::EngineError;
+use super::config::ProtoMode;
+use super::loss::{info_nce, proto_full, proto_sampled_rows};
+use super::model::{BatchStats, Encoder, EncoderConfig};
+use super::params::{flat_grads, flat_params, load_params, read_all};
+
+/// A helper's answer, when it comes.
+pub type Reply = Pin<Box<dyn Future<Output = Result<SliceResult, String>>>>;
+
+/// Other workers that compute parts of a step (the browser's helper workers).
+pub trait Helpers {
+    /// How many can take a job now.
+    fn ready(&self) -> usize;
+    /// Sends `job` to helper `index` (below `ready()`); the reply resolves when it answers.
+    fn submit(&self, index: usize, job: SliceJob) -> Reply;
+}
+
+/// The batch rows `0..b` cut into `parts` ranges of whole chunks (of `b / chunks` rows, as the
+/// encoder's `forward_train` cuts them). The first part, the trainer's own, gets no more than
+/// any other: the trainer also runs the key encoder.
+pub fn split_rows(b: usize, chunks: usize, parts: usize) -> Vec<Range<usize>> {
+    let chunks = super::model::chunks_for(b, chunks);
+    let rows = b / chunks.max(1);
+    let parts = parts.clamp(1, chunks.max(1));
+    let (base, extra) = (chunks / parts, chunks % parts);
+    let mut out = Vec::with_capacity(parts);
+    let mut start = 0;
+    for p in 0..parts {
+        // The remainder goes to the helpers (parts 1..), never to the trainer's part 0.
+        let n = base + usize::from(p >= 1 && p <= extra);
+        let end = if p + 1 == parts { b } else { start + n * rows };
+        out.push(start..end);
+        start = end;
+    }
+    out
+}
+
+/// One prototype level of a part, on the device.
+pub struct PartLevel {
+    pub centroids: Tensor<2>, // [K, d]
+    pub phi: Tensor<1>,       // [K]
+    /// The whole batch's clusters, [b].
+    pub assign: Tensor<1, Int>,
+    /// Sampled mode's negative prototypes [r'], shared by the batch.
+    pub neg: Option<Tensor<1, Int>>,
+}
+
+/// What a part's loss needs beyond the encoder, on the device.
+pub struct PartInputs {
+    pub views: Tensor<4>,                // [n, 3, s, s]
+    pub keys: Tensor<2>,                 // [n, d]
+    pub queue: Tensor<2>,                // [r, d]
+    pub masked: Option<Tensor<2, Bool>>, // [n, r]
+    pub levels: Vec<PartLevel>,
+    pub chunks: usize,
+    pub tau: f64,
+    pub proto_weight: f64,
+    pub mode: ProtoMode,
+    /// This part's rows over the batch's: its share of every mean.
+    pub share: f64,
+    /// The part's first row in the batch.
+    pub first: usize,
+}
+
+/// A part's loss: `total` tracked for the backward pass; `values` (total, InfoNCE, instance
+/// accuracy, one prototype term per level) detached; both already scaled by the part's share.
+pub struct PartLoss {
+    pub total: Tensor<1>,
+    pub values: Vec<Tensor<1>>,
+    pub stats: BatchStats,
+}
+
+/// The loss of one part of a batch in training mode (the whole batch when `share` is 1).
+pub fn part_loss(model: &Encoder, p: PartInputs) -> PartLoss {
+    let n = p.views.dims()[0];
+    let (q, stats) = model.forward_train(p.views.autodiff(), p.chunks); // q: [n, d], tracked
+    let (info, logits) = info_nce(
+        q.clone(),
+        p.keys,
+        p.queue,
+        p.tau,
+        p.masked.map(|m| m.autodiff()),
+    );
+    let protos: Vec<Tensor<1>> = p
+        .levels
+        .into_iter()
+        .map(|l| {
+            let (cent, phi) = (l.centroids.autodiff(), l.phi.autodiff());
+            match p.mode {
+                ProtoMode::Full => {
+                    let assign = l.assign.narrow(0, p.first, n).autodiff(); // [n]
+                    proto_full(q.clone(), cent, phi, assign)
+                }
+                ProtoMode::Sampled => {
+                    let neg = l.neg.map(|t| t.autodiff());
+                    proto_sampled_rows(q.clone(), cent, phi, l.assign.autodiff(), neg, p.first)
+                }
+            }
+        })
+        .collect();
+    let mut total = info.clone();
+    if !protos.is_empty() {
+        let m = protos.len() as f64;
+        let sum = protos
+            .iter()
+            .cloned()
+            .reduce(|a, b| a + b)
+            .expect("non-empty");
+        total = total + sum.mul_scalar(p.proto_weight / m);
+    }
+    // instance accuracy: positive (column 0) scored highest
+    let acc = logits
+        .without_autodiff()
+        .argmax(1)
+        .equal_elem(0)
+        .float()
+        .mean(); // acc: [1]
+    let mut values = vec![
+        total.clone().without_autodiff(),
+        info.without_autodiff(),
+        acc,
+    ];
+    values.extend(protos.iter().map(|t| t.clone().without_autodiff()));
+    if p.share != 1.0 {
+        total = total.mul_scalar(p.share);
+        values = values.into_iter().map(|v| v.mul_scalar(p.share)).collect();
+    }
+    PartLoss {
+        total,
+        values,
+        stats,
+    }
+}
+
+/// The small fields of a job; the floats travel beside it in one array (see [`SliceJob`]).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct JobHeader {
+    pub encoder: EncoderConfig,
+    /// Values of each parameter tensor, in visiting order.
+    pub params: Vec<usize>,
+    pub rows: usize,
+    pub side: usize,
+    pub dim: usize,
+    pub queue_rows: usize,
+    pub batch: usize,
+    pub first: usize,
+    pub chunks: usize,
+    pub tau: f64,
+    pub proto_weight: f64,
+    pub mode: ProtoMode,
+    /// (row of the part, queue row) pairs masked out of the negatives.
+    pub masked: Vec<(u32, u32)>,
+    pub levels: Vec<JobLevel>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct JobLevel {
+    pub k: usize,
+    pub assign: Vec<u32>,
+    pub neg: Vec<u32>,
+}
+
+/// A part of a step for a helper: the query encoder's parameters, the part's views and keys,
+/// the queue and the prototypes, as host values. `floats`: the parameters in visiting order,
+/// views [rows, 3, side, side], keys [rows, dim], queue [queue_rows, dim], then per level its
+/// centroids [k, dim] and concentrations [k].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SliceJob {
+    pub header: JobHeader,
+    pub floats: Vec<f32>,
+}
+
+/// A helper's answer: its part's values (scaled like [`PartLoss::values`]), the gradient of
+/// each parameter (0 values: none) and the part's batch statistics (channels per layer);
+/// `floats`: the gradients in order, then each layer's mean and variance.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ResultHeader {
+    pub values: Vec<f32>,
+    pub grads: Vec<usize>,
+    pub stats: Vec<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SliceResult {
+    pub header: ResultHeader,
+    pub floats: Vec<f32>,
+}
+
+fn bad(what: impl std::fmt::Display) -> EngineError {
+    EngineError::Shape(format!("helper message: {what}"))
+}
+
+fn total(sizes: impl IntoIterator<Item = Option<usize>>) -> Result<usize, EngineError> {
+    sizes
+        .into_iter()
+        .try_fold(0usize, |acc, s| s.and_then(|s| acc.checked_add(s)))
+        .ok_or_else(|| bad("sizes overflow"))
+}
+
+impl SliceJob {
+    /// The job's float sections in order: parameters, views, keys, queue, then per level
+    /// centroids and concentrations. Checks every size against the floats that came.
+    fn sections(&self) -> Result<Vec<Range<usize>>, EngineError> {
+        let h = &self.header;
+        let mut sizes: Vec<Option<usize>> = h.params.iter().map(|&p| Some(p)).collect();
+        sizes.push(
+            h.rows
+                .checked_mul(3)
+                .and_then(|v| v.checked_mul(h.side))
+                .and_then(|v| v.checked_mul(h.side)),
+        );
+        sizes.push(h.rows.checked_mul(h.dim));
+        sizes.push(h.queue_rows.checked_mul(h.dim));
+        for l in &h.levels {
+            sizes.push(l.k.checked_mul(h.dim));
+            sizes.push(Some(l.k));
+        }
+        let want = total(sizes.iter().copied())?;
+        if want != self.floats.len() {
+            return Err(bad(format!(
+                "the header needs {want} values, {} came",
+                self.floats.len()
+            )));
+        }
+        let mut start = 0;
+        Ok(sizes
+            .into_iter()
+            .map(|s| {
+                let end = start + s.unwrap_or(0);
+                let r = start..end;
+                start = end;
+                r
+            })
+            .collect())
+    }
+
+    /// Checks what plain values can say before any tensor is made.
+    pub fn check(&self) -> Result<(), EngineError> {
+        let h = &self.header;
+        self.sections()?;
+        if h.rows == 0 || h.dim == 0 || h.queue_rows == 0 || h.side == 0 {
+            return Err(bad("an empty part, embedding, queue or image"));
+        }
+        if h.first.checked_add(h.rows).is_none_or(|end| end > h.batch) {
+            return Err(bad(format!(
+                "rows {}..{} of a batch of {}",
+                h.first,
+                h.first.saturating_add(h.rows),
+                h.batch
+            )));
+        }
+        if h.chunks == 0 || !h.rows.is_multiple_of(h.chunks) {
+            return Err(bad(format!("{} rows in {} chunks", h.rows, h.chunks)));
+        }
+        if let Some(&(r, c)) = h
+            .masked
+            .iter()
+            .find(|&&(r, c)| r as usize >= h.rows || c as usize >= h.queue_rows)
+        {
+            return Err(bad(format!(
+                "masked ({r}, {c}) outside {} x {}",
+                h.rows, h.queue_rows
+            )));
+        }
+        for l in &h.levels {
+            if l.assign.len() != h.batch {
+                return Err(bad(format!(
+                    "{} cluster ids for a batch of {}",
+                    l.assign.len(),
+                    h.batch
+                )));
+            }
+            if l.assign.iter().chain(&l.neg).any(|&a| a as usize >= l.k) {
+                return Err(bad(format!("a cluster id outside 0..{}", l.k)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The job as `(json header, floats)` for a message.
+    pub fn to_parts(&self) -> (String, &[f32]) {
+        let json = serde_json::to_string(&self.header).expect("plain values");
+        (json, &self.floats)
+    }
+
+    pub fn from_parts(json: &str, floats: Vec<f32>) -> Result<Self, EngineError> {
+        let header = serde_json::from_str(json).map_err(|e| bad(format!("header: {e}")))?;
+        let job = Self { header, floats };
+        job.check()?;
+        Ok(job)
+    }
+}
+
+impl SliceResult {
+    pub fn to_parts(&self) -> (String, &[f32]) {
+        let json = serde_json::to_string(&self.header).expect("plain values");
+        (json, &self.floats)
+    }
+
+    pub fn from_parts(json: &str, floats: Vec<f32>) -> Result<Self, EngineError> {
+        let header: ResultHeader =
+            serde_json::from_str(json).map_err(|e| bad(format!("header: {e}")))?;
+        let stats = header.stats.iter().map(|&c| c.checked_mul(2));
+        let want = total(header.grads.iter().map(|&g| Some(g)).chain(stats))?;
+        if want != floats.len() {
+            return Err(bad(format!(
+                "the answer needs {want} values, {} came",
+                floats.len()
+            )));
+        }
+        Ok(Self { header, floats })
+    }
+
+    /// Gradients (None: the parameter had none) and batch statistics, on `device`; checked
+    /// against the parameters' sizes `params` and the trainer's layers `layers` (channels).
+    #[allow(clippy::type_complexity)]
+    pub fn tensors(
+        &self,
+        params: &[usize],
+        layers: &[usize],
+        device: &Device,
+    ) -> Result<(Vec<Option<Tensor<1>>>, BatchStats), EngineError> {
+        let h = &self.header;
+        if h.grads.len() != params.len()
+            || h.grads.iter().zip(params).any(|(&g, &p)| g != 0 && g != p)
+        {
+            return Err(bad(format!(
+                "gradients for {} parameters of sizes {:?}, the model has {}",
+                h.grads.len(),
+                &h.grads[..h.grads.len().min(4)],
+                params.len()
+            )));
+        }
+        if h.stats != layers {
+            return Err(bad(format!(
+                "statistics of {} layers, the model has {}",
+                h.stats.len(),
+                layers.len()
+            )));
+        }
+        let mut at = 0;
+        let mut take = |n: usize| {
+            let t = Tensor::from_data(
+                TensorData::new(self.floats[at..at + n].to_vec(), [n]),
+                device,
+            );
+            at += n;
+            t
+        };
+        let grads = h.grads.iter().map(|&g| (g > 0).then(|| take(g))).collect();
+        let stats = h.stats.iter().map(|&c| (take(c), take(c))).collect();
+        Ok((grads, stats))
+    }
+}
+
+/// A helper's side of a job: the part's loss and gradients on `device` (plain, no autodiff).
+/// `cache` keeps the encoder between jobs so only its values are replaced.
+pub async fn run_job(
+    job: &SliceJob,
+    device: &Device,
+    cache: &mut Option<(EncoderConfig, Encoder)>,
+) -> Result<SliceResult, EngineError> {
+    let s = job.sections()?;
+    job.check()?;
+    let h = &job.header;
+    let model = match cache.take() {
+        Some((c, m)) if c == h.encoder => m,
+        _ => h.encoder.init_zeros(&device.clone().autodiff()),
+    };
+    let np = h.params.len();
+    let values: Vec<Vec<f32>> = s[..np]
+        .iter()
+        .map(|r| job.floats[r.clone()].to_vec())
+        .collect();
+    let model = load_params(model, &values, device)?;
+    let floats = |i: usize| job.floats[s[i].clone()].to_vec();
+    let (rows, d, r) = (h.rows, h.dim, h.queue_rows);
+    let views = Tensor::from_data(
+        TensorData::new(floats(np), [rows, 3, h.side, h.side]),
+        device,
+    );
+    let keys = Tensor::from_data(TensorData::new(floats(np + 1), [rows, d]), device);
+    let queue = Tensor::from_data(TensorData::new(floats(np + 2), [r, d]), device);
+    let masked = (!h.masked.is_empty()).then(|| {
+        let mut m = vec![false; rows * r];
+        for &(i, j) in &h.masked {
+            m[i as usize * r + j as usize] = true;
+        }
+        Tensor::<2, Bool>::from_data(TensorData::new(m, [rows, r]), device)
+    });
+    let ints = |v: &[u32]| {
+        let v: Vec<i32> = v.iter().map(|&x| x as i32).collect();
+        let n = v.len();
+        Tensor::<1, Int>::from_data(TensorData::new(v, [n]), device)
+    };
+    let levels = h
+        .levels
+        .iter()
+        .enumerate()
+        .map(|(m, l)| PartLevel {
+            centroids: Tensor::from_data(TensorData::new(floats(np + 3 + 2 * m), [l.k, d]), device),
+            phi: Tensor::from_data(TensorData::new(floats(np + 4 + 2 * m), [l.k]), device),
+            assign: ints(&l.assign),
+            neg: (!l.neg.is_empty()).then(|| ints(&l.neg)),
+        })
+        .collect();
+    let part = part_loss(
+        &model,
+        PartInputs {
+            views,
+            keys,
+            queue,
+            masked,
+            levels,
+            chunks: h.chunks,
+            tau: h.tau,
+            proto_weight: h.proto_weight,
+            mode: h.mode,
+            share: h.rows as f64 / h.batch as f64,
+            first: h.first,
+        },
+    );
+    let grads = flat_grads(&model, &part.total.backward());
+    let nv = part.values.len();
+    let mut reads = part.values;
+    let mut sizes = Vec::new();
+    for g in grads.iter() {
+        sizes.push(g.as_ref().map_or(0, |g| g.dims()[0]));
+        reads.extend(g.clone());
+    }
+    let channels: Vec<usize> = part.stats.iter().map(|(m, _)| m.dims()[0]).collect();
+    for (m, v) in part.stats {
+        reads.push(m);
+        reads.push(v);
+    }
+    let host = read_all(reads).await?;
+    *cache = Some((h.encoder.clone(), model));
+    let values = host[..nv].iter().map(|v| v[0]).collect();
+    Ok(SliceResult {
+        header: ResultHeader {
+            values,
+            grads: sizes,
+            stats: channels,
+        },
+        floats: host[nv..].concat(),
+    })
+}
+
+/// The sizes of a module's parameters in visiting order (checks a helper's gradients).
+pub fn param_sizes(model: &Encoder) -> Vec<usize> {
+    flat_params(model).iter().map(|p| p.dims()[0]).collect()
+}

@@ -1,0 +1,332 @@
+//! Data-parallel steps (engine::parallel): a run whose batch parts go to helpers trains the
+//! same weights as the run that does the whole batch itself, a failing helper's part is done
+//! by the trainer, and helper messages that do not add up are refused with a message.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use burn::prelude::*;
+use futures_lite::future::block_on;
+use pcl_studio::engine::data::planted_groups;
+use pcl_studio::engine::parallel::{Helpers, Reply, SliceJob, SliceResult, run_job, split_rows};
+use pcl_studio::engine::{Dataset, Event, NormKind, PclConfig, ProtoMode, Trainer};
+
+use crate::training::tiny;
+
+/// Helpers in this process: each job runs when its reply is awaited. `fail_from`: jobs from
+/// this one on answer with an error.
+struct Local {
+    count: usize,
+    calls: Rc<Cell<usize>>,
+    fail_from: usize,
+}
+
+impl Helpers for Local {
+    fn ready(&self) -> usize {
+        self.count
+    }
+    fn submit(&self, _index: usize, job: SliceJob) -> Reply {
+        let call = self.calls.get();
+        self.calls.set(call + 1);
+        let fail = call >= self.fail_from;
+        // Through the message format, as a worker gets it.
+        let (json, floats) = job.to_parts();
+        let job = SliceJob::from_parts(&json, floats.to_vec());
+        Box::pin(async move {
+            if fail {
+                return Err("helper stopped".to_string());
+            }
+            let job = job.map_err(|e| e.to_string())?;
+            let out = run_job(&job, &Device::flex(), &mut None)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (json, floats) = out.to_parts();
+            SliceResult::from_parts(&json, floats.to_vec()).map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// A run past its warm-up (prototype terms on), saved: every comparison starts from here.
+fn trained(config: &PclConfig, data: &Dataset) -> Vec<u8> {
+    let mut t = Trainer::new(config, data, &Device::flex()).expect("trainer");
+    while t.clustering.is_none() || t.step < 1 {
+        block_on(t.advance(data, &mut |_| {})).expect("step");
+    }
+    block_on(t.save()).expect("save")
+}
+
+/// `steps` SGD steps from `saved`, with `helpers` or alone: each step's loss values and the
+/// query encoder's parameters after each step.
+fn steps(
+    saved: &[u8],
+    data: &Dataset,
+    helpers: Option<Rc<dyn Helpers>>,
+    steps: usize,
+) -> (Trainer, Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let mut t = Trainer::load(saved, data, &Device::flex()).expect("load");
+    t.set_helpers(helpers);
+    let (mut losses, mut params) = (Vec::new(), Vec::new());
+    while losses.len() < steps {
+        if let Event::Step(r) = block_on(t.advance(data, &mut |_| {})).expect("step") {
+            let mut v = vec![r.loss, r.info_nce, r.instance_acc];
+            v.extend(&r.proto);
+            losses.push(v);
+            params.push(
+                pcl_studio::engine::params::flat_params(&t.encoder())
+                    .into_iter()
+                    .flat_map(|p| p.into_data().try_to_vec::<f32>().unwrap())
+                    .collect(),
+            );
+        }
+    }
+    (t, losses, params)
+}
+
+fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "{what}: {} values against {}",
+        a.len(),
+        b.len()
+    );
+    let worst = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / (1.0 + x.abs().max(y.abs())))
+        .fold(0.0f32, f32::max);
+    assert!(worst < tol, "{what}: largest relative difference {worst}");
+}
+
+/// Each step from the same state: the same losses and the same parameters after it (sums in
+/// another order: 1e-5), first with `helpers` helpers then alone.
+fn same_with_helpers(config: PclConfig, helpers: usize) {
+    let data = planted_groups(2, 2, 16, 36, 2);
+    let saved = trained(&config, &data);
+    let calls = Rc::new(Cell::new(0));
+    let local = Local {
+        count: helpers,
+        calls: calls.clone(),
+        fail_from: usize::MAX,
+    };
+    let (t, shared, p_shared) = steps(&saved, &data, Some(Rc::new(local)), 1);
+    let (_, alone, p_alone) = steps(&saved, &data, None, 1);
+    assert_eq!(calls.get(), helpers, "one job a helper a step");
+    assert_eq!(t.helper_failure, None);
+    assert_eq!(
+        shared[0].len(),
+        3 + config.num_clusters.len(),
+        "prototype terms on"
+    );
+    assert_close(&alone[0], &shared[0], 1e-5, "losses");
+    assert_close(&p_alone[0], &p_shared[0], 1e-5, "parameters");
+    assert!(
+        p_alone[0] != pcl_params(&saved, &data),
+        "the step changed the weights"
+    );
+}
+
+fn pcl_params(saved: &[u8], data: &Dataset) -> Vec<f32> {
+    let t = Trainer::load(saved, data, &Device::flex()).expect("load");
+    pcl_studio::engine::params::flat_params(&t.encoder())
+        .into_iter()
+        .flat_map(|p| p.into_data().try_to_vec::<f32>().unwrap())
+        .collect()
+}
+
+#[test]
+fn helpers_train_the_same_weights_batch_norm_sampled_prototypes() {
+    // batch 32 in 4 chunks of 8: parts of 8, 16 and 8 rows with two helpers
+    let config = PclConfig {
+        proto_mode: ProtoMode::Sampled,
+        ..tiny(4)
+    };
+    same_with_helpers(config, 2);
+}
+
+#[test]
+fn helpers_train_the_same_weights_group_norm_full_prototypes() {
+    let config = PclConfig {
+        norm: NormKind::Group,
+        proto_mode: ProtoMode::Full,
+        ..tiny(4)
+    };
+    same_with_helpers(config, 1);
+}
+
+#[test]
+fn a_failing_helper_is_let_go_and_its_part_done_by_the_trainer() {
+    let data = planted_groups(2, 2, 16, 36, 2);
+    let config = tiny(4);
+    let saved = trained(&config, &data);
+    let calls = Rc::new(Cell::new(0));
+    let local = Local {
+        count: 1,
+        calls: calls.clone(),
+        fail_from: 0,
+    };
+    let (t, shared, p_shared) = steps(&saved, &data, Some(Rc::new(local)), 2);
+    let (_, alone, p_alone) = steps(&saved, &data, None, 2);
+    assert_eq!(calls.get(), 1, "asked once, failed, then never again");
+    assert!(
+        t.helper_failure
+            .as_deref()
+            .unwrap()
+            .contains("helper stopped")
+    );
+    for s in 0..2 {
+        assert_close(&alone[s], &shared[s], 1e-5, "losses");
+        assert_close(&p_alone[s], &p_shared[s], 1e-5, "parameters");
+    }
+}
+
+#[test]
+fn parts_hold_whole_chunks_and_the_trainer_no_more_than_a_helper() {
+    for (b, chunks, parts) in [
+        (64, 4, 2),
+        (64, 4, 3),
+        (64, 4, 8),
+        (232, 4, 2),
+        (30, 4, 2),
+        (32, 1, 2),
+    ] {
+        let p = split_rows(b, chunks, parts);
+        assert_eq!(p.first().unwrap().start, 0);
+        assert_eq!(p.last().unwrap().end, b);
+        assert!(p.windows(2).all(|w| w[0].end == w[1].start));
+        let chunk = p.iter().map(|r| r.len()).min().unwrap();
+        assert!(p.iter().all(|r| !r.is_empty()), "{p:?}");
+        assert!(p.iter().skip(1).all(|r| r.len() >= p[0].len()), "{p:?}");
+        // every part a whole number of chunks of b / chunks_for(b, chunks) rows
+        let per = b / (1..=chunks.min(b)).rev().find(|c| b % c == 0).unwrap();
+        assert!(p.iter().all(|r| r.len() % per == 0), "{p:?}");
+        assert!(chunk >= per);
+    }
+    assert_eq!(split_rows(64, 4, 2), vec![0..32, 32..64]);
+    assert_eq!(split_rows(64, 4, 3), vec![0..16, 16..48, 48..64]);
+    assert_eq!(split_rows(64, 4, 8).len(), 4);
+    // 30 rows do not split in 4: 3 chunks of 10
+    assert_eq!(split_rows(30, 4, 2), vec![0..10, 10..30]);
+}
+
+/// A helper that keeps the jobs it gets and answers nothing useful.
+struct Recorder(std::cell::RefCell<Vec<SliceJob>>);
+
+impl Helpers for Recorder {
+    fn ready(&self) -> usize {
+        1
+    }
+    fn submit(&self, _index: usize, job: SliceJob) -> Reply {
+        self.0.borrow_mut().push(job);
+        Box::pin(async { Err("recording only".to_string()) })
+    }
+}
+
+#[test]
+fn helper_messages_that_do_not_add_up_are_refused() {
+    let data = planted_groups(2, 2, 16, 36, 2);
+    let config = tiny(4);
+    let recorder = Rc::new(Recorder(Default::default()));
+    let mut t = Trainer::new(&config, &data, &Device::flex()).unwrap();
+    // Past the warm-up, so the job carries prototype levels; the recorder fails each job, so
+    // the trainer lets it go, and it is set again before the step whose job is kept.
+    while t.epoch < 3 {
+        block_on(t.advance(&data, &mut |_| {})).unwrap();
+    }
+    t.set_helpers(Some(recorder.clone()));
+    while !matches!(
+        block_on(t.advance(&data, &mut |_| {})).unwrap(),
+        Event::Step(_)
+    ) {}
+    let job = recorder.0.borrow()[0].clone();
+    assert_eq!(job.header.levels.len(), 3);
+    let (json, floats) = job.to_parts();
+    assert_eq!(SliceJob::from_parts(&json, floats.to_vec()).unwrap(), job);
+    // The real job runs.
+    let out = block_on(run_job(&job, &Device::flex(), &mut None)).unwrap();
+    assert!(out.header.values.iter().all(|v| v.is_finite()));
+
+    let refused = |job: &SliceJob, what: &str| {
+        let (json, floats) = job.to_parts();
+        let err = SliceJob::from_parts(&json, floats.to_vec())
+            .expect_err(what)
+            .to_string();
+        assert!(err.contains("helper message"), "{what}: {err}");
+        // run_job checks the same, also for a job that never went through from_parts
+        assert!(
+            block_on(run_job(job, &Device::flex(), &mut None)).is_err(),
+            "{what}"
+        );
+    };
+    let mut short = job.clone();
+    short.floats.pop();
+    refused(&short, "one value short");
+    type Edit = Box<dyn Fn(&mut SliceJob)>;
+    let edits: Vec<(&str, Edit)> = vec![
+        ("no rows", Box::new(|j| j.header.rows = 0)),
+        (
+            "rows past the batch",
+            Box::new(|j| j.header.first = j.header.batch),
+        ),
+        ("huge rows", Box::new(|j| j.header.rows = usize::MAX / 2)),
+        ("huge side", Box::new(|j| j.header.side = usize::MAX)),
+        (
+            "huge parameter",
+            Box::new(|j| j.header.params[0] = usize::MAX),
+        ),
+        (
+            "chunks not dividing",
+            Box::new(|j| j.header.chunks = j.header.rows + 1),
+        ),
+        ("zero chunks", Box::new(|j| j.header.chunks = 0)),
+        (
+            "mask outside",
+            Box::new(|j| j.header.masked.push((0, j.header.queue_rows as u32))),
+        ),
+        (
+            "cluster id outside",
+            Box::new(|j| j.header.levels[0].assign[0] = 1_000_000),
+        ),
+        (
+            "negative outside",
+            Box::new(|j| j.header.levels[1].neg.push(1_000_000)),
+        ),
+        (
+            "assignments short",
+            Box::new(|j| {
+                j.header.levels[2].assign.pop();
+            }),
+        ),
+    ];
+    for (what, edit) in edits {
+        let mut j = job.clone();
+        edit(&mut j);
+        refused(&j, what);
+    }
+    // Sizes that add up but do not fit the encoder: a clear error from loading the parameters.
+    let mut wrong = job.clone();
+    let extra = wrong.header.params.pop().unwrap();
+    wrong.header.params[0] += extra;
+    let err = block_on(run_job(&wrong, &Device::flex(), &mut None)).unwrap_err();
+    assert!(err.to_string().contains("parameter"), "{err}");
+    // Header text that is not a job, and random bytes as floats.
+    let mut seed = 1u64;
+    for len in [0usize, 1, 7, 100] {
+        let noise: String = (0..len)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                char::from(b' ' + (seed >> 57) as u8)
+            })
+            .collect();
+        assert!(SliceJob::from_parts(&noise, vec![0.0; len]).is_err());
+        assert!(SliceResult::from_parts(&noise, vec![0.0; len]).is_err());
+    }
+    // A result whose sizes do not add up, or do not fit the model.
+    let (json, floats) = out.to_parts();
+    assert!(SliceResult::from_parts(&json, floats[1..].to_vec()).is_err());
+    let ok = SliceResult::from_parts(&json, floats.to_vec()).unwrap();
+    let sizes: Vec<usize> = job.header.params.clone();
+    assert!(ok.tensors(&sizes[1..], &[], &Device::flex()).is_err());
+}
