@@ -27,6 +27,13 @@ pub struct BackendInfo {
     /// The underlying error, for the curious (shown folded).
     #[serde(default)]
     pub detail: Option<String>,
+    /// Workers that train (the CPU fallback shares each step with helper workers).
+    #[serde(default = "one")]
+    pub workers: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl BackendInfo {
@@ -38,6 +45,7 @@ impl BackendInfo {
             limits: Vec::new(),
             notice,
             detail: None,
+            workers: 1,
         }
     }
 }

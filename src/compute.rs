@@ -20,6 +20,7 @@ fn info_from_setup(kind: BackendKind, setup: &burn::tensor::wgpu::WgpuSetup) -> 
         info.name.clone()
     };
     BackendInfo {
+        workers: 1,
         kind,
         adapter: name,
         api: match kind {

@@ -34,6 +34,10 @@ pub enum ToWorker {
     /// Pick a compute backend (WebGPU unless `force_cpu`) and run one probe training step.
     Start {
         force_cpu: bool,
+        /// Workers that share training on the CPU fallback (this one and its helpers); `None`:
+        /// one per core, at most four (the page's `?workers=N`).
+        #[serde(default)]
+        workers: Option<usize>,
     },
     /// Decode files; payload: an array of `File`/`Blob`, one per path (relative to the chosen
     /// or dropped folder, `/`-separated).
@@ -69,6 +73,12 @@ pub enum ToWorker {
     },
     /// A t-SNE map of the current embedding (computed between training steps, with progress).
     Tsne,
+    /// To a helper worker, from the worker: compute a part of a training step
+    /// (`engine::parallel::SliceJob`: `header` its JSON; payload: its floats, a Float32Array).
+    Part {
+        id: u64,
+        header: String,
+    },
     /// Test hook: make the worker panic, to prove that the page recovers from a crash
     /// (development builds only; a release worker answers with an error).
     SimulateCrash,
@@ -99,6 +109,17 @@ pub enum FromWorker {
     Ready,
     /// The backend the worker got.
     Backend(BackendInfo),
+    /// From a helper worker to the worker: the part `id` computed (`SliceResult`: `header`
+    /// its JSON; payload: its floats).
+    PartDone {
+        id: u64,
+        header: String,
+    },
+    /// From a helper worker: the part `id` could not be computed.
+    PartFailed {
+        id: u64,
+        error: String,
+    },
     /// One forward + backward + optimizer step of the encoder ran; its loss, read back
     /// asynchronously, and the wall time of the step.
     ProbeStep {
@@ -185,7 +206,10 @@ mod tests {
         };
         assert_eq!(FromWorker::from_json(&m.to_json()).unwrap(), m);
         for m in [
-            ToWorker::Start { force_cpu: true },
+            ToWorker::Start {
+                force_cpu: true,
+                workers: None,
+            },
             ToWorker::Train {
                 config: PclConfig::default(),
             },

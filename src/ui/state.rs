@@ -58,6 +58,8 @@ pub struct PageState {
     pub error: Option<String>,
     /// Ask the worker for the CPU backend even where WebGPU exists (`?cpu` in the URL).
     pub force_cpu: bool,
+    /// Workers to train with on the CPU fallback (`?workers=N`; None: the worker decides).
+    pub workers: Option<usize>,
     pub images: ImagesInfo,
     pub run: RunStatus,
     pub steps: Vec<StepRecord>,
@@ -124,6 +126,7 @@ impl PageState {
             FromWorker::Ready => {
                 return Some(ToWorker::Start {
                     force_cpu: self.force_cpu,
+                    workers: self.workers,
                 });
             }
             FromWorker::Backend(info) => self.backend = Some(info),
@@ -176,6 +179,8 @@ impl PageState {
                 self.explore = Some(*report);
             }
             FromWorker::File { .. } => {}
+            // between the worker and its helpers only
+            FromWorker::PartDone { .. } | FromWorker::PartFailed { .. } => {}
             // Recorded by the view once the bytes are stored.
             FromWorker::Autosave { .. } => {}
             FromWorker::Neighbours { index, neighbours } => {
@@ -390,7 +395,10 @@ mod tests {
         assert_eq!(s.backend_attr(), "pending");
         assert_eq!(
             s.apply(FromWorker::Ready),
-            Some(ToWorker::Start { force_cpu: true })
+            Some(ToWorker::Start {
+                force_cpu: true,
+                workers: None
+            })
         );
         assert!(
             s.apply(FromWorker::Backend(BackendInfo::cpu(Some("no GPU".into()))))

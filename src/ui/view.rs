@@ -372,7 +372,9 @@ async fn resume_autosave(state: RwSignal<PageState>) -> Result<(), String> {
 
 #[component]
 fn App() -> impl IntoView {
-    let state = RwSignal::new(PageState::new(js::query_flag("cpu")));
+    let mut page = PageState::new(js::query_flag("cpu"));
+    page.workers = js::query_param("workers").and_then(|w| w.parse().ok());
+    let state = RwSignal::new(page);
     let version = RwSignal::new(0usize);
     start_worker(state, version);
     open_lesson(state);

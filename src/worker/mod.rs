@@ -4,6 +4,7 @@
 //! (pause, export, neighbours) to it between units of work and posts what it reports.
 
 mod decode;
+mod helpers;
 mod load;
 mod run;
 
@@ -40,6 +41,8 @@ struct State {
     /// Raw pixels' AMI for the data set it was computed on: computed once, drawn as the line
     /// to beat.
     pixels_ami: Option<PixelsAmi>,
+    /// Helper workers sharing the steps on the CPU fallback.
+    helpers: Option<Rc<helpers::Pool>>,
 }
 
 /// Raw pixels' AMI against the labels and the fine labels, and the data set's address and size.
@@ -57,6 +60,7 @@ thread_local! {
         generation: 0,
         loading: false,
         pixels_ami: None,
+        helpers: None,
     });
 }
 
@@ -173,7 +177,8 @@ fn busy_training() -> bool {
 
 async fn handle(msg: ToWorker, payload: JsValue) {
     match msg {
-        ToWorker::Start { force_cpu } => start_device(force_cpu).await,
+        ToWorker::Start { force_cpu, workers } => start_device(force_cpu, workers).await,
+        ToWorker::Part { id, header } => helpers::compute_part(id, header, payload).await,
         ToWorker::AddFiles { paths } => {
             let files: Vec<web_sys::Blob> = js_sys::Array::from(&payload)
                 .iter()
@@ -225,7 +230,7 @@ async fn handle(msg: ToWorker, payload: JsValue) {
     }
 }
 
-async fn start_device(force_cpu: bool) {
+async fn start_device(force_cpu: bool, workers: Option<usize>) {
     let (device, mut info) = if force_cpu {
         init_or_cpu(false, BackendKind::Webgpu).await
     } else if !has_webgpu() {
@@ -245,7 +250,17 @@ async fn start_device(force_cpu: bool) {
     {
         info.adapter = name;
     }
-    STATE.with_borrow_mut(|s| s.device = Some(device.clone()));
+    // The CPU fallback shares steps with helper workers, started now so their wasm loads
+    // while the images do.
+    let pool = (info.kind == BackendKind::Cpu)
+        .then(|| helpers::workers_for(workers))
+        .filter(|&n| n > 1)
+        .map(|n| Rc::new(helpers::Pool::start(n - 1)));
+    info.workers = 1 + pool.as_ref().map_or(0, |p| p.started());
+    STATE.with_borrow_mut(|s| {
+        s.device = Some(device.clone());
+        s.helpers = pool;
+    });
     post(FromWorker::Backend(info));
     let t0 = now_ms();
     match probe_step(&device).await {

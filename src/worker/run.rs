@@ -9,6 +9,7 @@ use super::{PixelsAmi, STATE, busy_training, device, error, now_ms, post, post_b
 use crate::engine::config::too_few_images;
 use crate::engine::eval::pca_2d;
 use crate::engine::model::EncoderConfig;
+use crate::engine::parallel::Helpers;
 use crate::engine::session::{Command, Failure, Options, Session, Update};
 use crate::engine::tsne::Tsne;
 use crate::engine::{Dataset, EngineError, PclConfig, Trainer};
@@ -81,8 +82,9 @@ pub(super) async fn import(bytes: Vec<u8>, autosave: bool) {
 }
 
 /// Starts the driver of a new run (any earlier run's driver ends at its next turn).
-fn start_run(trainer: Trainer, paused: bool, phase: Option<Phase>) {
-    let data = STATE.with_borrow(|s| s.data.clone());
+fn start_run(mut trainer: Trainer, paused: bool, phase: Option<Phase>) {
+    let (data, helpers) = STATE.with_borrow(|s| (s.data.clone(), s.helpers.clone()));
+    trainer.set_helpers(helpers.map(|h| h as Rc<dyn Helpers>));
     let mut session = Session::new(
         trainer,
         data.clone(),

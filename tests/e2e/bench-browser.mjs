@@ -3,7 +3,9 @@
 // augmentation on, no E-step (warm-up covers the run), images/s over BENCH_SECONDS of training
 // after the first step, and the time from pressing Train to the first step. Contenders, each in
 // its own browser, alternating over BENCH_ROUNDS rounds:
-//   the page's CPU fallback (?cpu) of every build in BENCH_DISTS (default dist/);
+//   the page's CPU fallback (?cpu) of every build in BENCH_DISTS (default dist/), once for each
+//   entry of BENCH_WORKERS (default "1 auto": one worker alone, and the page's own choice of
+//   workers sharing each step, one per core);
 //   TensorFlow.js 4.22 with tfjs-backend-wasm (SIMD; benches/tfjs: the same encoder and MoCo
 //   step), with 1 thread and with BENCH_TFJS_THREADS (default 2) threads: served with
 //   cross-origin isolation so that its threaded build runs, and told twice that many cores
@@ -42,9 +44,10 @@ const SETTINGS = { width: '32', batch_size: '64', feature_dim: '128', epochs: '1
 const label = (build) => (builds.filter((b) => path.basename(b) === path.basename(build)).length > 1
   ? `${path.basename(path.dirname(build))}/${path.basename(build)}` : path.basename(build));
 
-async function pageRun(build, webgpu) {
+async function pageRun(build, webgpu, workers = 'auto') {
   await startServer(build);
-  const { browser, page } = await openApp({ webgpu, query: webgpu ? '' : '?cpu' });
+  const query = webgpu ? '' : `?cpu${workers === 'auto' ? '' : `&workers=${workers}`}`;
+  const { browser, page } = await openApp({ webgpu, query });
   // The worker's WebGPU calls are counted from its start (it asks for the device after load).
   const worker = webgpu ? (page.workers()[0] || await page.waitForEvent('worker', { timeout: 60_000 })) : null;
   if (worker) await worker.evaluate(COUNT_GPU);
@@ -66,9 +69,12 @@ async function pageRun(build, webgpu) {
     const [p1, c1] = [await progress(), await counts()];
     const rate = Number(await page.getAttribute('[data-testid=status]', 'data-images-per-s'));
     const backend = await page.getAttribute('[data-testid=backend]', 'data-backend');
+    // builds from before helper workers have no such attribute: one worker
+    const used = Number(await page.$eval('[data-testid=workers]', (e) => e.dataset.workers).catch(() => 1)) || 1;
     const steps = p1 - p0;
     const gpu = c0 && c1 && steps > 0 ? Object.fromEntries(Object.keys(c1).map((k) => [k, (c1[k] - c0[k]) / steps])) : null;
-    return { name: `page ${label(build)} ${backend}`, rate, firstStep, gpu };
+    const name = `page ${label(build)} ${backend}${webgpu ? '' : ` ${used} worker${used > 1 ? 's' : ''}`}`;
+    return { name, rate, firstStep, gpu };
   } finally {
     await browser.close();
     stopServer();
@@ -119,7 +125,9 @@ async function estepRun(build) {
 
 const contenders = [];
 for (const build of builds) {
-  contenders.push(() => pageRun(build, false));
+  for (const w of (process.env.BENCH_WORKERS || '1 auto').split(/\s+/).filter(Boolean)) {
+    contenders.push(() => pageRun(build, false, w));
+  }
   if (WEBGPU) contenders.push(() => pageRun(build, true));
 }
 if (TFJS) {
@@ -156,7 +164,7 @@ for (const [name, rs] of Object.entries(results)) {
 // Paired ratios: the page against TensorFlow.js on the same kind of device, round by round.
 const pairs = [['cpu', 'TensorFlow.js wasm 1 thread'], ['cpu', 'TensorFlow.js wasm 2 threads'], ['webgpu', 'TensorFlow.js webgpu']];
 for (const [ours, theirs] of pairs) {
-  for (const name of Object.keys(results).filter((n) => n.startsWith('page ') && n.endsWith(` ${ours}`))) {
+  for (const name of Object.keys(results).filter((n) => n.startsWith('page ') && n.includes(` ${ours}`))) {
     if (!results[theirs]) continue;
     const n = Math.min(results[name].length, results[theirs].length); // rounds where both ran
     const ratios = results[name].slice(0, n).map((r, i) => r.rate / results[theirs][i].rate);

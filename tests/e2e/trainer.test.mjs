@@ -56,10 +56,13 @@ async function waitState(page, s, timeout = LONG) {
 }
 
 async function runFlow({ webgpu, name, epochs }) {
-  const { browser, context, page, errors, requests } = await openApp({ webgpu, query: webgpu ? '' : '?cpu' });
+  // On the CPU fallback two workers share each step (the helper path), whatever the cores.
+  const { browser, context, page, errors, requests } = await openApp({ webgpu, query: webgpu ? '' : '?cpu&workers=2' });
   const shot = (what) => page.screenshot({ path: path.join(artifacts, `trainer-${name}-${what}.png`), fullPage: true });
   try {
     await page.waitForSelector(`[data-testid=backend][data-backend=${webgpu ? 'webgpu' : 'cpu'}]`, { timeout: 60_000 });
+    assert.equal(await page.getAttribute('[data-testid=workers]', 'data-workers'), webgpu ? '1' : '2');
+    if (!webgpu) assert.match(await page.textContent('[data-testid=workers]'), /2 workers share each step/);
     await waitForProbe(page, 240_000);
     await loadSample(page);
     await setTiny(page, epochs);

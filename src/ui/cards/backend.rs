@@ -48,11 +48,21 @@ pub fn BackendCard(state: RwSignal<PageState>) -> impl IntoView {
                     {backend_name}
                 </span>
                 " "
-                <span class="api">{move || state.with(|s| s.backend.as_ref().map(|b| b.api.clone()).unwrap_or_default())}</span>
+                <span class="api" data-testid="workers" data-workers=move || state.with(|s| s.backend.as_ref().map_or(0, |b| b.workers))>
+                    {move || state.with(|s| s.backend.as_ref().map(workers_text).unwrap_or_default())}
+                </span>
             </p>
             {notice}
             <details><summary>"Device limits"</summary><ul class="limits">{limits}</ul></details>
             <p data-testid="probe" data-loss=probe_loss>{move || state.with(|s| s.status_line())}</p>
         </section>
+    }
+}
+
+/// The API under a GPU backend, or how many workers share the CPU fallback's steps.
+fn workers_text(b: &crate::backend::BackendInfo) -> String {
+    match b.workers {
+        0 | 1 => b.api.clone(),
+        n => format!("{n} workers share each step"),
     }
 }
