@@ -79,6 +79,10 @@ pub enum ToWorker {
         id: u64,
         header: String,
     },
+    /// To a helper: the keys of part `id`'s query rows (payload: a Float32Array [rows, dim]).
+    PartKeys {
+        id: u64,
+    },
     /// Test hook: make the worker panic, to prove that the page recovers from a crash
     /// (development builds only; a release worker answers with an error).
     SimulateCrash,
@@ -109,6 +113,12 @@ pub enum FromWorker {
     Ready,
     /// The backend the worker got.
     Backend(BackendInfo),
+    /// From a helper: its keys for part `id` (`KeysResult`: `header` its JSON; payload: its
+    /// floats).
+    PartKeys {
+        id: u64,
+        header: String,
+    },
     /// From a helper worker to the worker: the part `id` computed (`SliceResult`: `header`
     /// its JSON; payload: its floats).
     PartDone {

@@ -1,10 +1,13 @@
 //! Data-parallel training steps for a back end that uses one core: the browser's CPU fallback,
-//! where each Web Worker is its own wasm instance with no memory shared. The batch's queries
-//! are cut into parts of whole BatchNorm chunks; a helper gets one part as plain values
-//! ([`SliceJob`]) and answers with its loss terms and gradients ([`SliceResult`]), which the
-//! trainer adds to its own part's. Every loss term is a mean of per-row terms and each chunk's
-//! statistics stay inside one part, so the sum is the whole batch's gradient up to the order of
-//! float additions (tests/engine/training.rs trains the same run with and without a helper).
+//! where each Web Worker is its own wasm instance with no memory shared. The batch is cut into
+//! parts of whole BatchNorm chunks, for the key encoder's pass (chunks of the shuffled batch) and
+//! for the queries alike. A helper gets its part as plain values ([`SliceJob`]), runs the key
+//! encoder on its chunks of the shuffled batch and sends those keys ([`KeysResult`]); once the
+//! trainer has every key it sends each helper the keys of its query rows, and the helper answers
+//! with its part's loss terms and gradients ([`SliceResult`]), which the trainer adds to its own
+//! part's. Every loss term is a mean of per-row terms and each chunk's statistics stay inside one
+//! part, so the sum is the whole batch's gradient up to the order of float additions
+//! (tests/engine/parallel.rs: a step with helpers against the same step alone).
 
 use std::future::Future;
 use std::ops::Range;
@@ -21,13 +24,23 @@ use super::params::{flat_grads, flat_params, load_params, read_all};
 
 /// A helper's answer, when it comes.
 pub type Reply = Pin<Box<dyn Future<Output = Result<SliceResult, String>>>>;
+/// A helper's keys, when they come.
+pub type KeysReply = Pin<Box<dyn Future<Output = Result<KeysResult, String>>>>;
+
+/// A job handed to a helper: its keys come first, its result after [`Helpers::send_keys`].
+pub struct Submitted {
+    pub keys: KeysReply,
+    pub result: Reply,
+}
 
 /// Other workers that compute parts of a step (the browser's helper workers).
 pub trait Helpers {
     /// How many can take a job now.
     fn ready(&self) -> usize;
-    /// Sends `job` to helper `index` (below `ready()`); the reply resolves when it answers.
-    fn submit(&self, index: usize, job: SliceJob) -> Reply;
+    /// Sends `job` to helper `index` (below `ready()`).
+    fn submit(&self, index: usize, job: SliceJob) -> Submitted;
+    /// Sends helper `index` the keys of its query rows ([rows, dim], batch order).
+    fn send_keys(&self, index: usize, keys: Vec<f32>);
 }
 
 /// The batch rows `0..b` cut into `parts` ranges of whole chunks (of `b / chunks` rows, as the
@@ -175,10 +188,11 @@ pub struct JobLevel {
     pub neg: Vec<u32>,
 }
 
-/// A part of a step for a helper: the query encoder's parameters, the part's views and keys,
-/// the queue and the prototypes, as host values. `floats`: the parameters in visiting order,
-/// views [rows, 3, side, side], keys [rows, dim], queue [queue_rows, dim], then per level its
-/// centroids [k, dim] and concentrations [k].
+/// A part of a step for a helper: both encoders' parameters, the part's views, its chunks of
+/// the shuffled batch for the key encoder (the same rows of the shuffled order), the queue and
+/// the prototypes, as host values. `floats`: the query encoder's parameters in visiting order,
+/// the key encoder's, views [rows, 3, side, side], key views [rows, 3, side, side], queue
+/// [queue_rows, dim], then per level its centroids [k, dim] and concentrations [k].
 #[derive(Clone, Debug, PartialEq)]
 pub struct SliceJob {
     pub header: JobHeader,
@@ -213,18 +227,19 @@ fn total(sizes: impl IntoIterator<Item = Option<usize>>) -> Result<usize, Engine
 }
 
 impl SliceJob {
-    /// The job's float sections in order: parameters, views, keys, queue, then per level
-    /// centroids and concentrations. Checks every size against the floats that came.
+    /// The job's float sections in order: both encoders' parameters, views, key views, queue,
+    /// then per level centroids and concentrations. Checks every size against the floats.
     fn sections(&self) -> Result<Vec<Range<usize>>, EngineError> {
         let h = &self.header;
         let mut sizes: Vec<Option<usize>> = h.params.iter().map(|&p| Some(p)).collect();
-        sizes.push(
-            h.rows
-                .checked_mul(3)
-                .and_then(|v| v.checked_mul(h.side))
-                .and_then(|v| v.checked_mul(h.side)),
-        );
-        sizes.push(h.rows.checked_mul(h.dim));
+        sizes.extend(h.params.iter().map(|&p| Some(p)));
+        let views = h
+            .rows
+            .checked_mul(3)
+            .and_then(|v| v.checked_mul(h.side))
+            .and_then(|v| v.checked_mul(h.side));
+        sizes.push(views);
+        sizes.push(views);
         sizes.push(h.queue_rows.checked_mul(h.dim));
         for l in &h.levels {
             sizes.push(l.k.checked_mul(h.dim));
@@ -368,34 +383,173 @@ impl SliceResult {
     }
 }
 
-/// A helper's side of a job: the part's loss and gradients on `device` (plain, no autodiff).
-/// `cache` keeps the encoder between jobs so only its values are replaced.
-pub async fn run_job(
+/// The encoders a helper keeps between jobs, so only their values are replaced.
+#[derive(Default)]
+pub struct HelperModels {
+    query: Option<(EncoderConfig, Encoder)>,
+    key: Option<(EncoderConfig, Encoder)>,
+}
+
+/// `slot`'s encoder of `config` on `device` (kept or made), with `values` loaded.
+fn loaded(
+    slot: &mut Option<(EncoderConfig, Encoder)>,
+    config: &EncoderConfig,
+    values: Vec<Vec<f32>>,
+    device: &Device,
+) -> Result<Encoder, EngineError> {
+    let model = match slot.take() {
+        Some((c, m)) if c == *config => m,
+        _ => config.init_zeros(device),
+    };
+    let model = load_params(model, &values, device)?;
+    *slot = Some((config.clone(), model.clone()));
+    Ok(model)
+}
+
+/// A helper's keys: the key encoder's output for its chunks of the shuffled batch, in shuffled
+/// order ([rows, dim]), then those chunks' batch statistics (channels per layer: mean, var).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct KeysHeader {
+    pub rows: usize,
+    pub dim: usize,
+    pub stats: Vec<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeysResult {
+    pub header: KeysHeader,
+    pub floats: Vec<f32>,
+}
+
+impl KeysResult {
+    pub fn to_parts(&self) -> (String, &[f32]) {
+        let json = serde_json::to_string(&self.header).expect("plain values");
+        (json, &self.floats)
+    }
+
+    pub fn from_parts(json: &str, floats: Vec<f32>) -> Result<Self, EngineError> {
+        let header: KeysHeader =
+            serde_json::from_str(json).map_err(|e| bad(format!("header: {e}")))?;
+        let stats = header.stats.iter().map(|&c| c.checked_mul(2));
+        let want = total(std::iter::once(header.rows.checked_mul(header.dim)).chain(stats))?;
+        if want != floats.len() {
+            return Err(bad(format!(
+                "the keys need {want} values, {} came",
+                floats.len()
+            )));
+        }
+        Ok(Self { header, floats })
+    }
+
+    /// The keys [rows, dim] and statistics on `device`, checked against what the trainer
+    /// expects (`rows`, `dim`, channels per layer `layers`).
+    pub fn tensors(
+        &self,
+        rows: usize,
+        dim: usize,
+        layers: &[usize],
+        device: &Device,
+    ) -> Result<(Tensor<2>, BatchStats), EngineError> {
+        let h = &self.header;
+        if (h.rows, h.dim) != (rows, dim) || h.stats != layers {
+            return Err(bad(format!(
+                "keys [{}, {}] with {} layers of statistics, expected [{rows}, {dim}] with {}",
+                h.rows,
+                h.dim,
+                h.stats.len(),
+                layers.len()
+            )));
+        }
+        let n = rows * dim;
+        let keys = Tensor::from_data(
+            TensorData::new(self.floats[..n].to_vec(), [rows, dim]),
+            device,
+        );
+        let mut at = n;
+        let mut take = |c: usize| {
+            let t = Tensor::from_data(
+                TensorData::new(self.floats[at..at + c].to_vec(), [c]),
+                device,
+            );
+            at += c;
+            t
+        };
+        let stats = h.stats.iter().map(|&c| (take(c), take(c))).collect();
+        Ok((keys, stats))
+    }
+}
+
+/// A helper's first half of a job: the key encoder on its chunks of the shuffled batch.
+pub async fn run_keys(
     job: &SliceJob,
     device: &Device,
-    cache: &mut Option<(EncoderConfig, Encoder)>,
+    models: &mut HelperModels,
+) -> Result<KeysResult, EngineError> {
+    let s = job.sections()?;
+    job.check()?;
+    let h = &job.header;
+    let np = h.params.len();
+    let values: Vec<Vec<f32>> = s[np..2 * np]
+        .iter()
+        .map(|r| job.floats[r.clone()].to_vec())
+        .collect();
+    let key = loaded(&mut models.key, &h.encoder, values, device)?;
+    let views = job.floats[s[2 * np + 1].clone()].to_vec();
+    let views = Tensor::from_data(TensorData::new(views, [h.rows, 3, h.side, h.side]), device);
+    let (keys, stats) = key.forward_train(views, h.chunks); // keys: [rows, d]
+    let channels: Vec<usize> = stats.iter().map(|(m, _)| m.dims()[0]).collect();
+    let mut reads = vec![keys.reshape([-1])];
+    for (m, v) in stats {
+        reads.push(m);
+        reads.push(v);
+    }
+    let floats = read_all(reads).await?.concat();
+    Ok(KeysResult {
+        header: KeysHeader {
+            rows: h.rows,
+            dim: h.dim,
+            stats: channels,
+        },
+        floats,
+    })
+}
+
+/// A helper's second half: the part's loss and gradients, given the keys of its query rows
+/// ([rows, dim], batch order).
+pub async fn run_part(
+    job: &SliceJob,
+    keys: Vec<f32>,
+    device: &Device,
+    models: &mut HelperModels,
 ) -> Result<SliceResult, EngineError> {
     let s = job.sections()?;
     job.check()?;
     let h = &job.header;
-    let model = match cache.take() {
-        Some((c, m)) if c == h.encoder => m,
-        _ => h.encoder.init_zeros(&device.clone().autodiff()),
-    };
+    let (rows, d, r) = (h.rows, h.dim, h.queue_rows);
+    if keys.len() != rows * d {
+        return Err(bad(format!(
+            "{} key values for {rows} rows of {d}",
+            keys.len()
+        )));
+    }
     let np = h.params.len();
     let values: Vec<Vec<f32>> = s[..np]
         .iter()
         .map(|r| job.floats[r.clone()].to_vec())
         .collect();
-    let model = load_params(model, &values, device)?;
+    let model = loaded(
+        &mut models.query,
+        &h.encoder,
+        values,
+        &device.clone().autodiff(),
+    )?;
     let floats = |i: usize| job.floats[s[i].clone()].to_vec();
-    let (rows, d, r) = (h.rows, h.dim, h.queue_rows);
     let views = Tensor::from_data(
-        TensorData::new(floats(np), [rows, 3, h.side, h.side]),
+        TensorData::new(floats(2 * np), [rows, 3, h.side, h.side]),
         device,
     );
-    let keys = Tensor::from_data(TensorData::new(floats(np + 1), [rows, d]), device);
-    let queue = Tensor::from_data(TensorData::new(floats(np + 2), [r, d]), device);
+    let keys = Tensor::from_data(TensorData::new(keys, [rows, d]), device);
+    let queue = Tensor::from_data(TensorData::new(floats(2 * np + 2), [r, d]), device);
     let masked = (!h.masked.is_empty()).then(|| {
         let mut m = vec![false; rows * r];
         for &(i, j) in &h.masked {
@@ -413,8 +567,11 @@ pub async fn run_job(
         .iter()
         .enumerate()
         .map(|(m, l)| PartLevel {
-            centroids: Tensor::from_data(TensorData::new(floats(np + 3 + 2 * m), [l.k, d]), device),
-            phi: Tensor::from_data(TensorData::new(floats(np + 4 + 2 * m), [l.k]), device),
+            centroids: Tensor::from_data(
+                TensorData::new(floats(2 * np + 3 + 2 * m), [l.k, d]),
+                device,
+            ),
+            phi: Tensor::from_data(TensorData::new(floats(2 * np + 4 + 2 * m), [l.k]), device),
             assign: ints(&l.assign),
             neg: (!l.neg.is_empty()).then(|| ints(&l.neg)),
         })
@@ -449,7 +606,6 @@ pub async fn run_job(
         reads.push(v);
     }
     let host = read_all(reads).await?;
-    *cache = Some((h.encoder.clone(), model));
     let values = host[..nv].iter().map(|v| v[0]).collect();
     Ok(SliceResult {
         header: ResultHeader {

@@ -15,10 +15,11 @@ use super::data::Dataset;
 use super::kmeans::{Level, Points, cluster_level};
 use super::loss::{sample_negatives, self_negatives};
 use super::model::{
-    BN_MOMENTUM, Encoder, EncoderConfig, chunks_for, l2_normalize, mean_stats, shuffle_for_bn,
+    BN_MOMENTUM, BatchStats, Encoder, EncoderConfig, chunks_for, inverse_permutation, l2_normalize,
+    mean_stats, shuffle_for_bn,
 };
 use super::parallel::{
-    Helpers, JobHeader, JobLevel, PartInputs, PartLevel, SliceJob, param_sizes, part_loss,
+    Helpers, JobHeader, JobLevel, PartInputs, PartLevel, Reply, SliceJob, param_sizes, part_loss,
     split_rows,
 };
 use super::params::{Sgd, ema_update, flat_grads, flat_params, read_all};
@@ -235,12 +236,80 @@ impl Trainer {
         self.helpers = helpers;
     }
 
-    /// Host copies of what the helpers need for the batch rows `parts` (see `parallel`).
+    /// The key pass with the helpers: each gets its job (the batch rows `parts[i + 1]` for its
+    /// queries, the same rows of the shuffled batch for the key encoder) and sends its keys; this
+    /// worker runs the key encoder on its own rows, puts the keys in batch order and sends each
+    /// helper those of its query rows. Returns the keys [b, d], their statistics and the
+    /// helpers' pending results; `None` when a helper failed (then none is used again).
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    async fn shared_keys(
+        &mut self,
+        helpers: Rc<dyn Helpers>,
+        parts: &[Range<usize>],
+        v1: &Tensor<4>,
+        v2: &Tensor<4>,
+        perm: &[usize],
+        masked: Option<&Tensor<2, Bool>>,
+        levels: &[(Vec<u32>, Vec<u32>)],
+    ) -> Result<Option<(Tensor<2>, BatchStats, Vec<Reply>)>, EngineError> {
+        let b = perm.len();
+        let d = self.config.feature_dim;
+        let order: Vec<u32> = perm.iter().map(|&i| i as u32).collect();
+        let shuffled = v2.clone().select(0, ints(&order, &self.device)); // [b, 3, s, s]
+        let jobs = self
+            .jobs(&parts[1..], v1, &shuffled, masked, levels)
+            .await?;
+        let submitted: Vec<_> = jobs
+            .into_iter()
+            .enumerate()
+            .map(|(i, job)| helpers.submit(i, job))
+            .collect();
+        let own = parts[0].clone();
+        let chunks = chunks_for(b, self.config.bn_chunks) * own.len() / b;
+        let (k_own, s_own) = self
+            .key
+            .forward_train(shuffled.narrow(0, own.start, own.len()), chunks); // [rows, d]
+        let layers: Vec<usize> = s_own.iter().map(|(m, _)| m.dims()[0]).collect();
+        let (mut keys, mut stats) = (vec![k_own], vec![(own.len(), s_own)]);
+        let mut results = Vec::new();
+        for (job, rows) in submitted.into_iter().zip(&parts[1..]) {
+            let got = job
+                .keys
+                .await
+                .map_err(EngineError::Device)
+                .and_then(|r| r.tensors(rows.len(), d, &layers, &self.device));
+            match got {
+                Ok((k, st)) => {
+                    keys.push(k);
+                    stats.push((rows.len(), st));
+                    results.push(job.result);
+                }
+                Err(e) => {
+                    self.helper_failure = Some(e.to_string());
+                    self.helpers = None;
+                    return Ok(None);
+                }
+            }
+        }
+        let back: Vec<u32> = inverse_permutation(perm)
+            .iter()
+            .map(|&i| i as u32)
+            .collect();
+        let k = Tensor::cat(keys, 0).select(0, ints(&back, &self.device)); // [b, d], batch order
+        let host = read_all(vec![k.clone().reshape([-1])]).await?.remove(0);
+        for (i, rows) in parts[1..].iter().enumerate() {
+            helpers.send_keys(i, host[rows.start * d..rows.end * d].to_vec());
+        }
+        Ok(Some((k, mean_stats(stats), results)))
+    }
+
+    /// Host copies of what the helpers need for the batch rows `parts` (see `parallel`);
+    /// `shuffled`: the key encoder's views in shuffled order.
     async fn jobs(
         &self,
         parts: &[Range<usize>],
         v1: &Tensor<4>,
-        k: &Tensor<2>,
+        shuffled: &Tensor<4>,
         masked: Option<&Tensor<2, Bool>>,
         levels: &[(Vec<u32>, Vec<u32>)],
     ) -> Result<Vec<SliceJob>, EngineError> {
@@ -249,23 +318,24 @@ impl Trainer {
         let params = flat_params(&self.model);
         let np = params.len();
         let mut reads = params;
+        reads.extend(flat_params(&self.key));
         reads.push(v1.clone().reshape([-1]));
-        reads.push(k.clone().reshape([-1]));
+        reads.push(shuffled.clone().reshape([-1]));
         reads.push(self.queue.clone().reshape([-1]));
         if let Some(m) = masked {
             reads.push(m.clone().int().float().reshape([-1]));
         }
         let host = read_all(reads).await?;
-        let (views, keys, queue) = (&host[np], &host[np + 1], &host[np + 2]);
-        let mask = host.get(np + 3);
+        let (views, key_views, queue) = (&host[2 * np], &host[2 * np + 1], &host[2 * np + 2]);
+        let mask = host.get(2 * np + 3);
         let image = 3 * side * side;
         let c = self.clustering.as_ref();
         Ok(parts
             .iter()
             .map(|rows| {
-                let mut floats: Vec<f32> = host[..np].concat();
+                let mut floats: Vec<f32> = host[..2 * np].concat();
                 floats.extend_from_slice(&views[rows.start * image..rows.end * image]);
-                floats.extend_from_slice(&keys[rows.start * d..rows.end * d]);
+                floats.extend_from_slice(&key_views[rows.start * image..rows.end * image]);
                 floats.extend_from_slice(queue);
                 let mut job_levels = Vec::new();
                 for (m, (pos, neg)) in levels.iter().enumerate() {
@@ -464,7 +534,6 @@ impl Trainer {
         // so that no query meets its key in the same statistics (shuffled BN).
         let chunks = self.config.bn_chunks;
         let perm = shuffle_for_bn(b, chunks, &mut self.rng);
-        let (k, k_stats) = self.key.forward_shuffled(v2, chunks, &perm); // k: [b, d], no gradient
         let (masked, self_neg) = self_negatives(&idx, &self.queue_ids, n_img, &self.device);
         let masked = masked.filter(|_| self.config.mask_self_negatives);
         // Per level: the batch's clusters and (sampled mode) the negative prototypes.
@@ -489,6 +558,30 @@ impl Trainer {
                 split_rows(b, chunks, 1 + h.ready())
             }
             _ => std::iter::once(0..b).collect(),
+        };
+        // The key pass, shared with the helpers when there are parts (they get their query
+        // parts' jobs with it and answer once they have their keys).
+        let mut pending = Vec::new();
+        let shared = match self.helpers.clone() {
+            Some(h) if parts.len() > 1 => {
+                self.shared_keys(h, &parts, &v1, &v2, &perm, masked.as_ref(), &levels)
+                    .await?
+            }
+            _ => None,
+        };
+        let (k, k_stats) = match shared {
+            Some((k, stats, replies)) => {
+                pending = replies;
+                (k, stats)
+            }
+            // A helper that fails in the key pass is let go with all the others: the whole
+            // step runs here.
+            None => self.key.forward_shuffled(v2, chunks, &perm), // k: [b, d], no gradient
+        };
+        let parts = if pending.is_empty() {
+            std::iter::once(0..b).collect()
+        } else {
+            parts
         };
         let inputs = |rows: Range<usize>| -> PartInputs {
             let n = rows.len();
@@ -518,19 +611,6 @@ impl Trainer {
                 share: n as f64 / b as f64,
                 first: rows.start,
             }
-        };
-        // The helpers' parts go out first, then this worker computes its own.
-        let pending = match &self.helpers {
-            Some(h) if parts.len() > 1 => {
-                let jobs = self
-                    .jobs(&parts[1..], &v1, &k, masked.as_ref(), &levels)
-                    .await?;
-                jobs.into_iter()
-                    .enumerate()
-                    .map(|(i, job)| h.submit(i, job))
-                    .collect()
-            }
-            _ => Vec::new(),
         };
         let own = part_loss(&self.model, inputs(parts[0].clone()));
         let mut values: Vec<f32> = read_all(own.values).await?.into_iter().flatten().collect();

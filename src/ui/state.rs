@@ -180,7 +180,9 @@ impl PageState {
             }
             FromWorker::File { .. } => {}
             // between the worker and its helpers only
-            FromWorker::PartDone { .. } | FromWorker::PartFailed { .. } => {}
+            FromWorker::PartKeys { .. }
+            | FromWorker::PartDone { .. }
+            | FromWorker::PartFailed { .. } => {}
             // Recorded by the view once the bytes are stored.
             FromWorker::Autosave { .. } => {}
             FromWorker::Neighbours { index, neighbours } => {

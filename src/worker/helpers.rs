@@ -13,8 +13,9 @@ use wasm_bindgen::prelude::*;
 use web_sys::{MessageEvent, Worker};
 
 use super::{post, scope};
-use crate::engine::model::{Encoder, EncoderConfig};
-use crate::engine::parallel::{Helpers, Reply, SliceJob, SliceResult, run_job};
+use crate::engine::parallel::{
+    HelperModels, Helpers, KeysResult, SliceJob, SliceResult, Submitted, run_keys, run_part,
+};
 use crate::protocol::{FromWorker, ToWorker};
 
 /// At most this many workers share a step (the batch has 4 BatchNorm chunks by default).
@@ -34,6 +35,8 @@ struct Helper {
     worker: Worker,
     ready: Rc<Cell<bool>>,
     dead: Rc<Cell<bool>>,
+    /// The keys, then the result, of the job in hand.
+    keys: Rc<RefCell<Option<Pending>>>,
     pending: Rc<RefCell<Option<Pending>>>,
     // Kept alive as long as the helper.
     _on_message: Closure<dyn FnMut(MessageEvent)>,
@@ -42,6 +45,8 @@ struct Helper {
 pub(crate) struct Pool {
     helpers: Vec<Helper>,
     next_id: Cell<u64>,
+    /// The helper and job id behind each index of the step in hand (for `send_keys`).
+    assigned: RefCell<Vec<(usize, u64)>>,
 }
 
 /// How many workers to train with: `asked` if given, else one per core, at most
@@ -58,6 +63,7 @@ impl Pool {
         Self {
             helpers,
             next_id: Cell::new(0),
+            assigned: RefCell::new(Vec::new()),
         }
     }
 
@@ -66,10 +72,10 @@ impl Pool {
         self.helpers.len()
     }
 
-    fn usable(&self) -> impl Iterator<Item = &Helper> {
-        self.helpers
-            .iter()
-            .filter(|h| h.ready.get() && !h.dead.get())
+    /// Positions in `helpers` of those ready and alive.
+    fn usable(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.helpers.len())
+            .filter(|&i| self.helpers[i].ready.get() && !self.helpers[i].dead.get())
     }
 }
 
@@ -85,35 +91,42 @@ fn start_helper() -> Result<Helper, JsValue> {
     let worker = Worker::new(WORKER_URL)?;
     let ready = Rc::new(Cell::new(false));
     let dead = Rc::new(Cell::new(false));
+    let keys: Rc<RefCell<Option<Pending>>> = Rc::new(RefCell::new(None));
     let pending: Rc<RefCell<Option<Pending>>> = Rc::new(RefCell::new(None));
     let on_message = {
-        let (ready, dead, pending) = (ready.clone(), dead.clone(), pending.clone());
+        let (ready, dead) = (ready.clone(), dead.clone());
+        let (keys, pending) = (keys.clone(), pending.clone());
         Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
             let data = e.data();
             let text = match data.dyn_ref::<js_sys::Array>() {
                 Some(pair) => pair.get(0).as_string(),
                 None => data.as_string(),
             };
-            let settle = |id: u64, ok: Result<JsValue, JsValue>| {
-                let p = pending.borrow_mut().take_if(|p| p.id == id);
-                if let Some(p) = p {
-                    let _ = match ok {
-                        Ok(v) => p.resolve.call1(&JsValue::NULL, &v),
-                        Err(v) => p.reject.call1(&JsValue::NULL, &v),
-                    };
-                }
-            };
+            let settle =
+                |slot: &RefCell<Option<Pending>>, id: u64, ok: Result<&JsValue, JsValue>| {
+                    let p = slot.borrow_mut().take_if(|p| p.id == id);
+                    if let Some(p) = p {
+                        let _ = match ok {
+                            Ok(v) => p.resolve.call1(&JsValue::NULL, v),
+                            Err(v) => p.reject.call1(&JsValue::NULL, &v),
+                        };
+                    }
+                };
             match FromWorker::from_json(&text.unwrap_or_default()) {
                 Ok(FromWorker::Ready) => ready.set(true),
-                Ok(FromWorker::PartDone { id, .. }) => settle(id, Ok(data)),
+                Ok(FromWorker::PartKeys { id, .. }) => settle(&keys, id, Ok(&data)),
+                Ok(FromWorker::PartDone { id, .. }) => settle(&pending, id, Ok(&data)),
                 Ok(FromWorker::PartFailed { id, error }) => {
                     dead.set(true);
-                    settle(id, Err(error.into()))
+                    settle(&keys, id, Err(error.clone().into()));
+                    settle(&pending, id, Err(error.into()));
                 }
                 Ok(FromWorker::Crashed(why) | FromWorker::Error(why)) => {
                     dead.set(true);
-                    if let Some(p) = pending.borrow_mut().take() {
-                        let _ = p.reject.call1(&JsValue::NULL, &why.into());
+                    for slot in [&keys, &pending] {
+                        if let Some(p) = slot.borrow_mut().take() {
+                            let _ = p.reject.call1(&JsValue::NULL, &why.clone().into());
+                        }
                     }
                 }
                 _ => {}
@@ -125,9 +138,45 @@ fn start_helper() -> Result<Helper, JsValue> {
         worker,
         ready,
         dead,
+        keys,
         pending,
         _on_message: on_message,
     })
+}
+
+/// A promise and how to settle it, for the answer `id`.
+fn promise(id: u64) -> (js_sys::Promise, Pending) {
+    let mut parts = None;
+    let promise = js_sys::Promise::new(&mut |resolve, reject| {
+        parts = Some((resolve, reject));
+    });
+    let (resolve, reject) = parts.expect("the executor runs at once");
+    (
+        promise,
+        Pending {
+            id,
+            resolve,
+            reject,
+        },
+    )
+}
+
+/// Awaits `[json, Float32Array]` from a helper: the JSON and the floats.
+async fn answer(promise: js_sys::Promise) -> Result<(FromWorker, Vec<f32>), String> {
+    let answer = wasm_bindgen_futures::JsFuture::from(promise)
+        .await
+        .map_err(|e| e.as_string().unwrap_or_else(|| format!("{e:?}")))?;
+    let pair: js_sys::Array = answer.unchecked_into();
+    let msg = FromWorker::from_json(&pair.get(0).as_string().unwrap_or_default())
+        .map_err(|e| format!("the helper's answer: {e}"))?;
+    Ok((msg, js_sys::Float32Array::new(&pair.get(1)).to_vec()))
+}
+
+/// Posts `[json, Float32Array]`, transferring the floats' buffer.
+fn post_floats(target: &Worker, json: String, floats: &[f32]) -> Result<(), JsValue> {
+    let array = js_sys::Float32Array::from(floats);
+    let pair = js_sys::Array::of2(&json.into(), &array);
+    target.post_message_with_transfer(&pair, &js_sys::Array::of1(&array.buffer()))
 }
 
 impl Helpers for Pool {
@@ -135,75 +184,144 @@ impl Helpers for Pool {
         self.usable().count()
     }
 
-    fn submit(&self, index: usize, job: SliceJob) -> Reply {
-        let Some(helper) = self.usable().nth(index) else {
-            return Box::pin(async { Err("no such helper".to_string()) });
+    fn submit(&self, index: usize, job: SliceJob) -> Submitted {
+        let failed = |why: &'static str| Submitted {
+            keys: Box::pin(async move { Err(why.to_string()) }),
+            result: Box::pin(async move { Err(why.to_string()) }),
         };
+        let Some(at) = self.usable().nth(index) else {
+            return failed("no such helper");
+        };
+        let helper = &self.helpers[at];
         let id = self.next_id.get();
         self.next_id.set(id + 1);
-        let mut parts = None;
-        let promise = js_sys::Promise::new(&mut |resolve, reject| {
-            parts = Some(Pending {
-                id,
-                resolve,
-                reject,
-            })
-        });
-        *helper.pending.borrow_mut() = parts;
-        let (header, floats) = job.to_parts();
-        let array = js_sys::Float32Array::from(floats);
-        let message = ToWorker::Part { id, header }.to_json();
-        let pair = js_sys::Array::of2(&message.into(), &array);
-        let sent = helper
-            .worker
-            .post_message_with_transfer(&pair, &js_sys::Array::of1(&array.buffer()));
-        if sent.is_err() {
-            helper.dead.set(true);
+        let mut assigned = self.assigned.borrow_mut();
+        if index == 0 {
+            assigned.clear();
         }
-        Box::pin(async move {
-            if sent.is_err() {
-                return Err("the helper could not be reached".to_string());
+        assigned.push((at, id));
+        let (keys, on_keys) = promise(id);
+        let (result, on_result) = promise(id);
+        *helper.keys.borrow_mut() = Some(on_keys);
+        *helper.pending.borrow_mut() = Some(on_result);
+        let (header, floats) = job.to_parts();
+        if post_floats(
+            &helper.worker,
+            ToWorker::Part { id, header }.to_json(),
+            floats,
+        )
+        .is_err()
+        {
+            helper.dead.set(true);
+            return failed("the helper could not be reached");
+        }
+        Submitted {
+            keys: Box::pin(async move {
+                match answer(keys).await? {
+                    (FromWorker::PartKeys { header, .. }, floats) => {
+                        KeysResult::from_parts(&header, floats).map_err(|e| e.to_string())
+                    }
+                    _ => Err("the helper's answer is not keys".to_string()),
+                }
+            }),
+            result: Box::pin(async move {
+                match answer(result).await? {
+                    (FromWorker::PartDone { header, .. }, floats) => {
+                        SliceResult::from_parts(&header, floats).map_err(|e| e.to_string())
+                    }
+                    _ => Err("the helper's answer is not a part".to_string()),
+                }
+            }),
+        }
+    }
+
+    fn send_keys(&self, index: usize, keys: Vec<f32>) {
+        let Some(&(at, id)) = self.assigned.borrow().get(index) else {
+            return;
+        };
+        let helper = &self.helpers[at];
+        if post_floats(&helper.worker, ToWorker::PartKeys { id }.to_json(), &keys).is_err() {
+            helper.dead.set(true);
+            if let Some(p) = helper.pending.borrow_mut().take() {
+                let _ = p
+                    .reject
+                    .call1(&JsValue::NULL, &"the helper could not be reached".into());
             }
-            let answer = wasm_bindgen_futures::JsFuture::from(promise)
-                .await
-                .map_err(|e| e.as_string().unwrap_or_else(|| format!("{e:?}")))?;
-            let pair: js_sys::Array = answer.unchecked_into();
-            let Ok(FromWorker::PartDone { header, .. }) =
-                FromWorker::from_json(&pair.get(0).as_string().unwrap_or_default())
-            else {
-                return Err("the helper's answer is not a part".to_string());
-            };
-            let floats = js_sys::Float32Array::new(&pair.get(1)).to_vec();
-            SliceResult::from_parts(&header, floats).map_err(|e| e.to_string())
-        })
+        }
     }
 }
 
 thread_local! {
-    /// A helper's encoder between jobs (its values are replaced by each job).
-    static ENCODER: RefCell<Option<(EncoderConfig, Encoder)>> = const { RefCell::new(None) };
+    /// A helper's encoders between jobs (their values are replaced by each job).
+    static MODELS: RefCell<HelperModels> = RefCell::new(HelperModels::default());
+    /// A helper's job waiting for its query rows' keys: the job id and how to hand them over.
+    static KEYS_IN: RefCell<Option<(u64, js_sys::Function)>> = const { RefCell::new(None) };
 }
 
-/// A helper's side: computes the part and answers the worker that sent it.
+/// A helper's side: its keys, then (with the keys of its rows from the worker) its part.
 pub(super) async fn compute_part(id: u64, header: String, payload: JsValue) {
     let floats = js_sys::Float32Array::new(&payload).to_vec();
-    let mut cache = ENCODER.take();
-    let result = match SliceJob::from_parts(&header, floats) {
-        Ok(job) => run_job(&job, &Device::flex(), &mut cache).await,
-        Err(e) => Err(e),
-    };
-    ENCODER.set(cache);
-    match result {
+    let mut models = MODELS.take();
+    let result = helper_job(id, &header, floats, &mut models).await;
+    MODELS.set(models);
+    let parent = scope();
+    let sent = match result {
         Ok(out) => {
             let (header, floats) = out.to_parts();
             let array = js_sys::Float32Array::from(floats);
-            let message = FromWorker::PartDone { id, header }.to_json();
-            let pair = js_sys::Array::of2(&message.into(), &array);
-            let _ = scope().post_message_with_transfer(&pair, &js_sys::Array::of1(&array.buffer()));
+            let pair = js_sys::Array::of2(
+                &FromWorker::PartDone { id, header }.to_json().into(),
+                &array,
+            );
+            parent.post_message_with_transfer(&pair, &js_sys::Array::of1(&array.buffer()))
         }
-        Err(e) => post(FromWorker::PartFailed {
-            id,
-            error: e.to_string(),
-        }),
+        Err(e) => {
+            post(FromWorker::PartFailed { id, error: e });
+            Ok(())
+        }
+    };
+    let _ = sent;
+}
+
+async fn helper_job(
+    id: u64,
+    header: &str,
+    floats: Vec<f32>,
+    models: &mut HelperModels,
+) -> Result<SliceResult, String> {
+    let device = Device::flex();
+    let job = SliceJob::from_parts(header, floats).map_err(|e| e.to_string())?;
+    let keys = run_keys(&job, &device, models)
+        .await
+        .map_err(|e| e.to_string())?;
+    // Ready for the worker's answer before it can come.
+    let (arrived, on_keys) = promise(id);
+    KEYS_IN.set(Some((id, on_keys.resolve)));
+    let (header, floats) = keys.to_parts();
+    let array = js_sys::Float32Array::from(floats);
+    let pair = js_sys::Array::of2(
+        &FromWorker::PartKeys { id, header }.to_json().into(),
+        &array,
+    );
+    scope()
+        .post_message_with_transfer(&pair, &js_sys::Array::of1(&array.buffer()))
+        .map_err(|e| format!("{e:?}"))?;
+    let rows = wasm_bindgen_futures::JsFuture::from(arrived)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let rows = js_sys::Float32Array::new(&rows).to_vec();
+    run_part(&job, rows, &device, models)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A helper's side: the keys of its rows arrived from the worker.
+pub(super) fn keys_arrived(id: u64, payload: JsValue) {
+    if let Some((waiting, resolve)) = KEYS_IN.take() {
+        if waiting == id {
+            let _ = resolve.call1(&JsValue::NULL, &payload);
+        } else {
+            KEYS_IN.set(Some((waiting, resolve)));
+        }
     }
 }

@@ -179,6 +179,7 @@ async fn handle(msg: ToWorker, payload: JsValue) {
     match msg {
         ToWorker::Start { force_cpu, workers } => start_device(force_cpu, workers).await,
         ToWorker::Part { id, header } => helpers::compute_part(id, header, payload).await,
+        ToWorker::PartKeys { id } => helpers::keys_arrived(id, payload),
         ToWorker::AddFiles { paths } => {
             let files: Vec<web_sys::Blob> = js_sys::Array::from(&payload)
                 .iter()

@@ -8,41 +8,86 @@ use std::rc::Rc;
 use burn::prelude::*;
 use futures_lite::future::block_on;
 use pcl_studio::engine::data::planted_groups;
-use pcl_studio::engine::parallel::{Helpers, Reply, SliceJob, SliceResult, run_job, split_rows};
+use pcl_studio::engine::parallel::{
+    HelperModels, Helpers, KeysResult, SliceJob, SliceResult, Submitted, run_keys, run_part,
+    split_rows,
+};
 use pcl_studio::engine::{Dataset, Event, NormKind, PclConfig, ProtoMode, Trainer};
 
 use crate::training::tiny;
 
-/// Helpers in this process: each job runs when its reply is awaited. `fail_from`: jobs from
-/// this one on answer with an error.
+/// Helpers in this process: a job's keys are computed when awaited, its part when its result
+/// is awaited (after `send_keys`). `fail_from`: jobs from this one on fail (in the key pass
+/// when `in_keys`, else in the part).
 struct Local {
     count: usize,
     calls: Rc<Cell<usize>>,
     fail_from: usize,
+    in_keys: bool,
+    rows: Rc<std::cell::RefCell<Vec<Option<Vec<f32>>>>>,
+}
+
+impl Local {
+    fn new(count: usize, calls: Rc<Cell<usize>>, fail_from: usize, in_keys: bool) -> Self {
+        Self {
+            count,
+            calls,
+            fail_from,
+            in_keys,
+            rows: Default::default(),
+        }
+    }
 }
 
 impl Helpers for Local {
     fn ready(&self) -> usize {
         self.count
     }
-    fn submit(&self, _index: usize, job: SliceJob) -> Reply {
+    fn submit(&self, index: usize, job: SliceJob) -> Submitted {
         let call = self.calls.get();
         self.calls.set(call + 1);
         let fail = call >= self.fail_from;
+        let (fail_keys, fail_part) = (fail && self.in_keys, fail && !self.in_keys);
         // Through the message format, as a worker gets it.
         let (json, floats) = job.to_parts();
-        let job = SliceJob::from_parts(&json, floats.to_vec());
-        Box::pin(async move {
-            if fail {
-                return Err("helper stopped".to_string());
+        let job = Rc::new(SliceJob::from_parts(&json, floats.to_vec()).map_err(|e| e.to_string()));
+        let rows = self.rows.clone();
+        {
+            let mut r = rows.borrow_mut();
+            if r.len() <= index {
+                r.resize(index + 1, None);
             }
-            let job = job.map_err(|e| e.to_string())?;
-            let out = run_job(&job, &Device::flex(), &mut None)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (json, floats) = out.to_parts();
-            SliceResult::from_parts(&json, floats.to_vec()).map_err(|e| e.to_string())
-        })
+            r[index] = None;
+        }
+        let key_job = job.clone();
+        Submitted {
+            keys: Box::pin(async move {
+                if fail_keys {
+                    return Err("helper stopped".to_string());
+                }
+                let job = key_job.as_ref().as_ref().map_err(|e| e.clone())?;
+                let out = run_keys(job, &Device::flex(), &mut HelperModels::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let (json, floats) = out.to_parts();
+                KeysResult::from_parts(&json, floats.to_vec()).map_err(|e| e.to_string())
+            }),
+            result: Box::pin(async move {
+                if fail_part {
+                    return Err("helper stopped".to_string());
+                }
+                let job = job.as_ref().as_ref().map_err(|e| e.clone())?;
+                let keys = rows.borrow_mut()[index].take().ok_or("no keys were sent")?;
+                let out = run_part(job, keys, &Device::flex(), &mut HelperModels::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let (json, floats) = out.to_parts();
+                SliceResult::from_parts(&json, floats.to_vec()).map_err(|e| e.to_string())
+            }),
+        }
+    }
+    fn send_keys(&self, index: usize, keys: Vec<f32>) {
+        self.rows.borrow_mut()[index] = Some(keys);
     }
 }
 
@@ -104,11 +149,7 @@ fn same_with_helpers(config: PclConfig, helpers: usize) {
     let data = planted_groups(2, 2, 16, 36, 2);
     let saved = trained(&config, &data);
     let calls = Rc::new(Cell::new(0));
-    let local = Local {
-        count: helpers,
-        calls: calls.clone(),
-        fail_from: usize::MAX,
-    };
+    let local = Local::new(helpers, calls.clone(), usize::MAX, false);
     let (t, shared, p_shared) = steps(&saved, &data, Some(Rc::new(local)), 1);
     let (_, alone, p_alone) = steps(&saved, &data, None, 1);
     assert_eq!(calls.get(), helpers, "one job a helper a step");
@@ -154,17 +195,12 @@ fn helpers_train_the_same_weights_group_norm_full_prototypes() {
     same_with_helpers(config, 1);
 }
 
-#[test]
-fn a_failing_helper_is_let_go_and_its_part_done_by_the_trainer() {
+fn failing_helper(in_keys: bool) {
     let data = planted_groups(2, 2, 16, 36, 2);
     let config = tiny(4);
     let saved = trained(&config, &data);
     let calls = Rc::new(Cell::new(0));
-    let local = Local {
-        count: 1,
-        calls: calls.clone(),
-        fail_from: 0,
-    };
+    let local = Local::new(1, calls.clone(), 0, in_keys);
     let (t, shared, p_shared) = steps(&saved, &data, Some(Rc::new(local)), 2);
     let (_, alone, p_alone) = steps(&saved, &data, None, 2);
     assert_eq!(calls.get(), 1, "asked once, failed, then never again");
@@ -178,6 +214,16 @@ fn a_failing_helper_is_let_go_and_its_part_done_by_the_trainer() {
         assert_close(&alone[s], &shared[s], 1e-5, "losses");
         assert_close(&p_alone[s], &p_shared[s], 1e-5, "parameters");
     }
+}
+
+#[test]
+fn a_helper_failing_in_its_part_is_let_go_and_the_trainer_does_the_part() {
+    failing_helper(false);
+}
+
+#[test]
+fn a_helper_failing_in_the_key_pass_is_let_go_and_the_trainer_does_the_step() {
+    failing_helper(true);
 }
 
 #[test]
@@ -216,10 +262,14 @@ impl Helpers for Recorder {
     fn ready(&self) -> usize {
         1
     }
-    fn submit(&self, _index: usize, job: SliceJob) -> Reply {
+    fn submit(&self, _index: usize, job: SliceJob) -> Submitted {
         self.0.borrow_mut().push(job);
-        Box::pin(async { Err("recording only".to_string()) })
+        Submitted {
+            keys: Box::pin(async { Err("recording only".to_string()) }),
+            result: Box::pin(async { Err("recording only".to_string()) }),
+        }
     }
+    fn send_keys(&self, _index: usize, _keys: Vec<f32>) {}
 }
 
 #[test]
@@ -243,8 +293,31 @@ fn helper_messages_that_do_not_add_up_are_refused() {
     let (json, floats) = job.to_parts();
     assert_eq!(SliceJob::from_parts(&json, floats.to_vec()).unwrap(), job);
     // The real job runs.
-    let out = block_on(run_job(&job, &Device::flex(), &mut None)).unwrap();
+    let mut models = HelperModels::default();
+    let keys = block_on(run_keys(&job, &Device::flex(), &mut models)).unwrap();
+    assert_eq!(
+        (keys.header.rows, keys.header.dim),
+        (job.header.rows, job.header.dim)
+    );
+    let (json, floats) = keys.to_parts();
+    assert_eq!(
+        KeysResult::from_parts(&json, floats.to_vec()).unwrap(),
+        keys
+    );
+    assert!(KeysResult::from_parts(&json, floats[1..].to_vec()).is_err());
+    let rows = keys.floats[..job.header.rows * job.header.dim].to_vec();
+    let out = block_on(run_part(&job, rows.clone(), &Device::flex(), &mut models)).unwrap();
     assert!(out.header.values.iter().all(|v| v.is_finite()));
+    // Keys of the wrong size: a message, no panic.
+    assert!(
+        block_on(run_part(
+            &job,
+            rows[1..].to_vec(),
+            &Device::flex(),
+            &mut models
+        ))
+        .is_err()
+    );
 
     let refused = |job: &SliceJob, what: &str| {
         let (json, floats) = job.to_parts();
@@ -252,9 +325,9 @@ fn helper_messages_that_do_not_add_up_are_refused() {
             .expect_err(what)
             .to_string();
         assert!(err.contains("helper message"), "{what}: {err}");
-        // run_job checks the same, also for a job that never went through from_parts
+        // the helper checks the same, also for a job that never went through from_parts
         assert!(
-            block_on(run_job(job, &Device::flex(), &mut None)).is_err(),
+            block_on(run_keys(job, &Device::flex(), &mut HelperModels::default())).is_err(),
             "{what}"
         );
     };
@@ -307,7 +380,12 @@ fn helper_messages_that_do_not_add_up_are_refused() {
     let mut wrong = job.clone();
     let extra = wrong.header.params.pop().unwrap();
     wrong.header.params[0] += extra;
-    let err = block_on(run_job(&wrong, &Device::flex(), &mut None)).unwrap_err();
+    let err = block_on(run_keys(
+        &wrong,
+        &Device::flex(),
+        &mut HelperModels::default(),
+    ))
+    .unwrap_err();
     assert!(err.to_string().contains("parameter"), "{err}");
     // Header text that is not a job, and random bytes as floats.
     let mut seed = 1u64;
