@@ -11,9 +11,13 @@
 //   cross-origin isolation so that its threaded build runs, and told twice that many cores
 //   (its thread pool is half of navigator.hardwareConcurrency);
 //   with BENCH_WEBGPU=1 also the page on WebGPU and TensorFlow.js's WebGPU backend.
+//   the native CLI on one thread (`RAYON_NUM_THREADS=1 pcl train`, PCL_BIN, the same settings
+//   on 500 sample images), in the same rounds, since the machine's speed drifts between runs.
 // Then one E-step in the page: all 1,870 images, K = 18 / 74 / 187 (BENCH_ESTEP=0 skips it).
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { openApp, startServer, stopServer, dist, repo, loadSample, fillSettings, waitForProbe } from './harness.mjs';
 
 const SECONDS = Number(process.env.BENCH_SECONDS || 60);
@@ -123,6 +127,27 @@ async function estepRun(build) {
   }
 }
 
+// The native CLI, one thread, on about BENCH_SECONDS of training: its own images/s, as it prints.
+async function nativeRun() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pcl-bench-'));
+  try {
+    const images = path.join(dir, 'images');
+    execFileSync(process.env.PCL_BIN, ['sample', '--out', images, '--limit', '500']);
+    const config = path.join(dir, 'config.json');
+    // about 350 images/s on one core of the 2-core machine
+    const epochs = Math.max(2, Math.round((SECONDS * 350) / 500));
+    fs.writeFileSync(config, JSON.stringify({ width: 32, feature_dim: 128, batch_size: 64, epochs, warmup_epochs: 100000, minutes: null }));
+    const run = spawnSync(process.env.PCL_BIN, ['train', '--images', images, '--out', path.join(dir, 'run'), '--config', config],
+      { env: { ...process.env, RAYON_NUM_THREADS: '1' }, encoding: 'utf8', maxBuffer: 64 << 20 });
+    // The progress bar's rate at the last step: training only, as the page's figure.
+    const rates = [...run.stderr.matchAll(/(\d+) img\/s/g)].map((m) => Number(m[1]));
+    if (run.status !== 0 || !rates.length) throw new Error(`native CLI: ${run.stderr.slice(-300)}`);
+    return { name: 'native CLI 1 thread', rate: rates[rates.length - 1], firstStep: 0, gpu: null };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 const contenders = [];
 for (const build of builds) {
   for (const w of (process.env.BENCH_WORKERS || '1 auto').split(/\s+/).filter(Boolean)) {
@@ -130,6 +155,7 @@ for (const build of builds) {
   }
   if (WEBGPU) contenders.push(() => pageRun(build, true));
 }
+if (process.env.PCL_BIN && process.env.BENCH_NATIVE !== '0') contenders.push(nativeRun);
 if (TFJS) {
   contenders.push(() => tfjsRun('wasm', 1), () => tfjsRun('wasm', Number(process.env.BENCH_TFJS_THREADS || 2)));
   if (WEBGPU) contenders.push(() => tfjsRun('webgpu', 0));
@@ -162,7 +188,7 @@ for (const [name, rs] of Object.entries(results)) {
   console.log(`  ${name}: ${median(rs.map((r) => r.rate)).toFixed(1)} images/s (${rs.map((r) => r.rate.toFixed(1)).join(', ')}); first step ${median(rs.map((r) => r.firstStep)).toFixed(1)} s`);
 }
 // Paired ratios: the page against TensorFlow.js on the same kind of device, round by round.
-const pairs = [['cpu', 'TensorFlow.js wasm 1 thread'], ['cpu', 'TensorFlow.js wasm 2 threads'], ['webgpu', 'TensorFlow.js webgpu']];
+const pairs = [['cpu', 'TensorFlow.js wasm 1 thread'], ['cpu', 'TensorFlow.js wasm 2 threads'], ['webgpu', 'TensorFlow.js webgpu'], ['cpu', 'native CLI 1 thread']];
 for (const [ours, theirs] of pairs) {
   for (const name of Object.keys(results).filter((n) => n.startsWith('page ') && n.includes(` ${ours}`))) {
     if (!results[theirs]) continue;
