@@ -264,23 +264,23 @@ pub(super) async fn compute_part(id: u64, header: String, payload: JsValue) {
     let mut models = MODELS.take();
     let result = helper_job(id, &header, floats, &mut models).await;
     MODELS.set(models);
-    let parent = scope();
-    let sent = match result {
+    match result {
         Ok(out) => {
             let (header, floats) = out.to_parts();
-            let array = js_sys::Float32Array::from(floats);
-            let pair = js_sys::Array::of2(
-                &FromWorker::PartDone { id, header }.to_json().into(),
-                &array,
-            );
-            parent.post_message_with_transfer(&pair, &js_sys::Array::of1(&array.buffer()))
+            // A worker that cannot be answered has gone; nothing is left to do.
+            let _ = post_to_parent(FromWorker::PartDone { id, header }, floats);
         }
-        Err(e) => {
-            post(FromWorker::PartFailed { id, error: e });
-            Ok(())
-        }
-    };
-    let _ = sent;
+        Err(e) => post(FromWorker::PartFailed { id, error: e }),
+    }
+}
+
+/// A helper's `[json, Float32Array]` to the worker that started it, transferring the floats.
+fn post_to_parent(msg: FromWorker, floats: &[f32]) -> Result<(), String> {
+    let array = js_sys::Float32Array::from(floats);
+    let pair = js_sys::Array::of2(&msg.to_json().into(), &array);
+    scope()
+        .post_message_with_transfer(&pair, &js_sys::Array::of1(&array.buffer()))
+        .map_err(|e| format!("{e:?}"))
 }
 
 async fn helper_job(
@@ -298,14 +298,7 @@ async fn helper_job(
     let (arrived, on_keys) = promise(id);
     KEYS_IN.set(Some((id, on_keys.resolve)));
     let (header, floats) = keys.to_parts();
-    let array = js_sys::Float32Array::from(floats);
-    let pair = js_sys::Array::of2(
-        &FromWorker::PartKeys { id, header }.to_json().into(),
-        &array,
-    );
-    scope()
-        .post_message_with_transfer(&pair, &js_sys::Array::of1(&array.buffer()))
-        .map_err(|e| format!("{e:?}"))?;
+    post_to_parent(FromWorker::PartKeys { id, header }, floats)?;
     let rows = wasm_bindgen_futures::JsFuture::from(arrived)
         .await
         .map_err(|e| format!("{e:?}"))?;
