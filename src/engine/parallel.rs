@@ -63,6 +63,12 @@ pub fn split_rows(b: usize, chunks: usize, parts: usize) -> Vec<Range<usize>> {
     out
 }
 
+/// BatchNorm chunks in a part of `rows` rows of a batch of `b` cut into `chunks` (whole chunks,
+/// as [`split_rows`] cuts them).
+pub fn chunks_in(b: usize, chunks: usize, rows: usize) -> usize {
+    super::model::chunks_for(b, chunks) * rows / b.max(1)
+}
+
 /// One prototype level of a part, on the device.
 pub struct PartLevel {
     pub centroids: Tensor<2>, // [K, d]
@@ -264,10 +270,11 @@ impl SliceJob {
             .collect())
     }
 
-    /// Checks what plain values can say before any tensor is made.
-    pub fn check(&self) -> Result<(), EngineError> {
+    /// Checks what plain values can say before any tensor is made; returns the float
+    /// sections (see `sections`).
+    pub fn check(&self) -> Result<Vec<Range<usize>>, EngineError> {
         let h = &self.header;
-        self.sections()?;
+        let sections = self.sections()?;
         if h.rows == 0 || h.dim == 0 || h.queue_rows == 0 || h.side == 0 {
             return Err(bad("an empty part, embedding, queue or image"));
         }
@@ -304,7 +311,7 @@ impl SliceJob {
                 return Err(bad(format!("a cluster id outside 0..{}", l.k)));
             }
         }
-        Ok(())
+        Ok(sections)
     }
 
     /// The job as `(json header, floats)` for a message.
@@ -368,18 +375,13 @@ impl SliceResult {
                 layers.len()
             )));
         }
-        let mut at = 0;
-        let mut take = |n: usize| {
-            let t = Tensor::from_data(
-                TensorData::new(self.floats[at..at + n].to_vec(), [n]),
-                device,
-            );
-            at += n;
-            t
-        };
-        let grads = h.grads.iter().map(|&g| (g > 0).then(|| take(g))).collect();
-        let stats = h.stats.iter().map(|&c| (take(c), take(c))).collect();
-        Ok((grads, stats))
+        let mut floats = Floats::new(&self.floats, device);
+        let grads = h
+            .grads
+            .iter()
+            .map(|&g| (g > 0).then(|| floats.take(g)))
+            .collect();
+        Ok((grads, floats.stats(&h.stats)))
     }
 }
 
@@ -460,22 +462,9 @@ impl KeysResult {
                 layers.len()
             )));
         }
-        let n = rows * dim;
-        let keys = Tensor::from_data(
-            TensorData::new(self.floats[..n].to_vec(), [rows, dim]),
-            device,
-        );
-        let mut at = n;
-        let mut take = |c: usize| {
-            let t = Tensor::from_data(
-                TensorData::new(self.floats[at..at + c].to_vec(), [c]),
-                device,
-            );
-            at += c;
-            t
-        };
-        let stats = h.stats.iter().map(|&c| (take(c), take(c))).collect();
-        Ok((keys, stats))
+        let mut floats = Floats::new(&self.floats, device);
+        let keys = floats.take(rows * dim).reshape([rows, dim]);
+        Ok((keys, floats.stats(&h.stats)))
     }
 }
 
@@ -485,8 +474,7 @@ pub async fn run_keys(
     device: &Device,
     models: &mut HelperModels,
 ) -> Result<KeysResult, EngineError> {
-    let s = job.sections()?;
-    job.check()?;
+    let s = job.check()?;
     let h = &job.header;
     let np = h.params.len();
     let values: Vec<Vec<f32>> = s[np..2 * np]
@@ -497,12 +485,8 @@ pub async fn run_keys(
     let views = job.floats[s[2 * np + 1].clone()].to_vec();
     let views = Tensor::from_data(TensorData::new(views, [h.rows, 3, h.side, h.side]), device);
     let (keys, stats) = key.forward_train(views, h.chunks); // keys: [rows, d]
-    let channels: Vec<usize> = stats.iter().map(|(m, _)| m.dims()[0]).collect();
     let mut reads = vec![keys.reshape([-1])];
-    for (m, v) in stats {
-        reads.push(m);
-        reads.push(v);
-    }
+    let channels = push_stats(stats, &mut reads);
     let floats = read_all(reads).await?.concat();
     Ok(KeysResult {
         header: KeysHeader {
@@ -522,8 +506,7 @@ pub async fn run_part(
     device: &Device,
     models: &mut HelperModels,
 ) -> Result<SliceResult, EngineError> {
-    let s = job.sections()?;
-    job.check()?;
+    let s = job.check()?;
     let h = &job.header;
     let (rows, d, r) = (h.rows, h.dim, h.queue_rows);
     if keys.len() != rows * d {
@@ -600,11 +583,7 @@ pub async fn run_part(
         sizes.push(g.as_ref().map_or(0, |g| g.dims()[0]));
         reads.extend(g.clone());
     }
-    let channels: Vec<usize> = part.stats.iter().map(|(m, _)| m.dims()[0]).collect();
-    for (m, v) in part.stats {
-        reads.push(m);
-        reads.push(v);
-    }
+    let channels = push_stats(part.stats, &mut reads);
     let host = read_all(reads).await?;
     let values = host[..nv].iter().map(|v| v[0]).collect();
     Ok(SliceResult {
@@ -615,6 +594,52 @@ pub async fn run_part(
         },
         floats: host[nv..].concat(),
     })
+}
+
+/// Batch statistics appended to `reads` as each layer's mean then variance, the order
+/// [`Floats::stats`] reads them back in; returns the channels per layer.
+fn push_stats(stats: BatchStats, reads: &mut Vec<Tensor<1>>) -> Vec<usize> {
+    stats
+        .into_iter()
+        .map(|(m, v)| {
+            let c = m.dims()[0];
+            reads.push(m);
+            reads.push(v);
+            c
+        })
+        .collect()
+}
+
+/// Reads an answer's floats in order, as device tensors.
+struct Floats<'a> {
+    floats: &'a [f32],
+    at: usize,
+    device: &'a Device,
+}
+
+impl<'a> Floats<'a> {
+    fn new(floats: &'a [f32], device: &'a Device) -> Self {
+        Self {
+            floats,
+            at: 0,
+            device,
+        }
+    }
+
+    /// The next `n` values as a tensor [n] (sizes were checked against the floats).
+    fn take(&mut self, n: usize) -> Tensor<1> {
+        let v = self.floats[self.at..self.at + n].to_vec();
+        self.at += n;
+        Tensor::from_data(TensorData::new(v, [n]), self.device)
+    }
+
+    /// A mean and a variance per layer of `channels`.
+    fn stats(&mut self, channels: &[usize]) -> BatchStats {
+        channels
+            .iter()
+            .map(|&c| (self.take(c), self.take(c)))
+            .collect()
+    }
 }
 
 /// The sizes of a module's parameters in visiting order (checks a helper's gradients).

@@ -15,12 +15,12 @@ use super::data::Dataset;
 use super::kmeans::{Level, Points, cluster_level};
 use super::loss::{sample_negatives, self_negatives};
 use super::model::{
-    BN_MOMENTUM, BatchStats, Encoder, EncoderConfig, chunks_for, inverse_permutation, l2_normalize,
-    mean_stats, shuffle_for_bn,
+    BN_MOMENTUM, BatchStats, Encoder, EncoderConfig, inverse_permutation, l2_normalize, mean_stats,
+    shuffle_for_bn,
 };
 use super::parallel::{
-    Helpers, JobHeader, JobLevel, PartInputs, PartLevel, Reply, SliceJob, param_sizes, part_loss,
-    split_rows,
+    Helpers, JobHeader, JobLevel, PartInputs, PartLevel, Reply, SliceJob, chunks_in, param_sizes,
+    part_loss, split_rows,
 };
 use super::params::{Sgd, ema_update, flat_grads, flat_params, read_all};
 use super::rng::Rng;
@@ -265,7 +265,7 @@ impl Trainer {
             .map(|(i, job)| helpers.submit(i, job))
             .collect();
         let own = parts[0].clone();
-        let chunks = chunks_for(b, self.config.bn_chunks) * own.len() / b;
+        let chunks = chunks_in(b, self.config.bn_chunks, own.len());
         let (k_own, s_own) = self
             .key
             .forward_train(shuffled.narrow(0, own.start, own.len()), chunks); // [rows, d]
@@ -366,7 +366,7 @@ impl Trainer {
                         queue_rows: r,
                         batch: b,
                         first: rows.start,
-                        chunks: chunks_for(b, self.config.bn_chunks) * rows.len() / b,
+                        chunks: chunks_in(b, self.config.bn_chunks, rows.len()),
                         tau: self.config.tau,
                         proto_weight: self.config.proto_weight,
                         mode: self.config.proto_mode,
@@ -561,7 +561,6 @@ impl Trainer {
         };
         // The key pass, shared with the helpers when there are parts (they get their query
         // parts' jobs with it and answer once they have their keys).
-        let mut pending = Vec::new();
         let shared = match self.helpers.clone() {
             Some(h) if parts.len() > 1 => {
                 self.shared_keys(h, &parts, &v1, &v2, &perm, masked.as_ref(), &levels)
@@ -569,15 +568,12 @@ impl Trainer {
             }
             _ => None,
         };
-        let (k, k_stats) = match shared {
-            Some((k, stats, replies)) => {
-                pending = replies;
-                (k, stats)
-            }
-            // A helper that fails in the key pass is let go with all the others: the whole
-            // step runs here.
-            None => self.key.forward_shuffled(v2, chunks, &perm), // k: [b, d], no gradient
-        };
+        let (k, k_stats, pending) = shared.unwrap_or_else(|| {
+            // No helpers, or one failed in the key pass (then all are let go): the whole step
+            // runs here.
+            let (k, stats) = self.key.forward_shuffled(v2, chunks, &perm); // k: [b, d], no gradient
+            (k, stats, Vec::new())
+        });
         let parts = if pending.is_empty() {
             std::iter::once(0..b).collect()
         } else {
@@ -604,7 +600,7 @@ impl Trainer {
                         }
                     })
                     .collect(),
-                chunks: chunks_for(b, chunks) * n / b,
+                chunks: chunks_in(b, chunks, n),
                 tau: self.config.tau,
                 proto_weight: self.config.proto_weight,
                 mode: self.config.proto_mode,

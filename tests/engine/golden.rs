@@ -55,7 +55,7 @@ fn int1(v: &Value, device: &Device) -> Tensor<1, Int> {
     Tensor::from_data(TensorData::new(x, [n]), device)
 }
 
-fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+pub(crate) fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!(

@@ -14,6 +14,7 @@ use pcl_studio::engine::parallel::{
 };
 use pcl_studio::engine::{Dataset, Event, NormKind, PclConfig, ProtoMode, Trainer};
 
+use crate::golden::assert_close;
 use crate::training::tiny;
 
 /// Helpers in this process: a job's keys are computed when awaited, its part when its result
@@ -125,22 +126,6 @@ fn steps(
         }
     }
     (t, losses, params)
-}
-
-fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
-    assert_eq!(
-        a.len(),
-        b.len(),
-        "{what}: {} values against {}",
-        a.len(),
-        b.len()
-    );
-    let worst = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs() / (1.0 + x.abs().max(y.abs())))
-        .fold(0.0f32, f32::max);
-    assert!(worst < tol, "{what}: largest relative difference {worst}");
 }
 
 /// Each step from the same state: the same losses and the same parameters after it (sums in
