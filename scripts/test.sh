@@ -18,7 +18,7 @@ phase "cargo fmt --check"
 cargo fmt --all --check
 
 phase "cargo clippy (native, all targets; and the lib without the engine feature, as the page has it)"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy --lib --no-default-features --locked -- -D warnings
 
 phase "cargo test (native: engine, CLI, golden values against numpy / scikit-learn)"
@@ -27,7 +27,7 @@ cargo test --locked -- --test-threads=2
 if [ "${FAST:-0}" = 1 ]; then phase "done (FAST=1: browser build and tests skipped)"; exit 0; fi
 
 phase "cargo clippy (wasm32: the worker with the engine, the page without it)"
-cargo clippy --target wasm32-unknown-unknown --bins --lib --locked -- -D warnings
+cargo clippy --target wasm32-unknown-unknown --workspace --bins --lib --locked -- -D warnings
 cargo clippy --target wasm32-unknown-unknown --bin app --lib --no-default-features --locked -- -D warnings
 
 phase "trunk build (wasm32 app + worker)"

@@ -24,6 +24,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
+use tile_gemm::Operand;
 
 type Ad = Autodiff<Flex>;
 
@@ -99,25 +100,18 @@ fn build_plain<F: Fn(usize, &mut [f32]) + Sync + Send>(
     })
 }
 
-/// One operand of `matmul`: a buffer and its row and column strides (a transposed operand is
-/// the same buffer with the strides swapped).
-struct Operand<'a> {
-    data: &'a [f32],
-    row_stride: usize,
-    col_stride: usize,
+/// dst [m, n] = lhs [m, k] x rhs [k, n], row-major: `tile_gemm` in the browser, gemm (in
+/// burn's rayon pool) natively.
+#[cfg(target_arch = "wasm32")]
+fn matmul(m: usize, k: usize, n: usize, lhs: Operand, rhs: Operand) -> Vec<f32> {
+    tile_gemm::matmul(m, k, n, &lhs, &rhs)
 }
 
-/// dst [m, n] = lhs [m, k] x rhs [k, n], row-major, by gemm (in burn's rayon pool natively).
+#[cfg(not(target_arch = "wasm32"))]
 fn matmul(m: usize, k: usize, n: usize, lhs: Operand, rhs: Operand) -> Vec<f32> {
-    let last = |o: &Operand, rows: usize, cols: usize| {
-        (rows - 1) * o.row_stride + (cols - 1) * o.col_stride
-    };
     assert!(m > 0 && k > 0 && n > 0, "empty product {m}x{k} by {k}x{n}");
-    assert!(last(&lhs, m, k) < lhs.data.len() && last(&rhs, k, n) < rhs.data.len());
-    #[cfg(not(target_arch = "wasm32"))]
+    assert!(lhs.last(m, k) < lhs.data.len() && rhs.last(k, n) < rhs.data.len());
     let parallelism = gemm::Parallelism::Rayon(0);
-    #[cfg(target_arch = "wasm32")]
-    let parallelism = gemm::Parallelism::None;
     let mut dst: Vec<f32> = Vec::with_capacity(m * n);
     // SAFETY: the operands hold every element the strides reach (asserted above); dst has room
     // for m x n, and gemm writes each of them (no read of dst: read_dst is false) before
@@ -170,26 +164,73 @@ pub fn out_side(side: usize, stride: usize) -> usize {
     (side - 1) / stride + 1
 }
 
+/// Along one axis: the input coordinate that kernel offset `k` of output coordinate `o` reads,
+/// or None in the padding.
+#[inline(always)]
+fn tap_axis(o: usize, k: usize, stride: usize, side: usize) -> Option<usize> {
+    (o * stride + k).checked_sub(1).filter(|&v| v < side)
+}
+
 /// The input pixel (y, x) of tap (ky, kx) of output pixel (oy, ox), or None in the padding.
+#[cfg(test)]
 fn tap_source(oy: usize, ox: usize, t: usize, stride: usize, side: usize) -> Option<usize> {
-    let iy = (oy * stride + t / 3).checked_sub(1).filter(|&v| v < side)?;
-    let ix = (ox * stride + t % 3).checked_sub(1).filter(|&v| v < side)?;
-    Some(iy * side + ix)
+    Some(tap_axis(oy, t / 3, stride, side)? * side + tap_axis(ox, t % 3, stride, side)?)
 }
 
 fn taps_forward(x: &[f32], n: usize, side: usize, c: usize, stride: usize) -> Vec<f32> {
     let out = out_side(side, stride);
     build_plain(n * out * out * 9 * c, out * out * 9 * c, |i, dst| {
         let src = &x[i * side * side * c..(i + 1) * side * side * c];
-        for (p, row) in dst.chunks_exact_mut(9 * c).enumerate() {
-            let (oy, ox) = (p / out, p % out);
-            for (t, tap) in row.chunks_exact_mut(c).enumerate() {
-                if let Some(s) = tap_source(oy, ox, t, stride, side) {
-                    tap.copy_from_slice(&src[s * c..(s + 1) * c]);
-                } // else: padding, stays zero
+        for (oy, rows) in dst.chunks_exact_mut(out * 9 * c).enumerate() {
+            for (ox, row) in rows.chunks_exact_mut(9 * c).enumerate() {
+                for ky in 0..3 {
+                    let Some(iy) = tap_axis(oy, ky, stride, side) else {
+                        continue; // padding row: its taps stay zero
+                    };
+                    for kx in 0..3 {
+                        if let Some(ix) = tap_axis(ox, kx, stride, side) {
+                            let s = (iy * side + ix) * c;
+                            copy_floats(&mut row[(ky * 3 + kx) * c..][..c], &src[s..s + c]);
+                        }
+                    }
+                }
             }
         }
     })
+}
+
+/// `dst.copy_from_slice(src)` for one tap's channels. On wasm32 a slice copy of unknown length
+/// is `memory.copy`, which V8 runs as a call into C: for runs of 3-256 floats the call is most
+/// of the cost (a twentieth of a training step). Multiples of 4 go through v128 registers (the
+/// volatile load keeps LLVM from turning the loop back into `memory.copy`), and the stem's 3
+/// channels through fixed-size copies, which compile to plain loads and stores.
+#[inline(always)]
+fn copy_floats(dst: &mut [f32], src: &[f32]) {
+    assert_eq!(dst.len(), src.len(), "a tap's channels");
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        use core::arch::wasm32::{v128, v128_store};
+        /// A v128 at any address: its volatile read needs no 16-byte alignment.
+        #[repr(C, packed)]
+        #[derive(Clone, Copy)]
+        struct Unaligned(v128);
+        if dst.len().is_multiple_of(4) {
+            for (d, s) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
+                // SAFETY: both chunks hold exactly 4 f32 (16 bytes); neither access needs
+                // alignment (`Unaligned` is packed, v128_store is unaligned).
+                unsafe {
+                    let v = core::ptr::read_volatile(s.as_ptr().cast::<Unaligned>());
+                    v128_store(d.as_mut_ptr().cast::<v128>(), v.0);
+                }
+            }
+            return;
+        }
+        if dst.len() == 3 {
+            dst[..3].copy_from_slice(&src[..3]);
+            return;
+        }
+    }
+    dst.copy_from_slice(src);
 }
 
 /// For input coordinate `i` of a 3x3, padding-1 convolution with `stride` and `out` outputs
@@ -254,7 +295,10 @@ fn affine_relu_forward(x: &[f32], a: &[f32], b: &[f32], n: usize, hw: usize, c: 
         let src = &x[i * hw * c..(i + 1) * hw * c];
         for (y_px, x_px) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c)) {
             for (((y, v), s), t) in y_px.iter_mut().zip(x_px).zip(ai).zip(bi) {
-                *y = (v * s + t).max(0.0);
+                // A compare and select, not `f32::max`: on wasm32 LLVM makes `max`'s NaN rule
+                // four calls to fmaxf per vector (the forward's slowest loop in the browser).
+                let z = v * s + t;
+                *y = if z > 0.0 { z } else { 0.0 };
             }
         }
     })
@@ -506,13 +550,14 @@ mod tests {
             "moments dx",
         );
 
-        // conv3x3, stride 1 and 2, odd and even sides, 3 and 8 channels: against the gather
+        // conv3x3, stride 1 and 2, odd and even sides, 3, 5 and 8 channels: against the gather
         // from a zero-padded copy times the weight, in burn ops
         for (side, stride, c) in [
             (5, 1, 8),
             (5, 2, 8),
             (4, 2, 8),
             (6, 1, 3),
+            (6, 2, 5),
             (9, 2, 8),
             (3, 2, 8),
             (2, 2, 8),

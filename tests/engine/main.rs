@@ -8,4 +8,5 @@ mod intake;
 mod parallel;
 mod session;
 mod session_files;
+mod tile_gemm;
 mod training;
