@@ -109,8 +109,7 @@ fn matmul(m: usize, k: usize, n: usize, lhs: Operand, rhs: Operand) -> Vec<f32> 
 
 #[cfg(not(target_arch = "wasm32"))]
 fn matmul(m: usize, k: usize, n: usize, lhs: Operand, rhs: Operand) -> Vec<f32> {
-    assert!(m > 0 && k > 0 && n > 0, "empty product {m}x{k} by {k}x{n}");
-    assert!(lhs.last(m, k) < lhs.data.len() && rhs.last(k, n) < rhs.data.len());
+    tile_gemm::check_product(m, k, n, &lhs, &rhs);
     let parallelism = gemm::Parallelism::Rayon(0);
     let mut dst: Vec<f32> = Vec::with_capacity(m * n);
     // SAFETY: the operands hold every element the strides reach (asserted above); dst has room

@@ -18,7 +18,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { openApp, startServer, stopServer, dist, repo, loadSample, fillSettings, waitForProbe } from './harness.mjs';
+import { openApp, startServer, stopServer, dist, repo, loadSample, fillSettings, waitForProbe, BENCH_SETTINGS } from './harness.mjs';
 
 const SECONDS = Number(process.env.BENCH_SECONDS || 60);
 const WEBGPU = process.env.BENCH_WEBGPU === '1';
@@ -42,7 +42,7 @@ const COUNT_GPU = `;(() => {
   wrap(GPUBuffer.prototype, 'mapAsync', 'reads');
 })();`;
 const perStep = (c) => (c ? `; per step ${c.dispatches.toFixed(0)} dispatches, ${c.submits.toFixed(0)} submits, ${c.reads.toFixed(1)} buffer reads` : '');
-const SETTINGS = { width: '32', batch_size: '64', feature_dim: '128', epochs: '1000', warmup_epochs: '1000', minutes: '' };
+const SETTINGS = BENCH_SETTINGS;
 
 // A build's name: its folder, with the folder above where two builds share a name.
 const label = (build) => (builds.filter((b) => path.basename(b) === path.basename(build)).length > 1

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { openApp, startServer, stopServer, loadSample, fillSettings, waitForProbe } from './harness.mjs';
+import { openApp, startServer, stopServer, loadSample, fillSettings, waitForProbe, BENCH_SETTINGS } from './harness.mjs';
 
 const seconds = Number(process.env.PROFILE_SECONDS || 30);
 const workers = process.env.PROFILE_WORKERS || '1';
@@ -21,7 +21,7 @@ const { browser, page } = await openApp({
 try {
   await waitForProbe(page, 300_000);
   await loadSample(page, 500, 120_000);
-  await fillSettings(page, { width: '32', batch_size: '64', feature_dim: '128', epochs: '1000', warmup_epochs: '1000', minutes: '' });
+  await fillSettings(page, BENCH_SETTINGS);
   await page.click('[data-testid=train]');
   await page.waitForTimeout(seconds * 1000);
   console.log(`images/s: ${await page.getAttribute('[data-testid=status]', 'data-images-per-s')}`);

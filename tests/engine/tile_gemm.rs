@@ -2,6 +2,7 @@
 //! the same code runs here natively with plain arrays for its lanes, so its blocking, packing
 //! and edges are checked on every target (the browser runs it with wasm SIMD lanes).
 
+use pcl_studio::engine::rng::Rng;
 use tile_gemm::{Operand, matmul};
 
 /// The product in f64, element by element.
@@ -22,13 +23,7 @@ fn reference(m: usize, k: usize, n: usize, lhs: &Operand, rhs: &Operand) -> Vec<
 
 #[test]
 fn products_equal_the_reference_for_every_edge_and_stride() {
-    let mut seed = 1u64;
-    let mut next = || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-    };
+    let mut rng = Rng::new(1);
     // tile edges (m % 4, n % 8), several k blocks (k > 256) and several row blocks (m > 64)
     for &(m, k, n) in &[
         (1, 1, 1),
@@ -39,8 +34,8 @@ fn products_equal_the_reference_for_every_edge_and_stride() {
         (130, 513, 24),
         (64, 27, 32),
     ] {
-        let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
-        let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
+        let a: Vec<f32> = (0..m * k).map(|_| rng.range(-0.5, 0.5)).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rng.range(-0.5, 0.5)).collect();
         // row-major, and transposed storage of each operand
         let lhs_forms = [
             Operand {

@@ -29,7 +29,7 @@ pub struct Operand<'a> {
 
 impl Operand<'_> {
     /// The index of the last element of a `rows` x `cols` view.
-    pub fn last(&self, rows: usize, cols: usize) -> usize {
+    fn last(&self, rows: usize, cols: usize) -> usize {
         (rows - 1) * self.row_stride + (cols - 1) * self.col_stride
     }
 }
@@ -106,8 +106,9 @@ mod lanes {
 
 use lanes::F4;
 
-/// dst [m, n] = lhs [m, k] x rhs [k, n], row-major.
-pub fn matmul(m: usize, k: usize, n: usize, lhs: &Operand, rhs: &Operand) -> Vec<f32> {
+/// Panics unless lhs [m, k] x rhs [k, n] is a non-empty product whose operands hold every value
+/// their strides reach (the checks of every product, here and gemm's natively).
+pub fn check_product(m: usize, k: usize, n: usize, lhs: &Operand, rhs: &Operand) {
     assert!(m > 0 && k > 0 && n > 0, "empty product {m}x{k} by {k}x{n}");
     assert!(
         lhs.last(m, k) < lhs.data.len() && rhs.last(k, n) < rhs.data.len(),
@@ -115,6 +116,11 @@ pub fn matmul(m: usize, k: usize, n: usize, lhs: &Operand, rhs: &Operand) -> Vec
         lhs.data.len(),
         rhs.data.len()
     );
+}
+
+/// dst [m, n] = lhs [m, k] x rhs [k, n], row-major.
+pub fn matmul(m: usize, k: usize, n: usize, lhs: &Operand, rhs: &Operand) -> Vec<f32> {
+    check_product(m, k, n, lhs, rhs);
     let panels = n.div_ceil(NR);
     let mut dst = vec![0f32; m * n];
     let mut packed_rhs = vec![0f32; KC.min(k) * panels * NR];
