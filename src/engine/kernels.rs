@@ -26,6 +26,9 @@ use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use tile_gemm::Operand;
 
+mod self_check;
+pub use self_check::kernels_self_check;
+
 type Ad = Autodiff<Flex>;
 
 /// The f32 values of a flex tensor, contiguous (copied only if it was a strided view).

@@ -150,6 +150,14 @@ pub fn start() {
     for event in ["error", "unhandledrejection"] {
         let _ = scope().add_event_listener_with_callback(event, &on_trap);
     }
+    // `pclKernelCheck()` (debug builds): the CPU kernels against plain loops in this very wasm
+    // (its v128 copies and tile-gemm lanes), for the end-to-end test.
+    #[cfg(debug_assertions)]
+    {
+        let check = Closure::<dyn Fn() -> f32>::new(crate::engine::kernels::kernels_self_check);
+        let _ = js_sys::Reflect::set(&js_sys::global(), &"pclKernelCheck".into(), check.as_ref());
+        check.forget();
+    }
     let on_message = Closure::<dyn FnMut(MessageEvent)>::new(|e: MessageEvent| {
         let data = e.data();
         let (text, payload) = match data.dyn_ref::<js_sys::Array>() {

@@ -54,10 +54,19 @@ test('No WebGPU: the CPU fallback runs the same step and says so', async () => {
     assert.ok(await page.isVisible('[data-testid=backend-notice]'), 'the CPU notice is visible');
     const loss = await probeLoss(page);
     assert.ok(Number.isFinite(loss) && loss > 0, `loss ${loss}`);
+    // The CPU kernels' values and gradients against plain loops inside each worker's wasm: its
+    // v128 tap copies and tile-gemm's wasm lanes, which the native tests do not compile.
+    const checks = [];
+    for (const w of page.workers()) {
+      const worst = await w.evaluate(() => (typeof self.pclKernelCheck === 'function' ? self.pclKernelCheck() : null));
+      if (worst !== null) checks.push(worst);
+    }
+    assert.ok(checks.length >= 1, 'a worker offers the kernel check');
+    for (const worst of checks) assert.ok(worst < 1e-4, `largest relative difference ${worst}`);
     await page.screenshot({ path: path.join(artifacts, 'backend-cpu.png'), fullPage: true });
     assert.deepEqual(errors, []);
     assertOwnOrigin(requests);
-    console.log(`cpu fallback probe loss ${loss}`);
+    console.log(`cpu fallback probe loss ${loss}; kernels in ${checks.length} workers within ${Math.max(...checks)} of plain loops`);
   } finally {
     await browser.close();
   }
