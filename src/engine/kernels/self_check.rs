@@ -32,7 +32,8 @@ pub fn kernels_self_check() -> f32 {
             worst = worst.max((p - q).abs() / (1.0 + q.abs()));
         }
     };
-    let host = |t: Tensor<2>| -> Vec<f32> { t.into_data().try_to_vec::<f32>().expect("f32 values") };
+    let host =
+        |t: Tensor<2>| -> Vec<f32> { t.into_data().try_to_vec::<f32>().expect("f32 values") };
     let n = 2;
     for (side, stride, c, co) in CONV_SHAPES {
         let k = 9 * c;
