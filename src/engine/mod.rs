@@ -110,16 +110,13 @@ pub(crate) async fn label_metrics(
     seed: u64,
 ) -> Result<EvalReport, EngineError> {
     let knn_accuracy = eval::knn_accuracy(features.0, labels, 20, 0.07).await?;
-    let [n, d] = features.0.dims();
-    let classes = labels.iter().max().map_or(1, |&m| m as usize + 1);
-    let mut rng = rng::Rng::new(seed);
+    let d = features.0.dims()[1];
     let points = kmeans::Points::new(clustered.0, clustered.1)?;
-    let km = kmeans::kmeans_restarts(&points, classes.min(n), 20, EVAL_KMEANS_RESTARTS, &mut rng)
-        .await?;
+    let clusters = class_clustering(&points, labels, seed).await?;
     Ok(EvalReport {
         knn_accuracy,
-        ami: eval::ami(labels, &km.assignments),
-        nmi: eval::nmi(labels, &km.assignments),
+        ami: eval::ami(labels, &clusters),
+        nmi: eval::nmi(labels, &clusters),
         linear_accuracy: eval::linear_probe(features.1, d, labels, seed),
     })
 }
@@ -157,17 +154,25 @@ async fn kmeans_ami(
     labels: &[u32],
     seed: u64,
 ) -> Result<f64, EngineError> {
+    Ok(eval::ami(
+        labels,
+        &class_clustering(points, labels, seed).await?,
+    ))
+}
+
+#[cfg(feature = "engine")]
+/// The evaluation's clustering: k-means with K = the number of classes of `labels`, the best
+/// of [`EVAL_KMEANS_RESTARTS`]; the cluster of every point.
+async fn class_clustering(
+    points: &kmeans::Points<'_>,
+    labels: &[u32],
+    seed: u64,
+) -> Result<Vec<u32>, EngineError> {
     let classes = labels.iter().max().map_or(1, |&m| m as usize + 1);
     let mut rng = rng::Rng::new(seed);
-    let km = kmeans::kmeans_restarts(
-        points,
-        classes.min(labels.len()),
-        20,
-        EVAL_KMEANS_RESTARTS,
-        &mut rng,
-    )
-    .await?;
-    Ok(eval::ami(labels, &km.assignments))
+    let k = classes.min(labels.len());
+    let km = kmeans::kmeans_restarts(points, k, 20, EVAL_KMEANS_RESTARTS, &mut rng).await?;
+    Ok(km.assignments)
 }
 
 #[cfg(feature = "engine")]

@@ -34,16 +34,17 @@ pub fn kernels_self_check() -> f32 {
     };
     let host =
         |t: Tensor<2>| -> Vec<f32> { t.into_data().try_to_vec::<f32>().expect("f32 values") };
+    let draw = |rng: &mut Rng, len: usize, lo: f32, hi: f32| -> Vec<f32> {
+        (0..len).map(|_| rng.range(lo, hi)).collect()
+    };
     let n = 2;
     for (side, stride, c, co) in CONV_SHAPES {
         let k = 9 * c;
         let out = out_side(side, stride);
         let m = n * out * out;
-        let x: Vec<f32> = (0..n * side * side * c)
-            .map(|_| rng.range(-1.0, 1.0))
-            .collect();
-        let w: Vec<f32> = (0..k * co).map(|_| rng.range(-1.0, 1.0)).collect();
-        let g: Vec<f32> = (0..m * co).map(|_| rng.range(-1.0, 1.0)).collect();
+        let x = draw(&mut rng, n * side * side * c, -1.0, 1.0);
+        let w = draw(&mut rng, k * co, -1.0, 1.0);
+        let g = draw(&mut rng, m * co, -1.0, 1.0);
         let (y, dx, dw) = conv_loops(&x, &w, &g, [n, side, stride, c, co]);
 
         let xt = Tensor::<2>::from_data(TensorData::new(x, [n * side * side, c]), &device)
@@ -58,10 +59,10 @@ pub fn kernels_self_check() -> f32 {
     }
 
     let (hw, c) = (7, 6);
-    let x: Vec<f32> = (0..n * hw * c).map(|_| rng.range(-1.0, 1.0)).collect();
-    let a: Vec<f32> = (0..n * c).map(|_| rng.range(0.5, 1.5)).collect();
-    let b: Vec<f32> = (0..n * c).map(|_| rng.range(-0.5, 0.5)).collect();
-    let g: Vec<f32> = (0..n * hw * c).map(|_| rng.range(-1.0, 1.0)).collect();
+    let x = draw(&mut rng, n * hw * c, -1.0, 1.0);
+    let a = draw(&mut rng, n * c, 0.5, 1.5);
+    let b = draw(&mut rng, n * c, -0.5, 0.5);
+    let g = draw(&mut rng, n * hw * c, -1.0, 1.0);
     let (mut y, mut dx) = (vec![0f32; x.len()], vec![0f32; x.len()]);
     let (mut da, mut db) = (vec![0f32; n * c], vec![0f32; n * c]);
     for (i, (&xi, &gi)) in x.iter().zip(&g).enumerate() {
