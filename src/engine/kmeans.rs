@@ -323,7 +323,9 @@ pub async fn kmeans(
     iters: usize,
     rng: &mut Rng,
 ) -> Result<KMeans, EngineError> {
-    let on_host = points.n * k * points.d <= HOST_ASSIGN_MAX_WORK;
+    // Saturating: on wasm32 (32-bit usize) 50,000 images x K = 5,000 x 128 would overflow.
+    let work = points.n.saturating_mul(k).saturating_mul(points.d);
+    let on_host = work <= HOST_ASSIGN_MAX_WORK;
     lloyd(points, k, iters, rng, on_host).await
 }
 
