@@ -269,7 +269,7 @@ fn assign_host(x: &[f32], d: usize, centroids: &[f32]) -> (Vec<u32>, Vec<f32>) {
 /// evaluation's k-means (K = classes, 30 restarts) is of this size: on WebGPU each device pass
 /// waited for its own readback, one per Lloyd iteration, which doubled the explorer's time on
 /// SwiftShader; on the host the sample set's pass (1,870 x 9 x 128) is about a millisecond.
-pub const HOST_ASSIGN_MAX_WORK: usize = 1 << 22;
+const HOST_ASSIGN_MAX_WORK: usize = 1 << 22;
 
 /// An update that lowers the inertia by less than this fraction ends the iterations: Lloyd's tail
 /// creeps (each further update gains less than the last) and the prototypes are rebuilt every
@@ -279,10 +279,12 @@ pub const HOST_ASSIGN_MAX_WORK: usize = 1 << 22;
 const SETTLED_GAIN: f64 = 1e-3;
 
 /// The points to cluster, prepared once per E-step for every level and restart: the device
-/// tensor with a column of ones (`[x | 1]`, what [`assign`] multiplies), the host copy (seeding,
-/// means) and every row's squared norm.
+/// tensor with a column of ones (`[x | 1]`, what [`assign`] multiplies; built by the first
+/// device pass, so levels that run on the host never make it), the host copy (seeding, means)
+/// and every row's squared norm.
 pub struct Points<'a> {
-    aug: Tensor<2>,
+    x: Tensor<2>,
+    aug: std::cell::OnceCell<Tensor<2>>,
     host: &'a [f32],
     sq_norms: Vec<f32>,
     n: usize,
@@ -303,13 +305,21 @@ impl<'a> Points<'a> {
             .chunks_exact(d.max(1))
             .map(|r| r.iter().map(|v| v * v).sum())
             .collect();
-        let aug = Tensor::cat(vec![x.clone(), Tensor::<2>::ones([n, 1], &x.device())], 1); // aug: [n, d + 1]
         Ok(Self {
-            aug,
+            x: x.clone(),
+            aug: std::cell::OnceCell::new(),
             host,
             sq_norms,
             n,
             d,
+        })
+    }
+
+    /// `[x | 1]`: [n, d + 1].
+    fn augmented(&self) -> &Tensor<2> {
+        self.aug.get_or_init(|| {
+            let ones = Tensor::<2>::ones([self.n, 1], &self.x.device());
+            Tensor::cat(vec![self.x.clone(), ones], 1)
         })
     }
 }
@@ -338,11 +348,11 @@ async fn lloyd(
     on_host: bool,
 ) -> Result<KMeans, EngineError> {
     let Points {
-        aug: x_aug,
         host: x_host,
         sq_norms: x_sq,
         n,
         d,
+        ..
     } = points;
     let (n, d, x_host) = (*n, *d, *x_host);
     if k == 0 || k > n {
@@ -358,7 +368,7 @@ async fn lloyd(
         let (assignments, distances) = if on_host {
             assign_host(x_host, d, &centroids)
         } else {
-            let (ids, scores) = assign(x_aug, &centroids, k);
+            let (ids, scores) = assign(points.augmented(), &centroids, k);
             let host = read_all(vec![ids.float(), scores]).await?;
             let distances: Vec<f32> = host[1]
                 .iter()
