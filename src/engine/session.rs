@@ -37,11 +37,10 @@ pub enum Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Diverged(m) => write!(
-                f,
-                "training stopped: the loss became {m}. The last good state is kept; try a \
-                 lower learning rate."
-            ),
+            // `m` says what became non-finite and what to change.
+            Failure::Diverged(m) => {
+                write!(f, "training stopped: {m}. The last good state is kept.")
+            }
             Failure::DeviceLost(m) => write!(f, "the GPU stopped answering ({m})"),
             Failure::Other(m) => f.write_str(m),
         }
@@ -506,5 +505,27 @@ impl Rate {
         let s: f64 = self.recent.iter().map(|r| r.0).sum();
         let n: usize = self.recent.iter().map(|r| r.1).sum();
         if s > 0.0 { n as f64 / s } else { 0.0 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Failure;
+
+    #[test]
+    fn a_divergence_is_told_once_in_the_engine_words() {
+        for m in [
+            "loss became NaN at epoch 0 step 2; lower the learning rate or check the images",
+            "the embeddings became non-finite before epoch 2: the last update diverged and was \
+             undone; lower the learning rate",
+        ] {
+            let text = Failure::Diverged(m.into()).to_string();
+            assert!(
+                text.starts_with("training stopped: ") && text.contains(m),
+                "{text}"
+            );
+            assert_eq!(text.matches("became").count(), 1, "{text}");
+            assert_eq!(text.matches("learning rate").count(), 1, "{text}");
+        }
     }
 }
