@@ -91,6 +91,8 @@ pub struct PageState {
     pub crashes: u32,
     /// What the view should do about the last crash (it takes it).
     pub recovery: Option<Recovery>,
+    /// The page stopped restarting workers (until a reload).
+    pub gave_up: bool,
     /// What a lesson link is opening, until its session goes to the worker.
     pub lesson: Option<String>,
 }
@@ -212,6 +214,11 @@ impl PageState {
     /// GPU the next one starts on the CPU, and on the CPU the page stops at once with one
     /// message.
     pub fn crashed(&mut self, why: &str) -> Recovery {
+        // The last worker's late report (its error event after its crash message) is the same
+        // crash: it neither counts again nor replaces the message.
+        if self.gave_up {
+            return Recovery::GiveUp;
+        }
         self.crashes += 1;
         self.run.state = RunState::Error;
         let starting = self.probe.is_none();
@@ -226,6 +233,7 @@ impl PageState {
                 "{why}. The compute worker failed while starting, so the page did not restart \
                  it; any autosave is kept. Reload the page to try again."
             ));
+            self.gave_up = true;
             return Recovery::GiveUp;
         }
         if starting {
@@ -244,6 +252,7 @@ impl PageState {
                  it; the last autosave is kept. Reload the page to try again.",
                 self.crashes
             ));
+            self.gave_up = true;
             return Recovery::GiveUp;
         }
         let force_cpu = self.force_cpu || (on_gpu && self.crashes >= 2);
@@ -520,6 +529,10 @@ mod tests {
         assert_eq!(s.recovery.take(), Some(Recovery::GiveUp));
         assert_eq!(s.state_attr(), "error");
         assert!(s.error.as_deref().unwrap().contains("stopped restarting"));
+        // The dead worker's error event comes after its crash message: nothing changes.
+        let (crashes, error) = (s.crashes, s.error.clone());
+        assert_eq!(s.crashed("stopped without a message"), Recovery::GiveUp);
+        assert_eq!((s.crashes, &s.error), (crashes, &error));
     }
 
     #[test]
