@@ -161,6 +161,13 @@ fn on_worker_message(state: RwSignal<PageState>, version: RwSignal<usize>, e: Me
         // The start message goes first, before anything the user did while the worker loaded.
         WORKER.with_borrow(|link| {
             if let Some(w) = &link.worker {
+                // `?crash-at-start` (development builds): every worker panics before it starts,
+                // the end-to-end test of a start-up failure. Sent before Start, so the crash
+                // always comes before the probe step.
+                #[cfg(debug_assertions)]
+                if ready && js::query_flag("crash-at-start") {
+                    let _ = w.post_message(&ToWorker::SimulateCrash.to_json().into());
+                }
                 let _ = w.post_message(&r.to_json().into());
             }
         });
@@ -327,12 +334,6 @@ fn start_worker(state: RwSignal<PageState>, version: RwSignal<usize>) {
             worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
             on_error.forget();
             WORKER.with_borrow_mut(|link| link.worker = Some(worker));
-            // `?crash-at-start` (development builds): every worker panics right after Start,
-            // the end-to-end test of a start-up failure.
-            #[cfg(debug_assertions)]
-            if js::query_flag("crash-at-start") {
-                send(ToWorker::SimulateCrash);
-            }
         }
         Err(e) => state.update(|s| s.error = Some(format!("cannot start the worker: {e:?}"))),
     }
