@@ -308,7 +308,7 @@ impl Session {
                     seconds,
                 });
                 if self.options.explore {
-                    self.explore(emit).await;
+                    self.explore(emit, true).await;
                 }
                 // The explorer's pass is part of each E-step's cost in a time budget.
                 let seconds = (self.clock)() - t0;
@@ -424,7 +424,9 @@ impl Session {
         };
         self.flush_steps(emit);
         if self.options.explore {
-            self.explore(emit).await;
+            // After a failure the run's own message says what went wrong; the clusters view of
+            // the same state failing too would only replace that message in the page.
+            self.explore(emit, phase != Phase::Failed).await;
         }
         self.phase = phase;
         emit(Update::Status(self.status()));
@@ -453,7 +455,8 @@ impl Session {
     }
 
     /// Clusters, map and metrics of the current encoder.
-    pub async fn explore(&mut self, emit: &mut dyn FnMut(Update)) {
+    /// The clusters view of the current state; `warn`: say so when it cannot be computed.
+    pub async fn explore(&mut self, emit: &mut dyn FnMut(Update), warn: bool) {
         match explore(&self.trainer, &self.data, &mut |_| {}).await {
             Ok((mut report, host)) => {
                 if let Some(m) = report.metrics.as_mut() {
@@ -462,9 +465,10 @@ impl Session {
                 self.embeddings = Some((host, self.trainer.config.feature_dim));
                 emit(Update::Explored(Box::new(report)));
             }
-            Err(e) => emit(Update::Warning(format!(
+            Err(e) if warn => emit(Update::Warning(format!(
                 "could not compute the clusters view: {e}"
             ))),
+            Err(_) => {}
         }
     }
 

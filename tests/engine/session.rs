@@ -228,6 +228,29 @@ fn a_diverging_step_fails_the_run_and_keeps_the_last_good_state() {
 }
 
 #[test]
+fn a_diverged_run_in_the_page_says_so_once() {
+    // The page's options also compute the clusters view at the end; after a divergence that
+    // view of the last good state can fail too (at 1e6 and 1e7 here: weights that still gave a
+    // finite loss in training mode overflow in evaluation mode), and its warning must not
+    // follow (and replace in the page) the run's own message.
+    for lr in [1e6, 1e7, 1e8] {
+        let config = PclConfig { lr, ..tiny(50) };
+        let mut s = session(&config, Options::page(), fake_clock(0.001), false);
+        let updates = ticks(&mut s, 500);
+        assert_eq!(s.state(), RunState::Error, "lr {lr}");
+        let failed_at = updates
+            .iter()
+            .position(|u| matches!(u, Update::Failed(Failure::Diverged(_))))
+            .expect("the run diverges");
+        let after = updates[failed_at + 1..]
+            .iter()
+            .filter(|u| matches!(u, Update::Warning(_) | Update::Failed(_)))
+            .count();
+        assert_eq!(after, 0, "lr {lr}: messages after the failure");
+    }
+}
+
+#[test]
 fn a_time_budget_replans_and_ends_the_run() {
     // 0.05 s per clock read against a 1-minute budget: the session plans the epochs from
     // what it measured and the run ends by itself.
