@@ -39,6 +39,10 @@ struct Link {
 thread_local! {
     /// Set when the worker crashed: resume the autosave once the new worker's device is ready.
     static RECOVERING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Which worker is the page's: moves on whenever one is let go, so that a let-go worker's
+    /// late events are dropped (a panic reports itself twice: its own message, then the error
+    /// event of the worker's death).
+    static GENERATION: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     static WORKER: RefCell<Link> = RefCell::new(Link::default());
     /// A lesson's session bytes, held until its images and the device are ready.
     static LESSON: RefCell<Option<JsValue>> = const { RefCell::new(None) };
@@ -273,6 +277,7 @@ fn recover(state: RwSignal<PageState>, version: RwSignal<usize>) {
         }
         *link = Link::default();
     });
+    GENERATION.set(GENERATION.get().wrapping_add(1));
     if let Recovery::Restart { delay_ms, .. } = recovery {
         RECOVERING.set(true);
         let restart = Closure::once_into_js(move || start_worker(state, version));
@@ -313,16 +318,21 @@ fn save_images_soon() {
 fn start_worker(state: RwSignal<PageState>, version: RwSignal<usize>) {
     match Worker::new(WORKER_URL) {
         Ok(worker) => {
+            let generation = GENERATION.get();
+            let current = move || GENERATION.get() == generation;
             let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
-                on_worker_message(state, version, e)
+                if current() {
+                    on_worker_message(state, version, e)
+                }
             });
             worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
             // The page lives as long as the worker: both handlers stay for the page's lifetime.
             on_message.forget();
             let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
-                // A crash already explained itself (and a new worker is on its way); a worker
-                // that dies without a word (out of memory aborts, no panic) is a crash too.
-                if !RECOVERING.get() {
+                // A worker that dies without a word (out of memory aborts, no panic) is a crash
+                // too, also one that replaced a crashed worker; a crash that already explained
+                // itself let its worker go, so its error event is not `current`.
+                if current() {
                     state.update(|s| {
                         s.recovery = Some(s.crashed(
                             "the compute worker stopped without a message (out of memory?)",
