@@ -454,8 +454,8 @@ impl Session {
         }
     }
 
-    /// Clusters, map and metrics of the current encoder.
-    /// The clusters view of the current state; `warn`: say so when it cannot be computed.
+    /// Clusters, map and metrics of the current encoder; `warn`: say so when they cannot be
+    /// computed.
     pub async fn explore(&mut self, emit: &mut dyn FnMut(Update), warn: bool) {
         match explore(&self.trainer, &self.data, &mut |_| {}).await {
             Ok((mut report, host)) => {
