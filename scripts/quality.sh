@@ -13,6 +13,10 @@
 # QUALITY_DIR keeps the runs (default: a temporary folder) and a later call with more SEEDS adds
 # only the missing ones (a finished run leaves KIND-SEED.done); PCL_BIN picks the binary (default:
 # the build the tests use, made when missing). Extra flags for `pcl train` go in QUALITY_FLAGS.
+# QUALITY_TORCH=1 adds the PyTorch reference (benches/pcl_torch.py: the official algorithm on the
+# same encoder, settings and budget; torch, faiss-cpu and scikit-learn in .bench-venv, installed
+# on first use), one run per seed, and scores every run's embeddings with its scikit-learn
+# k-means too, so that both trainers' AMI come from one clustering code.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -32,29 +36,55 @@ if [ -z "$images" ]; then
 fi
 echo "== $images, preset $preset, $seeds seeds, results in $work"
 pcl pixels --images "$images" > "$work/pixels.json"
+kinds="moco pcl"
+if [ -n "${QUALITY_TORCH:-}" ]; then
+  if [ ! -x .bench-venv/bin/python ]; then
+    python3 -m venv .bench-venv
+    .bench-venv/bin/pip install -q numpy scikit-learn faiss-cpu torch
+  fi
+  [ -f "$work/images.json" ] || pcl decode --images "$images" --dump "$work/images.json" >/dev/null
+  kinds="moco pcl torch"
+  case "$preset" in
+    quick) torch_flags=(--width 16 --feature-dim 64 --minutes 2) ;;
+    *) torch_flags=(--width 32 --feature-dim 128 --minutes 10) ;;
+  esac
+  [ -n "${QUALITY_FLAGS:-}" ] && echo "note: QUALITY_FLAGS do not reach the PyTorch reference (the preset's settings)"
+fi
 for seed in $(seq 1 "$seeds"); do
-  for kind in moco pcl; do
+  for kind in $kinds; do
     flag=(); [ $kind = moco ] && flag=(--info-nce-only)
     out="$work/$kind-$seed"
     [ -f "$out.done" ] && continue
     start=$(date +%s)
-    # shellcheck disable=SC2086
-    pcl train --images "$images" --out "$out" --preset "$preset" --seed "$seed" "${flag[@]}" \
-      ${QUALITY_FLAGS:-} 2> "$work/$kind-$seed.log" >/dev/null
+    if [ $kind = torch ]; then
+      .bench-venv/bin/python benches/pcl_torch.py --dump "$work/images.json" --out "$out" \
+        --seed "$seed" "${torch_flags[@]}" > "$work/$kind-$seed.log" 2>&1
+    else
+      # shellcheck disable=SC2086
+      pcl train --images "$images" --out "$out" --preset "$preset" --seed "$seed" "${flag[@]}" \
+        ${QUALITY_FLAGS:-} 2> "$work/$kind-$seed.log" >/dev/null
+    fi
     touch "$out.done"
     echo "$kind seed $seed: $(( $(date +%s) - start )) s"
   done
+  if [ -n "${QUALITY_TORCH:-}" ]; then
+    for kind in $kinds; do
+      score="$work/$kind-$seed.sklearn.json"
+      [ -f "$score" ] || .bench-venv/bin/python benches/pcl_torch.py --dump "$work/images.json" \
+        --out "$work/$kind-$seed" --seed "$seed" --score-csv "$work/$kind-$seed/embeddings.csv" > "$score"
+    done
+  fi
 done
-python3 - "$work" "$seeds" <<'PY'
-import json, math, sys
-w, seeds = sys.argv[1], int(sys.argv[2])
+python3 - "$work" "$seeds" "$kinds" <<'PY'
+import json, math, os, sys
+w, seeds, kinds = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
 pixels = json.load(open(f"{w}/pixels.json"))
 def stats(v):
     m = sum(v) / len(v)
     sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
     return m, sd
 runs = {}
-for kind in ["moco", "pcl"]:
+for kind in kinds:
     rows = []
     for s in range(1, seeds + 1):
         ms = json.load(open(f"{w}/{kind}-{s}/metrics.json"))
@@ -65,14 +95,20 @@ for kind in ["moco", "pcl"]:
         last["best_level_ami_fine"] = best("level_ami_fine")
         last["epochs"] = last["epoch"]
         last["minutes"] = sum(m["seconds"] for m in ms) / 60
+        score = f"{w}/{kind}-{s}.sklearn.json"
+        last["sklearn_ami"] = json.load(open(score))["ami"] if os.path.exists(score) else float("nan")
         rows.append(last)
     runs[kind] = rows
 keys = ["knn_accuracy", "ami", "nmi", "linear_accuracy", "best_level_ami", "best_level_ami_fine", "epochs", "minutes"]
 head = ["kNN", "AMI", "NMI", "linear", "level AMI", "fine AMI", "epochs", "minutes"]
+if "torch" in kinds:
+    keys.append("sklearn_ami")
+    head.append("AMI (sklearn)")
 print(f"\n{'':14s}" + "".join(f"{h:>16s}" for h in head))
 print(f"{'raw pixels':14s}" + "".join(f"{pixels[k]:16.3f}" for k in keys[:4]))
-for name, kind in [("InfoNCE only", "moco"), ("PCL", "pcl")]:
-    cells = []
+names = {"moco": "InfoNCE only", "pcl": "PCL", "torch": "PyTorch PCL"}
+for kind in kinds:
+    name, cells = names[kind], []
     for k in keys:
         m, sd = stats([r[k] for r in runs[kind]])
         cells.append(f"{m:9.3f} ± {sd:4.3f}")
@@ -80,5 +116,9 @@ for name, kind in [("InfoNCE only", "moco"), ("PCL", "pcl")]:
 (mp, sp), (mm, sm) = stats([r["ami"] for r in runs["pcl"]]), stats([r["ami"] for r in runs["moco"]])
 se = math.sqrt(sp ** 2 / seeds + sm ** 2 / seeds)
 print(f"\nPCL AMI - InfoNCE-only AMI: {mp - mm:+.3f} ({(mp - mm) / se if se > 0 else float('inf'):.1f} standard errors)")
+if "torch" in kinds:
+    (a, sa), (b, sb) = stats([r["sklearn_ami"] for r in runs["pcl"]]), stats([r["sklearn_ami"] for r in runs["torch"]])
+    se = math.sqrt(sa ** 2 / seeds + sb ** 2 / seeds)
+    print(f"PCL AMI - PyTorch reference's AMI, both clustered by scikit-learn: {a - b:+.3f} ({(a - b) / se if se > 0 else float('inf'):.1f} standard errors)")
 print(f"PCL AMI / raw pixels' AMI: {mp / pixels['ami']:.2f}; PCL kNN - pixels: {stats([r['knn_accuracy'] for r in runs['pcl']])[0] - pixels['knn_accuracy']:+.3f}")
 PY
