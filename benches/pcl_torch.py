@@ -15,6 +15,9 @@ as the engine draws it. As the official code and unlike this project: no masking
 own older keys in the queue (`--mask-self-negatives` adds it).
 
 Input: `pcl decode --images DIR --dump FILE` (the images exactly as the engine decodes them).
+`--score-model FILE` scores an encoder the CLI exported (`pcl export --safetensors`) with this
+script's metrics instead of training (its kNN equals the CLI's to the last digit; its linear
+probe, on its own split, runs higher than the CLI's), so both trainers are scored by one code.
 Output: OUT/metrics.json, a list of per-epoch records in the CLI's format; the last one holds
 the final kNN (k 20, weights exp(sim / 0.07), leave-one-out, backbone features), AMI / NMI of
 k-means (K = classes, best of 30 restarts) on the embeddings and the linear probe (logistic
@@ -216,6 +219,33 @@ def class_ami(z, labels, seed):
     return adjusted_mutual_info_score(labels.numpy(), pred), normalized_mutual_info_score(labels.numpy(), pred)
 
 
+def scores(z, f, labels, seed):
+    """Every metric of the end of a run: z [n, dim] unit embeddings, f [n, 8w] backbone features."""
+    ami, nmi = class_ami(z, labels, seed)
+    return dict(knn_accuracy=knn_accuracy(f, labels), ami=ami, nmi=nmi,
+                linear_accuracy=linear_probe(f, labels, seed))
+
+
+@torch.no_grad()
+def exported_features(path, images, out):
+    """Embeddings and backbone features of an encoder the CLI exported, built as the README's
+    loader builds it (plain BatchNorm2d with the run's running statistics, eval mode)."""
+    from safetensors.torch import load_file
+    state = load_file(path)
+    w, d = state["backbone.0.weight"].shape[0], state["head.2.weight"].shape[0]
+
+    def block(cin, cout, stride):
+        return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+    m = nn.Module()
+    m.backbone = nn.Sequential(*block(3, w, 1), *block(w, 2 * w, 2), *block(2 * w, 4 * w, 2),
+                               *block(4 * w, 8 * w, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    m.head = nn.Sequential(nn.Linear(8 * w, 8 * w), nn.ReLU(), nn.Linear(8 * w, d))
+    m.load_state_dict(state)
+    m.eval()
+    f = torch.cat([m.backbone(center(images[i:i + 256], out)) for i in range(0, len(images), 256)])
+    return F.normalize(m.head(f), dim=1), f
+
+
 def load(dump):
     d = json.load(open(dump))
     side, names = d["side"], sorted(d["images"])
@@ -246,8 +276,10 @@ def main():
     p.add_argument("--score-pixels", action="store_true",
                    help="only score raw pixels (centre crop), to check the scorer against `pcl pixels`")
     p.add_argument("--score-csv", metavar="EMBEDDINGS_CSV",
-                   help="only the AMI / NMI of this k-means on a run's embeddings.csv (the CLI's), "
-                        "so that both trainers' embeddings are clustered by the same code")
+                   help="only the AMI / NMI of this k-means on a run's embeddings.csv")
+    p.add_argument("--score-model", metavar="SAFETENSORS",
+                   help="only score an encoder the CLI exported (`pcl export --safetensors`) with "
+                        "this script's metrics, so that both trainers are scored by the same code")
     a = p.parse_args()
     TAU = a.tau
     torch.set_num_threads(a.threads)
@@ -270,11 +302,13 @@ def main():
         ami, nmi = class_ami(z, labels, a.seed)
         print(json.dumps(dict(ami=ami, nmi=nmi)))
         return
+    if a.score_model:
+        z, f = exported_features(a.score_model, images, a.image_size)
+        print(json.dumps(scores(z, f, labels, a.seed)))
+        return
     if a.score_pixels:
         f = F.normalize(center(images, a.image_size).flatten(1), dim=1)
-        ami, nmi = class_ami(f, labels, 0)
-        print(json.dumps(dict(knn_accuracy=knn_accuracy(f, labels), ami=ami, nmi=nmi,
-                              linear_accuracy=linear_probe(f, labels, 0))))
+        print(json.dumps(scores(f, f, labels, 0)))
         return
     batch = min(256, max(n // 8, 16), n // 2)
     chunks = 4
@@ -354,15 +388,13 @@ def main():
                 warmup = max(1, round(epochs / 30))
         print(f"epoch {epoch}/{epochs} loss {record['loss']:.3f} {record['seconds']:.2f} s", flush=True)
     z, f = embed(q_enc, images, a.image_size, backbone=True)
-    ami, nmi = class_ami(z, labels, a.seed)
     with open(os.path.join(a.out, "embeddings.csv"), "w", newline="") as out:
         import csv
         w = csv.writer(out, lineterminator="\n")
         w.writerow(["path", "label"] + [f"e{i}" for i in range(z.shape[1])])
         for name, row in zip(names, z.tolist()):
             w.writerow([name, name.split("/")[0]] + [f"{v:.6}" for v in row])
-    records[-1].update(knn_accuracy=knn_accuracy(f, labels), ami=ami, nmi=nmi,
-                       linear_accuracy=linear_probe(f, labels, a.seed), epochs=epoch)
+    records[-1].update(scores(z, f, labels, a.seed), epochs=epoch)
     json.dump(records, open(os.path.join(a.out, "metrics.json"), "w"), indent=1)
     print(json.dumps({k: records[-1][k] for k in ("knn_accuracy", "ami", "nmi", "linear_accuracy", "epochs")}))
 

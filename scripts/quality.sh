@@ -14,9 +14,10 @@
 # only the missing ones (a finished run leaves KIND-SEED.done); PCL_BIN picks the binary (default:
 # the build the tests use, made when missing). Extra flags for `pcl train` go in QUALITY_FLAGS.
 # QUALITY_TORCH=1 adds the PyTorch reference (benches/pcl_torch.py: the official algorithm on the
-# same encoder, settings and budget; torch, faiss-cpu and scikit-learn in .bench-venv, installed
-# on first use), one run per seed, and scores every run's embeddings with its scikit-learn
-# k-means too, so that both trainers' AMI come from one clustering code.
+# same encoder, settings and budget; torch, faiss-cpu, scikit-learn and safetensors in
+# .bench-venv, installed on first use), one run per seed, and scores every run again with the
+# reference's own metrics (the CLI's runs through `pcl export --safetensors`), so that both
+# trainers' figures come from one code: the "py" columns.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -40,7 +41,7 @@ kinds="moco pcl"
 if [ -n "${QUALITY_TORCH:-}" ]; then
   if [ ! -x .bench-venv/bin/python ]; then
     python3 -m venv .bench-venv
-    .bench-venv/bin/pip install -q numpy scikit-learn faiss-cpu torch
+    .bench-venv/bin/pip install -q numpy scikit-learn faiss-cpu torch safetensors
   fi
   [ -f "$work/images.json" ] || pcl decode --images "$images" --dump "$work/images.json" >/dev/null
   kinds="moco pcl torch"
@@ -68,10 +69,12 @@ for seed in $(seq 1 "$seeds"); do
     echo "$kind seed $seed: $(( $(date +%s) - start )) s"
   done
   if [ -n "${QUALITY_TORCH:-}" ]; then
-    for kind in $kinds; do
-      score="$work/$kind-$seed.sklearn.json"
-      [ -f "$score" ] || .bench-venv/bin/python benches/pcl_torch.py --dump "$work/images.json" \
-        --out "$work/$kind-$seed" --seed "$seed" --score-csv "$work/$kind-$seed/embeddings.csv" > "$score"
+    for kind in moco pcl; do
+      run="$work/$kind-$seed"
+      [ -f "$run.py.json" ] && continue
+      pcl export --from "$run" --safetensors "$run/encoder.safetensors" >/dev/null
+      .bench-venv/bin/python benches/pcl_torch.py --dump "$work/images.json" --out "$run" \
+        --seed "$seed" --score-model "$run/encoder.safetensors" > "$run.py.json"
     done
   fi
 done
@@ -95,15 +98,18 @@ for kind in kinds:
         last["best_level_ami_fine"] = best("level_ami_fine")
         last["epochs"] = last["epoch"]
         last["minutes"] = sum(m["seconds"] for m in ms) / 60
-        score = f"{w}/{kind}-{s}.sklearn.json"
-        last["sklearn_ami"] = json.load(open(score))["ami"] if os.path.exists(score) else float("nan")
+        # The reference's own metrics: its run's, or the CLI's encoder scored by its code.
+        py = f"{w}/{kind}-{s}.py.json"
+        py = last if kind == "torch" else json.load(open(py)) if os.path.exists(py) else {}
+        for k in ["knn_accuracy", "ami", "linear_accuracy"]:
+            last["py_" + k] = py.get(k, float("nan"))
         rows.append(last)
     runs[kind] = rows
 keys = ["knn_accuracy", "ami", "nmi", "linear_accuracy", "best_level_ami", "best_level_ami_fine", "epochs", "minutes"]
 head = ["kNN", "AMI", "NMI", "linear", "level AMI", "fine AMI", "epochs", "minutes"]
 if "torch" in kinds:
-    keys.append("sklearn_ami")
-    head.append("AMI (sklearn)")
+    keys += ["py_knn_accuracy", "py_ami", "py_linear_accuracy"]
+    head += ["kNN (py)", "AMI (py)", "linear (py)"]
 print(f"\n{'':14s}" + "".join(f"{h:>16s}" for h in head))
 print(f"{'raw pixels':14s}" + "".join(f"{pixels[k]:16.3f}" for k in keys[:4]))
 names = {"moco": "InfoNCE only", "pcl": "PCL", "torch": "PyTorch PCL"}
@@ -117,8 +123,9 @@ for kind in kinds:
 se = math.sqrt(sp ** 2 / seeds + sm ** 2 / seeds)
 print(f"\nPCL AMI - InfoNCE-only AMI: {mp - mm:+.3f} ({(mp - mm) / se if se > 0 else float('inf'):.1f} standard errors)")
 if "torch" in kinds:
-    (a, sa), (b, sb) = stats([r["sklearn_ami"] for r in runs["pcl"]]), stats([r["sklearn_ami"] for r in runs["torch"]])
-    se = math.sqrt(sa ** 2 / seeds + sb ** 2 / seeds)
-    print(f"PCL AMI - PyTorch reference's AMI, both clustered by scikit-learn: {a - b:+.3f} ({(a - b) / se if se > 0 else float('inf'):.1f} standard errors)")
+    for key, name in [("py_ami", "AMI"), ("py_knn_accuracy", "kNN"), ("py_linear_accuracy", "linear probe")]:
+        (a, sa), (b, sb) = stats([r[key] for r in runs["pcl"]]), stats([r[key] for r in runs["torch"]])
+        se = math.sqrt(sa ** 2 / seeds + sb ** 2 / seeds)
+        print(f"PCL - PyTorch reference, {name} by the reference's code: {a - b:+.3f} ({(a - b) / se if se > 0 else float('inf'):.1f} standard errors)")
 print(f"PCL AMI / raw pixels' AMI: {mp / pixels['ami']:.2f}; PCL kNN - pixels: {stats([r['knn_accuracy'] for r in runs['pcl']])[0] - pixels['knn_accuracy']:+.3f}")
 PY
