@@ -1,15 +1,13 @@
 //! The `pcl` binary on a real folder: output files, bad files skipped, clear errors.
 
-use std::path::PathBuf;
 use std::process::Command;
+
+use crate::Scratch;
 
 use pcl_studio::engine::data::planted_groups;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pcl-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn temp_dir(name: &str) -> Scratch {
+    Scratch::new(&format!("cli-{name}"))
 }
 
 fn write_folder(root: &std::path::Path) -> usize {

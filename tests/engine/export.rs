@@ -82,8 +82,7 @@ fn safetensors_match_an_independent_numpy_forward_pass_and_round_trip() {
 
 #[test]
 fn the_cli_exports_a_projector_bundle_and_safetensors_that_parse() {
-    let dir = std::env::temp_dir().join(format!("pcl-export-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = crate::Scratch::new("export");
     let images = dir.join("images");
     let run = dir.join("run");
     let bin = env!("CARGO_BIN_EXE_pcl");
@@ -162,7 +161,6 @@ fn the_cli_exports_a_projector_bundle_and_safetensors_that_parse() {
     );
     let (_, config) = load_safetensors(&std::fs::read(&weights).unwrap(), &Device::flex()).unwrap();
     assert_eq!((config.width, config.feature_dim), (4, 8));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::Scratch;
+
 use pcl_studio::cli::images::load_folder;
 
 fn fixtures() -> PathBuf {
@@ -79,8 +81,7 @@ fn odd_files_load_and_bad_files_are_skipped_with_reasons() {
 
 #[test]
 fn one_image_and_empty_folders_are_clear_errors() {
-    let root = std::env::temp_dir().join(format!("pcl-intake-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    let root = Scratch::new("intake");
     std::fs::create_dir_all(root.join("empty")).unwrap();
     std::fs::create_dir_all(root.join("one")).unwrap();
     std::fs::copy(fixtures().join("red/r0.png"), root.join("one/r0.png")).unwrap();
@@ -98,24 +99,6 @@ fn one_image_and_empty_folders_are_clear_errors() {
             stderr.contains(words) && stderr.contains("at least 16"),
             "{stderr}"
         );
-    }
-}
-
-/// A scratch folder under the system's temporary directory, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("pcl-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
