@@ -275,8 +275,6 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--score-pixels", action="store_true",
                    help="only score raw pixels (centre crop), to check the scorer against `pcl pixels`")
-    p.add_argument("--score-csv", metavar="EMBEDDINGS_CSV",
-                   help="only the AMI / NMI of this k-means on a run's embeddings.csv")
     p.add_argument("--score-model", metavar="SAFETENSORS",
                    help="only score an encoder the CLI exported (`pcl export --safetensors`) with "
                         "this script's metrics, so that both trainers are scored by the same code")
@@ -292,16 +290,6 @@ def main():
     gen = torch.Generator().manual_seed(a.seed)
     images, labels, names = load(a.dump)
     n = len(images)
-    if a.score_csv:
-        import csv
-        rows = {r[0]: r[2:] for r in list(csv.reader(open(a.score_csv)))[1:]}
-        missing = [k for k in names if k not in rows]
-        if missing:
-            raise SystemExit(f"{a.score_csv}: {len(missing)} of {n} images missing, e.g. {missing[0]}")
-        z = torch.tensor([[float(v) for v in rows[k]] for k in names])
-        ami, nmi = class_ami(z, labels, a.seed)
-        print(json.dumps(dict(ami=ami, nmi=nmi)))
-        return
     if a.score_model:
         z, f = exported_features(a.score_model, images, a.image_size)
         print(json.dumps(scores(z, f, labels, a.seed)))
