@@ -26,7 +26,7 @@ regression by 300 full-batch Adam steps on a seeded 80 % split of standardised b
     python3 benches/pcl_torch.py --dump D.json --out OUT [--minutes 10 | --epochs E] [--seed S]
         [--info-nce-only] [--width 32] [--feature-dim 128] [--proto-weight 0.5] [--threads 2]
 """
-import argparse, json, math, os, time
+import argparse, json, math, os, sys, time
 
 import numpy as np
 import torch
@@ -34,6 +34,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+
+# main_pcl.py's concentration formula, shared with the golden-value script that checks the engine.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference"))
+from official import concentrations  # noqa: E402
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -166,17 +170,7 @@ def run_kmeans(x, ks, seed):
             km = KMeans(k, n_init=1, max_iter=20, random_state=seed * 100 + li).fit(xn)
             assign, cents = km.labels_, km.cluster_centers_
             dist = ((xn - cents[assign]) ** 2).sum(1)
-        density = np.zeros(k)
-        members = [dist[assign == j] for j in range(k)]
-        for j, d in enumerate(members):
-            if len(d) > 1:
-                density[j] = np.sqrt(d).mean() / np.log(len(d) + 10)
-        dmax = density.max()
-        for j, d in enumerate(members):
-            if len(d) <= 1:
-                density[j] = dmax
-        density = density.clip(np.percentile(density, 10), np.percentile(density, 90))
-        density = TAU * density / density.mean()
+        density = concentrations(assign, dist, k, TAU)
         cents = torch.from_numpy(cents).float()
         levels.append((torch.from_numpy(assign).long(), F.normalize(cents, dim=1), torch.from_numpy(density).float()))
     return levels

@@ -12,6 +12,8 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
+from official import concentrations
+
 rng = np.random.default_rng(20240601)
 
 
@@ -75,19 +77,7 @@ out["proto_sampled"] = dict(q=q.tolist(), centroids=C.tolist(), phi=phi.tolist()
 kc = 6
 assign_phi = np.array([0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 4, 4, 4, 4, 4])  # cluster 5 is empty
 D = rng.uniform(0.01, 0.5, size=len(assign_phi))  # squared distances, as faiss returns
-Dcluster = [[] for _ in range(kc)]
-for im, i in enumerate(assign_phi):
-    Dcluster[i].append(D[im])
-density = np.zeros(kc)
-for i, dist in enumerate(Dcluster):
-    if len(dist) > 1:
-        density[i] = (np.asarray(dist) ** 0.5).mean() / np.log(len(dist) + 10)
-dmax = density.max()
-for i, dist in enumerate(Dcluster):
-    if len(dist) <= 1:
-        density[i] = dmax
-density = density.clip(np.percentile(density, 10), np.percentile(density, 90))
-density = tau * density / density.mean()
+density = concentrations(assign_phi, D, kc, tau)
 out["phi"] = dict(assign=assign_phi.tolist(), sq_dist=D.tolist(), k=kc, tau=tau,
                   phi=density.tolist())
 
