@@ -119,13 +119,15 @@ for kind in kinds:
         m, sd = stats([r[k] for r in runs[kind]])
         cells.append(f"{m:9.3f} ± {sd:4.3f}")
     print(f"{name:14s}" + "".join(f"{c:>16s}" for c in cells))
-(mp, sp), (mm, sm) = stats([r["ami"] for r in runs["pcl"]]), stats([r["ami"] for r in runs["moco"]])
-se = math.sqrt(sp ** 2 / seeds + sm ** 2 / seeds)
-print(f"\nPCL AMI - InfoNCE-only AMI: {mp - mm:+.3f} ({(mp - mm) / se if se > 0 else float('inf'):.1f} standard errors)")
+def gain(key, other):
+    """PCL's mean of `key` minus `other`'s, and that difference in standard errors."""
+    (a, sa), (b, sb) = stats([r[key] for r in runs["pcl"]]), stats([r[key] for r in runs[other]])
+    se = math.sqrt(sa ** 2 / seeds + sb ** 2 / seeds)
+    return f"{a - b:+.3f} ({(a - b) / se if se > 0 else float('inf'):.1f} standard errors)"
+print(f"\nPCL AMI - InfoNCE-only AMI: {gain('ami', 'moco')}")
 if "torch" in kinds:
     for key, name in [("py_ami", "AMI"), ("py_knn_accuracy", "kNN"), ("py_linear_accuracy", "linear probe")]:
-        (a, sa), (b, sb) = stats([r[key] for r in runs["pcl"]]), stats([r[key] for r in runs["torch"]])
-        se = math.sqrt(sa ** 2 / seeds + sb ** 2 / seeds)
-        print(f"PCL - PyTorch reference, {name} by the reference's code: {a - b:+.3f} ({(a - b) / se if se > 0 else float('inf'):.1f} standard errors)")
+        print(f"PCL - PyTorch reference, {name} by the reference's code: {gain(key, 'torch')}")
+mp = stats([r["ami"] for r in runs["pcl"]])[0]
 print(f"PCL AMI / raw pixels' AMI: {mp / pixels['ami']:.2f}; PCL kNN - pixels: {stats([r['knn_accuracy'] for r in runs['pcl']])[0] - pixels['knn_accuracy']:+.3f}")
 PY

@@ -6,10 +6,6 @@ use crate::Scratch;
 
 use pcl_studio::engine::data::planted_groups;
 
-fn temp_dir(name: &str) -> Scratch {
-    Scratch::new(&format!("cli-{name}"))
-}
-
 fn write_folder(root: &std::path::Path) -> usize {
     // 20 x 20 RGB images saved as PNG in one folder per class, plus files that must be skipped.
     let data = planted_groups(2, 2, 6, 20, 5);
@@ -28,9 +24,9 @@ fn write_folder(root: &std::path::Path) -> usize {
 
 #[test]
 fn train_writes_every_output_and_skips_bad_files() {
-    let root = temp_dir("images");
+    let root = Scratch::new("cli-images");
     let n = write_folder(&root);
-    let out = temp_dir("out");
+    let out = Scratch::new("cli-out");
     let config = out.join("tiny.json");
     std::fs::write(
         &config,
@@ -113,8 +109,8 @@ fn train_writes_every_output_and_skips_bad_files() {
 
 #[test]
 fn bad_input_is_a_clear_error_not_a_panic() {
-    let empty = temp_dir("empty");
-    let out = temp_dir("out-empty");
+    let empty = Scratch::new("cli-empty");
+    let out = Scratch::new("cli-out-empty");
     let r = Command::new(env!("CARGO_BIN_EXE_pcl"))
         .args(["train", "--images"])
         .arg(&empty)
