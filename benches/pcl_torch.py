@@ -21,7 +21,8 @@ probe, on its own split, runs higher than the CLI's), so both trainers are score
 Output: OUT/metrics.json, a list of per-epoch records in the CLI's format; the last one holds
 the final kNN (k 20, weights exp(sim / 0.07), leave-one-out, backbone features), AMI / NMI of
 k-means (K = classes, best of 30 restarts) on the embeddings and the linear probe (logistic
-regression by 300 full-batch Adam steps on a seeded 80 % split of standardised backbone features).
+regression by 300 full-batch Adam steps on a seeded 80 % split of standardised backbone features);
+OUT/embeddings.csv in the CLI's format, so scripts/eval-noise.py reads either trainer's runs.
 
     python3 benches/pcl_torch.py --dump D.json --out OUT [--minutes 10 | --epochs E] [--seed S]
         [--info-nce-only] [--width 32] [--feature-dim 128] [--proto-weight 0.5] [--threads 2]
