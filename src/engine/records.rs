@@ -127,8 +127,12 @@ pub enum Phase {
         levels: usize,
         k: usize,
     },
-    /// Clusters view, map and metrics of the current encoder.
-    Exploring,
+    /// Clusters view, map and metrics of the current encoder (after an E-step, and at the end
+    /// of a run before its final status); `done` of `total` images embedded so far.
+    Exploring {
+        done: usize,
+        total: usize,
+    },
     /// A saved run was opened (`autosave`: the browser's own copy) at its epoch.
     Resumed {
         autosave: bool,

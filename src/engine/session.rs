@@ -457,7 +457,25 @@ impl Session {
     /// Clusters, map and metrics of the current encoder; `warn`: say so when they cannot be
     /// computed.
     pub async fn explore(&mut self, emit: &mut dyn FnMut(Update), warn: bool) {
-        match explore(&self.trainer, &self.data, &mut |_| {}).await {
+        // On an emulated or slow GPU this pass can take minutes: the page says so at once and
+        // counts the images embedded.
+        let total = self.data.len();
+        let snapshot = self.status_with(Phase::Exploring { done: 0, total });
+        emit(Update::Status(snapshot.clone()));
+        let clock = &self.clock;
+        let mut last = clock();
+        let progress = &mut |p: Phase| {
+            if let Phase::Embedding { done, total } = p
+                && clock() - last > 0.2
+            {
+                last = clock();
+                emit(Update::Status(RunStatus {
+                    phase: Phase::Exploring { done, total },
+                    ..snapshot.clone()
+                }));
+            }
+        };
+        match explore(&self.trainer, &self.data, progress).await {
             Ok((mut report, host)) => {
                 if let Some(m) = report.metrics.as_mut() {
                     (m.pixels_ami, m.pixels_ami_fine) = self.pixels_baseline().await;

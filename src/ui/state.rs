@@ -95,6 +95,9 @@ pub struct PageState {
     pub gave_up: bool,
     /// What a lesson link is opening, until its session goes to the worker.
     pub lesson: Option<String>,
+    /// Stop was pressed and the run has not ended yet (the worker stops after its current unit
+    /// of work, which on an emulated GPU takes many seconds).
+    pub stopping: bool,
 }
 
 /// What the page does after its worker crashed.
@@ -150,6 +153,9 @@ impl PageState {
                     && status.epoch == 0
                 {
                     self.start_new_curve(&status);
+                }
+                if !matches!(status.state, RunState::Training | RunState::Paused) {
+                    self.stopping = false;
                 }
                 self.run = status;
             }
@@ -221,6 +227,7 @@ impl PageState {
         }
         self.crashes += 1;
         self.run.state = RunState::Error;
+        self.stopping = false;
         let starting = self.probe.is_none();
         self.probe = None;
         let on_gpu = self
@@ -297,13 +304,32 @@ impl PageState {
         }
     }
 
-    /// `data-state` of the status element: loading while images decode, else the run's state.
+    /// `data-state` of the status element: loading while images decode, "ending" while an
+    /// ended run computes its final clusters view, else the run's state.
     pub fn state_attr(&self) -> &'static str {
         if self.images.loading.is_some() && self.run.state != RunState::Training {
             "loading"
+        } else if self.ending() {
+            "ending"
         } else {
             self.run.state.as_str()
         }
+    }
+
+    /// The run is over but its final clusters view and save are still being computed.
+    pub fn ending(&self) -> bool {
+        matches!(self.run.state, RunState::Done | RunState::Error)
+            && matches!(self.run.phase, Phase::Exploring { .. })
+    }
+
+    /// Training, paused or ending: the worker cannot start another run yet.
+    pub fn busy(&self) -> bool {
+        matches!(self.run.state, RunState::Training | RunState::Paused) || self.ending()
+    }
+
+    /// Pause and Stop apply: a run trains or is paused and Stop was not pressed yet.
+    pub fn can_stop(&self) -> bool {
+        matches!(self.run.state, RunState::Training | RunState::Paused) && !self.stopping
     }
 
     pub fn status_line(&self) -> String {
@@ -334,7 +360,11 @@ impl PageState {
                     r.epochs,
                     r.step,
                     r.steps_per_epoch,
-                    phase_words(r),
+                    if self.stopping {
+                        "stopping after the current step".into()
+                    } else {
+                        phase_words(r)
+                    },
                     r.images_per_s
                 )
             }
@@ -382,7 +412,10 @@ pub fn phase_words(r: &RunStatus) -> String {
         Phase::KMeans { level, levels, k } => {
             format!("E-step: k-means level {} of {levels} (K = {k})", level + 1)
         }
-        Phase::Exploring => "computing the clusters view".into(),
+        Phase::Exploring { done, total } if done < total => {
+            format!("computing the clusters view: embedding images {done}/{total}")
+        }
+        Phase::Exploring { .. } => "computing the clusters view".into(),
         Phase::Resumed { autosave } => format!(
             "resumed from the {} at epoch {}",
             if *autosave { "autosave" } else { "session" },
@@ -602,6 +635,59 @@ mod tests {
         assert_eq!(s.earlier[0].label, "PCL");
         assert_eq!(s.curve.label, "InfoNCE only");
         assert!(s.progress_line().starts_with("Epoch 1 of 4, step 0 of 2"));
+    }
+
+    #[test]
+    fn stop_is_acknowledged_at_once_and_the_ending_view_keeps_the_run_busy() {
+        let mut s = PageState::new(false);
+        let status = |state, phase| {
+            FromWorker::Status(RunStatus {
+                state,
+                phase,
+                epochs: 4,
+                steps_per_epoch: 2,
+                ..Default::default()
+            })
+        };
+        s.apply(status(RunState::Training, Phase::Training));
+        assert!(s.can_stop() && s.busy());
+        // What the Stop button does: the worker finishes its step first.
+        s.stopping = true;
+        assert!(!s.can_stop(), "Stop and Pause are pressed once");
+        assert!(
+            s.progress_line()
+                .contains("stopping after the current step")
+        );
+        s.apply(status(RunState::Training, Phase::Training));
+        assert!(
+            s.stopping,
+            "a step that ends after the press does not clear it"
+        );
+        assert_eq!(s.state_attr(), "training");
+        // The run ended; its last clusters view is still being computed.
+        s.apply(status(
+            RunState::Done,
+            Phase::Exploring {
+                done: 256,
+                total: 500,
+            },
+        ));
+        assert!(!s.stopping && !s.can_stop());
+        assert!(s.busy(), "no new run until the worker is free");
+        assert_eq!(s.state_attr(), "ending");
+        assert!(
+            s.progress_line()
+                .contains("computing the clusters view: embedding images 256/500")
+        );
+        s.apply(status(RunState::Done, Phase::Stopped));
+        assert!(!s.busy());
+        assert_eq!(s.state_attr(), "done");
+        assert!(s.progress_line().contains("stopped"));
+        // A crash while stopping: the resumed run can be stopped again.
+        s.apply(status(RunState::Training, Phase::Training));
+        s.stopping = true;
+        s.apply(FromWorker::Crashed("boom".into()));
+        assert!(!s.stopping);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 // The browser trainer (issue 5), on WebGPU (SwiftShader) and on the CPU fallback, with a tiny
 // configuration: sample set, train past warm-up, pause and resume, galleries, hierarchy, map,
-// metrics, export a session, reload and resume from the autosave, import the session.
+// metrics, export a session, reload and resume from the autosave, import the session; Stop.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -224,6 +224,43 @@ test('a crashed worker is replaced and the run resumes from the autosave', async
     await page.screenshot({ path: path.join(artifacts, 'trainer-recovered.png'), fullPage: true });
     // The panic itself is reported by the browser as an error in the old worker; nothing else.
     assert.deepEqual(errors.filter((e) => !/simulated crash|unreachable|panicked/.test(e)), []);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('Stop shows at once, the run ends with its clusters view and is saved', async () => {
+  const { browser, page, errors } = await startTinyCpuRun(40);
+  try {
+    // Past the first E-step (before epoch 1), so that the run has clusters to show.
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid=status]').dataset.epoch) >= 2,
+      null, { timeout: LONG, polling: 50 });
+    // Every state and text the status shows from the press on, in order.
+    await page.evaluate(() => {
+      const el = document.querySelector('[data-testid=status]');
+      window.__shown = [];
+      const note = () => window.__shown.push(`${el.dataset.state}: ${el.textContent}`);
+      new MutationObserver(note).observe(el, { attributes: true, childList: true, characterData: true, subtree: true });
+    });
+    const t0 = Date.now();
+    await press(page, 'stop');
+    await waitState(page, 'done', 60_000);
+    const stopMs = Date.now() - t0;
+    const shown = await page.evaluate(() => window.__shown);
+    const first = (re) => shown.findIndex((s) => re.test(s));
+    const stopping = first(/^training: .*stopping after the current step/);
+    const ending = first(/^ending: .*computing the clusters view/);
+    const done = first(/^done: .*stopped/);
+    assert.ok(stopping >= 0 && stopping < ending && ending < done, JSON.stringify(shown));
+    const at = await epoch(page);
+    assert.ok(at >= 2 && at < 40, `stopped at epoch ${at}`);
+    assert.ok(await page.locator('[data-testid=cluster][data-level="0"]').count() > 0, 'the final clusters view');
+    await page.waitForFunction((e) => Number(document.querySelector('[data-testid=autosave]').dataset.epoch) === e,
+      at, { timeout: 30_000, polling: 50 });
+    assert.ok(await page.isEnabled('[data-testid=train]'));
+    assert.ok(await page.isDisabled('[data-testid=stop]'));
+    assert.deepEqual(errors, []);
+    console.log(`stop: from the press to the stopped run ${stopMs} ms at epoch ${at}`);
   } finally {
     await browser.close();
   }

@@ -154,8 +154,21 @@ fn stop_ends_the_run_early_and_saves_it() {
     assert_eq!(last_status(&updates).phase, Phase::Stopped);
     assert_eq!(checkpoints(&updates).len(), 1, "the stop saved the run");
     // The page's options: the explorer ran at the end, so neighbours have embeddings.
-    assert!(updates.iter().any(|u| matches!(u, Update::Explored(_))));
     assert!(s.embeddings().is_some());
+    // The stop is told before that last pass (minutes on an emulated GPU): a status of the ended
+    // run computing its view comes first, the explorer's report next, the final status last.
+    let at = |want: &dyn Fn(&Update) -> bool| updates.iter().rposition(want);
+    let ending = at(&|u| {
+        matches!(u, Update::Status(r) if r.state == RunState::Done
+            && r.phase == Phase::Exploring { done: 0, total: 64 })
+    })
+    .expect("a status of the ending run");
+    let explored = at(&|u| matches!(u, Update::Explored(_))).expect("the explorer's report");
+    let stopped = at(&|u| matches!(u, Update::Status(r) if r.phase == Phase::Stopped)).unwrap();
+    assert!(
+        ending < explored && explored < stopped,
+        "{ending} {explored} {stopped}"
+    );
     // Commands after the end change nothing.
     s.command(Command::Resume);
     assert!(!block_on(s.tick(&mut |_| {})));

@@ -48,6 +48,12 @@ fn setting_input(state: RwSignal<PageState>, key: &'static str) -> impl IntoView
 pub fn TrainCard(state: RwSignal<PageState>) -> impl IntoView {
     let running =
         move || state.with(|s| matches!(s.run.state, RunState::Training | RunState::Paused));
+    let busy = move || state.with(|s| s.busy());
+    let cannot_stop = move || !state.with(|s| s.can_stop());
+    let stop = move |_| {
+        state.update(|s| s.stopping = true);
+        send(ToWorker::Stop);
+    };
     let train = move |_| {
         let config = state.with_untracked(|s| s.settings.clone());
         send(ToWorker::Train { config });
@@ -70,15 +76,15 @@ pub fn TrainCard(state: RwSignal<PageState>) -> impl IntoView {
             <h2>"2. Train"</h2>
             <Settings state />
             <p>
-                <button data-testid="train" on:click=train disabled=running>"Train"</button>
+                <button data-testid="train" on:click=train disabled=busy>"Train"</button>
                 " "
-                <button data-testid="pause" on:click=pause disabled=move || !running()>
+                <button data-testid="pause" on:click=pause disabled=cannot_stop>
                     {move || if state.with(|s| s.run.state == RunState::Paused) { "Resume" } else { "Pause" }}
                 </button>
                 " "
-                <button data-testid="stop" on:click=move |_| send(ToWorker::Stop) disabled=move || !running()>"Stop"</button>
+                <button data-testid="stop" on:click=stop disabled=cannot_stop>"Stop"</button>
                 " "
-                <button data-testid="baseline" on:click=baseline disabled=running>"Run the InfoNCE-only baseline"</button>
+                <button data-testid="baseline" on:click=baseline disabled=busy>"Run the InfoNCE-only baseline"</button>
             </p>
             <p
                 data-testid="status"
