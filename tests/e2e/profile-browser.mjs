@@ -1,8 +1,9 @@
 // Where the worker's time goes (not a test): trains the bench's setting (500 sample images,
 // width 32, batch 64, CPU fallback) for PROFILE_SECONDS (default 30) with V8's sampling profiler
 // on, then prints the busiest functions of the busiest isolate (the worker, or with
-// PROFILE_WORKERS=2 the worker or its helper) by `node --prof-process`. Needs the dev build
-// (dist/, function names kept). Usage, from tests/e2e:
+// PROFILE_WORKERS=2 the worker or its helper) by `node --prof-process`. Needs function names:
+// the dev build (dist/), or PROFILE_DIST, e.g. a release build that keeps them
+// (`CARGO_PROFILE_WEB_STRIP=none trunk build --release --dist DIR`). Usage, from tests/e2e:
 //   node profile-browser.mjs            (then read the printed report path)
 import fs from 'node:fs';
 import os from 'node:os';
@@ -13,7 +14,7 @@ import { openApp, startServer, stopServer, loadSample, fillSettings, waitForProb
 const seconds = Number(process.env.PROFILE_SECONDS || 30);
 const workers = process.env.PROFILE_WORKERS || '1';
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pcl-profile-'));
-await startServer();
+await startServer(process.env.PROFILE_DIST ? path.resolve(process.env.PROFILE_DIST) : undefined);
 const { browser, page } = await openApp({
   query: `?cpu&workers=${workers}`,
   args: [`--js-flags=--prof --logfile=${path.join(dir, 'v8.log')}`],
