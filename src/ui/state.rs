@@ -227,6 +227,8 @@ impl PageState {
         }
         self.crashes += 1;
         self.run.state = RunState::Error;
+        // Whatever the dead worker was doing (its final view too) is over.
+        self.run.phase = Phase::Failed;
         self.stopping = false;
         let starting = self.probe.is_none();
         self.probe = None;
@@ -688,6 +690,17 @@ mod tests {
         s.stopping = true;
         s.apply(FromWorker::Crashed("boom".into()));
         assert!(!s.stopping);
+        // A crash while ending: the page is not left waiting for a view that will not come.
+        s.apply(status(
+            RunState::Done,
+            Phase::Exploring {
+                done: 0,
+                total: 500,
+            },
+        ));
+        s.apply(FromWorker::Crashed("boom".into()));
+        assert!(!s.busy());
+        assert_eq!(s.state_attr(), "error");
     }
 
     #[test]
