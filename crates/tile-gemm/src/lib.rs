@@ -205,7 +205,7 @@ fn micro_kernel(kc: usize, tile: &[f32], panel: &[f32]) -> [F4; 2 * MR] {
     debug_assert!(tile.len() == kc * MR && panel.len() == kc * NR);
     // One exit test: with a `.take(kc)` beside the zip, the release build (fat LTO) made this a
     // loop that tests at the top and keeps every accumulator in two locals, and the page
-    // trained 0.83x as fast as the dev build (docs/measurements.md).
+    // trained 0.80x as fast as the dev build (docs/measurements.md).
     for (a, b) in tile.chunks_exact(MR).zip(panel.chunks_exact(NR)) {
         let (b0, b1) = (four(&b[..4]), four(&b[4..]));
         for r in 0..MR {
