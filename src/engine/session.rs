@@ -267,23 +267,20 @@ impl Session {
             emit(Update::Status(self.status()));
         }
         let t0 = (self.clock)();
-        let snapshot = self.status_with(Phase::Training);
-        let clock = &self.clock;
-        let mut last = self.last_report;
+        let mut live = LiveStatus {
+            clock: &self.clock,
+            last: self.last_report,
+            snapshot: self.status_with(Phase::Training),
+        };
         let event = self
             .trainer
             .advance(&self.data, &mut |p: Phase| {
-                // E-step phases are reported live (a few times a second) from a snapshot.
-                if p != Phase::Training && clock() - last > 0.2 {
-                    last = clock();
-                    emit(Update::Status(RunStatus {
-                        phase: p,
-                        ..snapshot.clone()
-                    }));
+                if p != Phase::Training {
+                    live.report(p, emit);
                 }
             })
             .await;
-        self.last_report = last;
+        self.last_report = live.last;
         let seconds = (self.clock)() - t0;
         match event {
             Ok(Event::Step(record)) => {
@@ -462,17 +459,14 @@ impl Session {
         let total = self.data.len();
         let snapshot = self.status_with(Phase::Exploring { done: 0, total });
         emit(Update::Status(snapshot.clone()));
-        let clock = &self.clock;
-        let mut last = clock();
+        let mut live = LiveStatus {
+            clock: &self.clock,
+            last: (self.clock)(),
+            snapshot,
+        };
         let progress = &mut |p: Phase| {
-            if let Phase::Embedding { done, total } = p
-                && clock() - last > 0.2
-            {
-                last = clock();
-                emit(Update::Status(RunStatus {
-                    phase: Phase::Exploring { done, total },
-                    ..snapshot.clone()
-                }));
+            if let Phase::Embedding { done, total } = p {
+                live.report(Phase::Exploring { done, total }, emit);
             }
         };
         match explore(&self.trainer, &self.data, progress).await {
@@ -501,6 +495,28 @@ impl Session {
             .unwrap_or((None, None));
         self.pixels_ami = Some(scores);
         scores
+    }
+}
+
+/// Progress inside one long unit of work (an E-step, the explorer's pass), reported a few times
+/// a second as the status before it with another phase.
+struct LiveStatus<'a> {
+    clock: &'a Clock,
+    /// When the last status went out.
+    last: f64,
+    snapshot: RunStatus,
+}
+
+impl LiveStatus<'_> {
+    fn report(&mut self, phase: Phase, emit: &mut dyn FnMut(Update)) {
+        let now = (self.clock)();
+        if now - self.last > 0.2 {
+            self.last = now;
+            emit(Update::Status(RunStatus {
+                phase,
+                ..self.snapshot.clone()
+            }));
+        }
     }
 }
 
