@@ -8,19 +8,26 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::EngineError;
+use super::bounded;
+use super::config::MAX_FEATURE_DIM;
 use super::params::read_all;
 use super::rng::Rng;
+use crate::intake::MAX_IMAGES;
 
 /// One level of a clustering, as the E-step returns it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Level {
     pub k: usize,
     /// Cluster of every image.
+    #[serde(deserialize_with = "bounded::vec::<_, _, MAX_IMAGES>")]
     pub assignments: Vec<u32>,
     /// L2-normalised prototypes, row-major [k, d].
+    #[serde(deserialize_with = "bounded::vec::<_, _, { MAX_IMAGES * MAX_FEATURE_DIM }>")]
     pub centroids: Vec<f32>,
     /// Concentration (temperature) of every prototype.
+    #[serde(deserialize_with = "bounded::vec::<_, _, MAX_IMAGES>")]
     pub phi: Vec<f32>,
+    #[serde(deserialize_with = "bounded::vec::<_, _, MAX_IMAGES>")]
     pub sizes: Vec<usize>,
     /// Sum of squared distances to the (unnormalised) centroids.
     pub inertia: f64,

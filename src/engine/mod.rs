@@ -3,6 +3,7 @@
 //! the browser) and knows nothing of the browser: no web types, no synchronous tensor reads.
 
 // Plain data, also in the page's build (no burn): settings, images, records, the RNG.
+pub mod bounded;
 pub mod config;
 pub mod data;
 pub mod records;
@@ -56,6 +57,8 @@ pub enum EngineError {
     /// Reading from or running on the device failed (e.g. a lost GPU).
     Device(String),
     Checkpoint(String),
+    /// A command (pause, stop) arrived during an E-step, which was dropped to run again later.
+    Interrupted,
 }
 
 impl std::fmt::Display for EngineError {
@@ -66,6 +69,7 @@ impl std::fmt::Display for EngineError {
             EngineError::NonFinite(m) => write!(f, "training diverged: {m}"),
             EngineError::Device(m) => write!(f, "device: {m}"),
             EngineError::Checkpoint(m) => write!(f, "checkpoint: {m}"),
+            EngineError::Interrupted => f.write_str("interrupted by a command"),
         }
     }
 }

@@ -419,6 +419,31 @@ impl Encoder {
             .collect()
     }
 
+    /// Where the running variances sit among the parameters in visiting order (`flat_params`,
+    /// a session's tensors): values there must be positive.
+    pub fn running_var_positions(&self) -> Vec<usize> {
+        struct Find {
+            ids: Vec<burn::module::ParamId>,
+            index: usize,
+            found: Vec<usize>,
+        }
+        impl burn::module::ModuleVisitor for Find {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                if self.ids.contains(&param.id) {
+                    self.found.push(self.index);
+                }
+                self.index += 1;
+            }
+        }
+        let mut find = Find {
+            ids: self.norms().map(|n| n.running_var.id).collect(),
+            index: 0,
+            found: Vec::new(),
+        };
+        self.visit(&mut find);
+        find.found
+    }
+
     /// Replaces the running statistics (ids kept).
     pub fn with_running_stats(mut self, stats: &BatchStats) -> Self {
         for (norm, (m, v)) in self.norms_mut().zip(stats) {

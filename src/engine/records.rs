@@ -11,6 +11,7 @@ pub struct StepRecord {
     pub loss: f32,
     pub info_nce: f32,
     /// Prototype term per level (empty before the first E-step).
+    #[serde(deserialize_with = "super::bounded::vec::<_, _, 64>")]
     pub proto: Vec<f32>,
     /// Fraction of queries whose positive key scored highest.
     pub instance_acc: f32,

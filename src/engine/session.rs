@@ -313,14 +313,9 @@ impl Session {
                 self.estep_secs += seconds;
             }
             Ok(Event::Done) => self.end(Phase::Finished, emit).await,
-            Err(e) => {
-                emit(Update::Failed(match e {
-                    EngineError::NonFinite(m) => Failure::Diverged(m),
-                    EngineError::Device(m) => Failure::DeviceLost(m),
-                    other => Failure::Other(other.to_string()),
-                }));
-                self.end(Phase::Failed, emit).await;
-            }
+            // A command came during an E-step: the next tick applies it; nothing was done.
+            Err(EngineError::Interrupted) => {}
+            Err(e) => self.fail(e, emit).await,
         }
         true
     }
@@ -332,7 +327,9 @@ impl Session {
                 self.phase = Phase::Paused;
                 self.flush_steps(emit);
                 emit(Update::Status(self.status()));
-                self.checkpoint(emit).await;
+                if let Err(diverged) = self.checkpoint(emit).await {
+                    self.fail(diverged, emit).await;
+                }
             }
             (Command::Resume, RunState::Paused) => {
                 self.state = RunState::Training;
@@ -404,10 +401,22 @@ impl Session {
             }
         }
         emit(Update::Epoch(record));
-        if (self.clock)() - self.last_checkpoint >= self.options.checkpoint_every_s {
-            self.checkpoint(emit).await;
+        if (self.clock)() - self.last_checkpoint >= self.options.checkpoint_every_s
+            && let Err(diverged) = self.checkpoint(emit).await
+        {
+            return self.fail(diverged, emit).await;
         }
         self.epoch_start = (self.clock)();
+    }
+
+    /// The run stops by itself: it diverged, or anything else went wrong.
+    async fn fail(&mut self, error: EngineError, emit: &mut dyn FnMut(Update)) {
+        emit(Update::Failed(match error {
+            EngineError::NonFinite(m) => Failure::Diverged(m),
+            EngineError::Device(m) => Failure::DeviceLost(m),
+            other => Failure::Other(other.to_string()),
+        }));
+        self.end(Phase::Failed, emit).await;
     }
 
     /// The run is over: the last steps, the explorer's final view, the final status, and a
@@ -427,16 +436,26 @@ impl Session {
         }
         self.phase = phase;
         emit(Update::Status(self.status()));
-        if self.state == RunState::Done {
-            self.checkpoint(emit).await;
+        if self.state == RunState::Done
+            && let Err(EngineError::NonFinite(m)) = self.checkpoint(emit).await
+        {
+            // The last update diverged after its loss was read: it was undone, and the run
+            // ends as a failure.
+            emit(Update::Failed(Failure::Diverged(m)));
+            self.state = RunState::Error;
+            self.phase = Phase::Failed;
+            emit(Update::Status(self.status()));
         }
     }
 
-    async fn checkpoint(&mut self, emit: &mut dyn FnMut(Update)) {
+    /// Saves the run when it trained since the last checkpoint. A state that is not finite is
+    /// never saved (it would replace the last good checkpoint with one that cannot open): its
+    /// update is undone and the error returned, for the caller to stop the run.
+    async fn checkpoint(&mut self, emit: &mut dyn FnMut(Update)) -> Result<(), EngineError> {
         if !self.dirty {
-            return;
+            return Ok(());
         }
-        match self.trainer.save().await {
+        match self.trainer.save_checked().await {
             Ok(bytes) => {
                 self.dirty = false;
                 self.last_checkpoint = (self.clock)();
@@ -445,10 +464,12 @@ impl Session {
                     bytes,
                 });
             }
+            Err(e @ EngineError::NonFinite(_)) => return Err(e),
             Err(e) => emit(Update::Warning(format!(
                 "saving the run failed (training goes on): {e}"
             ))),
         }
+        Ok(())
     }
 
     /// Clusters, map and metrics of the current encoder; `warn`: say so when they cannot be

@@ -104,7 +104,20 @@ pub struct Trainer {
     helpers: Option<Rc<dyn Helpers>>,
     /// Why the helpers were let go, if one failed (its part was then done here).
     pub helper_failure: Option<String>,
+    /// Test hook: the update of the last step of this epoch makes a weight non-finite while
+    /// its loss was finite (what a diverging learning rate can do), to prove that no such
+    /// state is ever saved.
+    #[doc(hidden)]
+    pub diverge_after_epoch: Option<usize>,
+    /// Asked between the E-step's pieces of work; see [`Interrupt`].
+    interrupt: Option<Interrupt>,
 }
+
+/// How a front end that takes commands while the engine works (the browser's worker) gets a
+/// word in during an E-step: awaited between its pieces of work (a chunk of images embedded, a
+/// k-means level), it yields to the front end's messages and says whether a command came (pause,
+/// stop). The E-step is then dropped, to run again, identically, when training goes on.
+pub type Interrupt = Rc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool>>>>;
 
 /// The state before the last update. A finite loss can still give non-finite weights (a huge
 /// learning rate); the next read finds them, and the run goes back here instead of keeping them.
@@ -129,6 +142,7 @@ impl Trainer {
     /// A fresh run. `device` is a plain device (no autodiff); the trainer derives its own.
     pub fn new(config: &PclConfig, data: &Dataset, device: &Device) -> Result<Self, EngineError> {
         let config = config.resolve(data.len())?;
+        config.check_demands(data.len(), super::config::machine_memory_bytes())?;
         let want = PclConfig::stored_size(config.image_size);
         if data.side != want {
             return Err(EngineError::Shape(format!(
@@ -176,6 +190,8 @@ impl Trainer {
             seconds: 0.0,
             helpers: None,
             helper_failure: None,
+            diverge_after_epoch: None,
+            interrupt: None,
             config,
         })
     }
@@ -229,6 +245,19 @@ impl Trainer {
         self.config.epochs = epochs;
         self.config.warmup_epochs = warmup;
         changed
+    }
+
+    /// Lets a command interrupt an E-step ([`Interrupt`]).
+    pub fn set_interrupt(&mut self, interrupt: Option<Interrupt>) {
+        self.interrupt = interrupt;
+    }
+
+    /// Whether a command came since the E-step began (yielding to the front end to hear it).
+    async fn interrupted(&self) -> Result<(), EngineError> {
+        match &self.interrupt {
+            Some(asked) if asked().await => Err(EngineError::Interrupted),
+            _ => Ok(()),
+        }
     }
 
     /// Lets `helpers` compute parts of each step from now on (on the CPU back end only).
@@ -421,6 +450,19 @@ impl Trainer {
         with_backbone: bool,
         progress: &mut dyn FnMut(Phase),
     ) -> Result<Embedded, EngineError> {
+        self.embed(encoder, data, with_backbone, progress, false)
+            .await
+    }
+
+    /// [`Trainer::embed_all`]; `interruptible`: a command may stop it between chunks.
+    async fn embed(
+        &self,
+        encoder: &Encoder,
+        data: &Dataset,
+        with_backbone: bool,
+        progress: &mut dyn FnMut(Phase),
+        interruptible: bool,
+    ) -> Result<Embedded, EngineError> {
         let n = data.len();
         let chunk = 256;
         let (mut heads, mut backbones) = (Vec::new(), Vec::new());
@@ -440,6 +482,9 @@ impl Trainer {
                 done: end,
                 total: n,
             });
+            if interruptible {
+                self.interrupted().await?;
+            }
         }
         let head = Tensor::cat(heads, 0); // head: [n, feature_dim]
         let backbone = with_backbone.then(|| Tensor::cat(backbones, 0)); // [n, 8w]
@@ -462,7 +507,7 @@ impl Trainer {
         let Embedded {
             head: (feats, host),
             ..
-        } = self.embed_all(&key, data, false, progress).await?;
+        } = self.embed(&key, data, false, progress, true).await?;
         if host.iter().any(|v| !v.is_finite()) {
             self.roll_back();
             return Err(EngineError::NonFinite(format!(
@@ -475,6 +520,7 @@ impl Trainer {
         let points = Points::new(&feats, &host)?;
         let mut levels = Vec::new();
         for (m, &k) in ks.iter().enumerate() {
+            self.interrupted().await?;
             progress(Phase::KMeans {
                 level: m,
                 levels: ks.len(),
@@ -691,6 +737,11 @@ impl Trainer {
             .with_running_stats(&key_stats)
             .update_running_stats(&k_stats, BN_MOMENTUM);
         self.enqueue(k, &idx);
+        if self.diverge_after_epoch == Some(self.epoch) && self.step + 1 == steps {
+            self.model = super::params::map_params(self.model.clone(), |i, p| {
+                if i == 0 { p * f32::NAN } else { p }
+            });
+        }
 
         let record = StepRecord {
             epoch: self.epoch,
@@ -710,6 +761,17 @@ impl Trainer {
         }
         self.history.push(record.clone());
         Ok(record)
+    }
+
+    /// The run as session bytes ([`Trainer::save`]) for a checkpoint, which replaces the last
+    /// good one: when any value is not finite, the update that made it so is undone
+    /// (as for a non-finite loss) and the error says so.
+    pub async fn save_checked(&mut self) -> Result<Vec<u8>, EngineError> {
+        let saved = self.save().await;
+        if let Err(EngineError::NonFinite(_)) = saved {
+            self.roll_back();
+        }
+        saved
     }
 
     /// Goes back to the state before the last update (see [`Snapshot`]).

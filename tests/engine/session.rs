@@ -282,3 +282,106 @@ fn a_time_budget_replans_and_ends_the_run() {
     let epochs = s.trainer().config.epochs;
     assert!(epochs < 1000, "planned {epochs} epochs");
 }
+
+#[test]
+fn an_update_that_breaks_the_weights_at_an_epoch_end_is_never_saved() {
+    // The last step of epoch 1 leaves a non-finite weight behind a finite loss: the epoch's
+    // checkpoint must not replace the last good one (epoch 1's end) with a file that cannot
+    // open; the run stops as diverged, at the state before that update.
+    let page = Options {
+        checkpoint_every_s: 0.0,
+        ..Options::page()
+    };
+    for options in [Options::cli(None), page] {
+        let data = data();
+        let mut t = Trainer::new(&tiny(5), &data, &Device::flex()).expect("trainer");
+        t.diverge_after_epoch = Some(1);
+        let mut s = Session::new(t, data.clone(), options, fake_clock(0.01), false);
+        let updates = ticks(&mut s, 500);
+        assert_eq!(s.state(), RunState::Error);
+        assert_eq!(last_status(&updates).phase, Phase::Failed);
+        assert!(
+            updates
+                .iter()
+                .any(|u| matches!(u, Update::Failed(Failure::Diverged(_)))),
+            "the run says it diverged"
+        );
+        let saved: Vec<&Vec<u8>> = updates
+            .iter()
+            .filter_map(|u| match u {
+                Update::Checkpoint { bytes, .. } => Some(bytes),
+                _ => None,
+            })
+            .collect();
+        assert!(!saved.is_empty(), "epoch 0's end was saved");
+        for bytes in &saved {
+            Trainer::load(bytes, &data, &Device::flex()).expect("every saved file opens");
+        }
+        assert!(
+            checkpoints(&updates).iter().all(|&e| e <= 1),
+            "{:?}",
+            checkpoints(&updates)
+        );
+        // What the run kept is the state before the update that broke it: finite.
+        let mut t = s.into_trainer();
+        assert_eq!((t.epoch, t.step), (1, t.steps_per_epoch(data.len()) - 1));
+        let bytes = block_on(t.save_checked()).expect("the kept state saves");
+        Trainer::load(&bytes, &data, &Device::flex()).expect("and opens");
+    }
+}
+
+#[test]
+fn pause_during_an_e_step_acts_before_the_e_step_ends_and_the_run_goes_on_the_same() {
+    // A front end that hears a pause during the E-step (after its first piece of work): the
+    // E-step gives way at once, the pause applies on the next tick, and after resuming the
+    // E-step runs again from the start and the run equals one that was never paused.
+    let straight = {
+        let mut s = session(&tiny(3), Options::cli(None), fake_clock(0.01), false);
+        ticks(&mut s, 500);
+        s.into_trainer().history
+    };
+    let data = data();
+    let mut t = Trainer::new(&tiny(3), &data, &Device::flex()).expect("trainer");
+    let asked = Rc::new(Cell::new(false));
+    let heard = Rc::new(Cell::new(0usize));
+    {
+        let (asked, heard) = (asked.clone(), heard.clone());
+        t.set_interrupt(Some(Rc::new(move || {
+            heard.set(heard.get() + 1);
+            let now = asked.get();
+            Box::pin(async move { now })
+        })));
+    }
+    let mut s = Session::new(t, data, Options::cli(None), fake_clock(0.01), false);
+    // Train up to the first E-step (after the one warm-up epoch).
+    let mut updates = Vec::new();
+    while s.trainer().epoch < 1 {
+        block_on(s.tick(&mut |u| updates.push(u)));
+    }
+    assert!(s.trainer().clustering.is_none());
+    asked.set(true);
+    let mut during = Vec::new();
+    block_on(s.tick(&mut |u| during.push(u)));
+    assert_eq!(
+        heard.get(),
+        1,
+        "asked after the first piece of the E-step, then given way"
+    );
+    assert!(
+        !during.iter().any(|u| matches!(u, Update::EStep { .. })),
+        "{during:?}"
+    );
+    assert!(
+        s.trainer().clustering.is_none(),
+        "the dropped E-step left nothing behind"
+    );
+    s.command(Command::Pause);
+    asked.set(false);
+    block_on(s.tick(&mut |u| during.push(u)));
+    assert_eq!(s.state(), RunState::Paused);
+    s.command(Command::Resume);
+    ticks(&mut s, 500);
+    assert_eq!(s.state(), RunState::Done);
+    let paused = s.into_trainer().history;
+    assert_eq!(paused, straight, "the same run, pause or not");
+}

@@ -223,3 +223,122 @@ fn hostile_session_files_give_errors_never_panics() {
         paths.len() * hostile().len()
     );
 }
+
+#[test]
+fn lengths_and_counts_past_what_a_run_can_have_are_refused_as_they_are_read() {
+    let data = planted_groups(2, 2, 16, 36, 4);
+    let good = real_session(&data);
+    let (header, tensors) = split(&good);
+    let zeros = |n: usize| Value::Array(vec![json!(0); n]);
+    let first_record = header["history"][0].clone();
+    let mutants: Vec<(&str, Value)> = vec![
+        ("/tensor_lens", zeros(1025)),
+        ("/order", zeros(50_001)),
+        ("/queue_ids", Value::Array(vec![Value::Null; 65_537])),
+        ("/history", Value::Array(vec![first_record; 4097])),
+        ("/clustering/1/0/assignments", zeros(50_001)),
+        ("/clustering/1/0/sizes", zeros(50_001)),
+        ("/config/num_clusters", zeros(65)),
+        ("/tensor_counts", json!([1_000_000_000, 0, 0])),
+        ("/tensor_counts", json!([u64::MAX, u64::MAX, u64::MAX])),
+        ("/seconds", json!(-1e300)),
+        ("/seconds", json!(1e300)),
+        ("/warmup_share", json!(2.0)),
+    ];
+    for (path, value) in mutants {
+        let mut h = header.clone();
+        *h.pointer_mut(path).unwrap() = value;
+        let bytes = join(&h, tensors);
+        let e = Trainer::load(&bytes, &data, &Device::flex()).err();
+        assert!(e.is_some(), "{path}: a session past the bounds loaded");
+    }
+    // Consistency of an opened session: phi > 0, cluster sizes those of the assignments, each
+    // level's K its setting's, the clustering not after the current epoch.
+    let epoch = header["epoch"].as_u64().unwrap();
+    let k1 = header["clustering"][1][1]["k"].as_u64().unwrap();
+    let inconsistent: Vec<(&str, Value)> = vec![
+        ("/clustering/1/0/phi/0", json!(0.0)),
+        ("/clustering/1/0/phi/1", json!(-0.1)),
+        ("/clustering/1/1/sizes/0", json!(0)),
+        ("/clustering/0", json!(epoch + 1)),
+        ("/config/num_clusters", json!([2, k1 + 1])),
+    ];
+    for (path, value) in inconsistent {
+        let mut h = header.clone();
+        *h.pointer_mut(path).unwrap() = value.clone();
+        let e = Trainer::load(&join(&h, tensors), &data, &Device::flex()).err();
+        assert!(
+            e.is_some(),
+            "{path} = {value}: an inconsistent session loaded"
+        );
+    }
+    // A running variance of zero (BatchNorm would divide by its square root).
+    let var = pcl_studio::engine::model::EncoderConfig::new(4, 8)
+        .init(&Device::flex())
+        .running_var_positions()[0];
+    let lens: Vec<usize> = header["tensor_lens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let at = 4 * lens[..var].iter().sum::<usize>();
+    let mut zero_var = tensors.to_vec();
+    zero_var[at..at + 4].copy_from_slice(&0f32.to_le_bytes());
+    let e = Trainer::load(&join(&header, &zero_var), &data, &Device::flex()).err();
+    assert!(e.unwrap().to_string().contains("running variance"));
+
+    // A tensor length one off, with the bytes to match: the header's count and the file's
+    // bytes agree, the tensor does not fit its parameter.
+    let mut h = header.clone();
+    let len0 = h["tensor_lens"][0].as_u64().unwrap();
+    h["tensor_lens"][0] = json!(len0 + 1);
+    let mut t = tensors.to_vec();
+    t.splice(0..0, [0u8; 4]);
+    assert!(Trainer::load(&join(&h, &t), &data, &Device::flex()).is_err());
+}
+
+#[test]
+fn a_session_of_hundreds_of_megabytes_of_zeros_is_refused_within_a_memory_limit() {
+    // The header's `tensor_lens` is 100 million `0,`s (200 MB): read entry by entry into a
+    // list of tensors, it took over 3 GB and aborted the browser's 4 GiB worker. The CLI opens
+    // it under a 1 GiB address-space limit and must answer with a message.
+    let dir = crate::Scratch::new("zeros-session");
+    let data = planted_groups(2, 2, 16, 36, 4);
+    let good = real_session(&data);
+    let (header, _) = split(&good);
+    let mut json = serde_json::to_vec(&header).unwrap();
+    let at = {
+        let text = String::from_utf8_lossy(&json).to_string();
+        text.find("\"tensor_lens\":[").unwrap() + "\"tensor_lens\":[".len()
+    };
+    let zeros = b"0,".repeat(100_000_000);
+    json.splice(at..at, zeros);
+    let mut bytes = b"PCLSTUD1".to_vec();
+    bytes.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&json);
+    let session = dir.join("zeros.pclstudio");
+    std::fs::write(&session, &bytes).unwrap();
+    drop(bytes);
+    let images = dir.join("images");
+    for i in 0..data.len() {
+        let path = images.join(&data.names[i]);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        image::RgbImage::from_raw(36, 36, data.image(i).to_vec())
+            .unwrap()
+            .save(&path)
+            .unwrap();
+    }
+    let r = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(r#"ulimit -v 1048576; exec "$0" export --from "$1" --images "$2" --safetensors "$3""#)
+        .arg(env!("CARGO_BIN_EXE_pcl"))
+        .arg(&session)
+        .arg(&images)
+        .arg(dir.join("x.safetensors"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("1024 entries"), "{stderr}");
+}

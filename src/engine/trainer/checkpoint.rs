@@ -7,14 +7,16 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::super::EngineError;
+use super::super::bounded::{self, Bounded};
 use super::super::config::PclConfig;
 use super::super::data::Dataset;
 use super::super::kmeans::Level;
 use super::super::model::EncoderConfig;
 use super::super::params::{flat_params, read_all};
-use super::super::records::StepRecord;
+use super::super::records::{HISTORY_STEPS, StepRecord};
 use super::super::rng::Rng;
 use super::{Clustering, Trainer};
+use crate::intake::MAX_IMAGES;
 
 impl Trainer {
     /// The whole run as bytes: header JSON, then every tensor as little-endian f32. All reads
@@ -30,6 +32,22 @@ impl Trainer {
         all.extend(velocity);
         all.push(self.queue.clone().reshape([r * d]));
         let values = read_all(all).await?;
+        // A checkpoint replaces the last good one (the CLI's `model`, the page's autosave), and
+        // a file with a non-finite value could never be opened again: the update that broke the
+        // state is undone instead, as for a non-finite loss.
+        let finite = values.iter().flatten().all(|v| v.is_finite())
+            && self.clustering.as_ref().is_none_or(|c| {
+                c.levels
+                    .iter()
+                    .all(|l| l.centroids.iter().chain(&l.phi).all(|v| v.is_finite()))
+            });
+        if !finite {
+            return Err(EngineError::NonFinite(format!(
+                "the weights became non-finite at epoch {} step {}: the last update diverged \
+                 and was undone; lower the learning rate",
+                self.epoch, self.step
+            )));
+        }
         let header = CheckpointHeader {
             format: CHECKPOINT_FORMAT,
             config: self.config.clone(),
@@ -101,16 +119,6 @@ impl Trainer {
         }
         let mut t = Trainer::new(&header.config, data, device)?;
         let [nm, nk, nv] = header.tensor_counts;
-        let named = nm
-            .checked_add(nk)
-            .and_then(|x| x.checked_add(nv))
-            .and_then(|x| x.checked_add(1));
-        if named != Some(values.len()) {
-            return Err(EngineError::Checkpoint(format!(
-                "checkpoint holds {} tensors, its header names {nm} + {nk} + {nv} + 1",
-                values.len(),
-            )));
-        }
         check_state(&header, &values, &t, data.len())?;
         let ad = device.clone().autodiff();
         t.model = super::super::params::load_params(t.model, &values[..nm], &ad)?;
@@ -165,6 +173,22 @@ fn check_state(
     }
     if nv != 0 && nv != nm {
         return bad(format!("{nv} velocities for {nm} parameters"));
+    }
+    let encoder_params = flat_params(&fresh.model).len();
+    if nm != encoder_params || nk != encoder_params {
+        return bad(format!(
+            "{nm} query and {nk} key encoder tensors; the encoder of its settings has \
+             {encoder_params}"
+        ));
+    }
+    for i in fresh.model.running_var_positions() {
+        for (which, v) in [("query", &values[i]), ("key", &values[nm + i])] {
+            if v.iter().any(|&x| x <= 0.0) {
+                return bad(format!(
+                    "a running variance of the {which} encoder is not positive"
+                ));
+            }
+        }
     }
     if nv == nm {
         for (i, (p, v)) in values[..nm]
@@ -221,7 +245,13 @@ fn check_state(
     if h.estep_done.is_some_and(|e| e > h.epoch) {
         return bad("an E-step is recorded after the current epoch".into());
     }
-    if let Some((_, levels)) = &h.clustering {
+    if let Some((epoch, levels)) = &h.clustering {
+        if *epoch > h.epoch {
+            return bad(format!(
+                "its clustering is of epoch {epoch}, after the current epoch {}",
+                h.epoch
+            ));
+        }
         if levels.len() != c.num_clusters.len() {
             return bad(format!(
                 "{} clustering levels, the settings have {}",
@@ -229,7 +259,27 @@ fn check_state(
                 c.num_clusters.len()
             ));
         }
-        for (m, l) in levels.iter().enumerate() {
+        for (m, (l, &want)) in levels.iter().zip(&c.num_clusters).enumerate() {
+            if l.k != want {
+                return bad(format!(
+                    "clustering level {m} has K = {}, its settings {want}",
+                    l.k
+                ));
+            }
+            let mut counted = vec![0usize; l.k.min(n)];
+            for &a in &l.assignments {
+                if let Some(c) = counted.get_mut(a as usize) {
+                    *c += 1;
+                }
+            }
+            if l.sizes.len() == l.k && counted != l.sizes {
+                return bad(format!(
+                    "clustering level {m}: its cluster sizes are not those of its assignments"
+                ));
+            }
+            if l.phi.iter().any(|&p| p <= 0.0) {
+                return bad(format!("clustering level {m} has a concentration phi <= 0"));
+            }
             let fits = l.k >= 1
                 && l.k <= n
                 && l.centroids.len() == l.k * d
@@ -249,6 +299,8 @@ fn check_state(
 }
 
 const MAGIC: &[u8; 8] = b"PCLSTUD1";
+/// Most seconds of training a session may record: 100 days, far past the longest budget.
+const MAX_SECONDS: f64 = 100.0 * 86_400.0;
 /// 2: BatchNorm running statistics among the parameters, the queue's image ids, `norm` in the
 /// config. Format 1 (GroupNorm only) is read and converted (`from_format_1`).
 const CHECKPOINT_FORMAT: u32 = 2;
@@ -259,10 +311,11 @@ pub struct CheckpointHeader {
     pub config: PclConfig,
     pub epoch: usize,
     pub step: usize,
+    #[serde(deserialize_with = "bounded::vec::<_, _, MAX_IMAGES>")]
     order: Vec<usize>,
     rng: Rng,
     queue_ptr: usize,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::vec::<_, _, MAX_QUEUE>")]
     queue_ids: Vec<Option<u32>>,
     /// Seconds of training so far (as of the last budget check).
     #[serde(default)]
@@ -270,10 +323,28 @@ pub struct CheckpointHeader {
     #[serde(default)]
     warmup_share: Option<f64>,
     estep_done: Option<usize>,
+    #[serde(deserialize_with = "bounded_clustering")]
     pub clustering: Option<(usize, Vec<Level>)>,
+    #[serde(deserialize_with = "bounded::vec::<_, _, HISTORY_STEPS>")]
     pub history: Vec<StepRecord>,
     tensor_counts: [usize; 3],
+    #[serde(deserialize_with = "bounded::vec::<_, _, MAX_TENSORS>")]
     tensor_lens: Vec<usize>,
+}
+
+/// Most tensors a session holds: the encoder has a few dozen parameters, each in the query
+/// encoder, the key encoder and the velocity, and the queue.
+const MAX_TENSORS: usize = 1024;
+/// The largest queue the settings allow.
+const MAX_QUEUE: usize = 65_536;
+/// The most clustering levels the settings allow.
+const MAX_LEVELS: usize = 8;
+
+fn bounded_clustering<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<(usize, Vec<Level>)>, D::Error> {
+    let c = Option::<(usize, Bounded<Level, MAX_LEVELS>)>::deserialize(d)?;
+    Ok(c.map(|(epoch, levels)| (epoch, levels.0)))
 }
 
 /// Parses a checkpoint into its header and tensors, checking every length.
@@ -301,30 +372,66 @@ pub fn read_checkpoint(bytes: &[u8]) -> Result<(CheckpointHeader, Vec<Vec<f32>>)
             header.format
         )));
     }
+    // The settings first: later checks (and a front end's reading of the images) rely on them.
+    header.config.check()?;
+    if !(header.seconds.is_finite() && (0.0..=MAX_SECONDS).contains(&header.seconds)) {
+        return Err(bad(format!(
+            "{} seconds of training; a run has 0 to {MAX_SECONDS}",
+            header.seconds
+        )));
+    }
+    if header
+        .warmup_share
+        .is_some_and(|w| !(w.is_finite() && (0.0..=1.0).contains(&w)))
+    {
+        return Err(bad(
+            "the warm-up's share of the run is not between 0 and 1".into()
+        ));
+    }
+    // Every count and length against the header and the bytes present, before anything is
+    // allocated for them.
+    let [nm, nk, nv] = header.tensor_counts;
+    let named = nm
+        .checked_add(nk)
+        .and_then(|x| x.checked_add(nv))
+        .and_then(|x| x.checked_add(1));
+    if named != Some(header.tensor_lens.len()) {
+        return Err(bad(format!(
+            "it lists {} tensor lengths, its header names {nm} + {nk} + {nv} + 1 tensors",
+            header.tensor_lens.len(),
+        )));
+    }
     let mut off = 16 + json.len();
-    let mut values: Vec<Vec<f32>> = Vec::new();
+    let data_bytes = header
+        .tensor_lens
+        .iter()
+        .try_fold(0usize, |sum, &n| n.checked_mul(4)?.checked_add(sum));
+    let present = bytes.len() - off;
+    match data_bytes {
+        Some(need) if need == present => {}
+        Some(need) if need < present => {
+            return Err(bad(format!(
+                "{} trailing bytes after the tensors",
+                present - need
+            )));
+        }
+        need => {
+            return Err(bad(format!(
+                "tensor data truncated: its tensors need {} bytes, the file has {present} after \
+                 the header",
+                need.map_or("more than any file has".into(), |b| b.to_string()),
+            )));
+        }
+    }
+    let mut values: Vec<Vec<f32>> = Vec::with_capacity(header.tensor_lens.len());
     for &n in &header.tensor_lens {
-        // Every length is checked against the bytes that are there before anything is
-        // allocated for it.
-        let end = n.checked_mul(4).and_then(|b| off.checked_add(b));
-        let raw = end.and_then(|end| bytes.get(off..end)).ok_or_else(|| {
-            bad(format!(
-                "tensor data truncated at byte {off} of {}",
-                bytes.len()
-            ))
-        })?;
+        let raw = &bytes[off..off + 4 * n];
         values.push(
             raw.chunks_exact(4)
                 .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
                 .collect(),
         );
         off += 4 * n;
-    }
-    if off != bytes.len() {
-        return Err(bad(format!(
-            "{} trailing bytes after the tensors",
-            bytes.len() - off
-        )));
     }
     if header.format == 1 {
         values = from_format_1(&mut header, values)?;
