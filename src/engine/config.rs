@@ -65,7 +65,9 @@ pub struct PclConfig {
     pub ema_momentum: f64,
     /// r: negatives in the queue. Derived: at most half the images.
     pub queue_size: Option<usize>,
-    /// K per level, coarse to fine. Derived when empty.
+    /// K per level, coarse to fine. Derived when empty. (Read with a bound well past the
+    /// levels allowed, so that `check` names the limit of a long list.)
+    #[serde(deserialize_with = "super::bounded::vec::<_, _, 64>")]
     pub num_clusters: Vec<usize>,
     pub proto_mode: ProtoMode,
     /// Weight of the prototype term (0 = InfoNCE only, the MoCo baseline).
@@ -128,6 +130,35 @@ impl Default for PclConfig {
 
 /// Smallest number of images the trainer accepts: below it neither a batch nor clusters make sense.
 pub const MIN_IMAGES: usize = 16;
+/// The arithmetic rate [`PclConfig::check_demands`] assumes: a fast GPU's, so that only
+/// settings no machine can run in time are refused.
+pub const FAST_DEVICE_FLOPS: f64 = 1e12;
+
+/// The memory a run may use here: a wasm worker's 4 GiB address space; natively the machine's
+/// memory (Linux's /proc/meminfo; 16 GB where it cannot be read).
+pub fn machine_memory_bytes() -> f64 {
+    if cfg!(target_arch = "wasm32") {
+        return 4.0 * (1u64 << 30) as f64;
+    }
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024.0)
+        })
+        .unwrap_or(16e9)
+}
+
+/// Estimated peak memory and E-step arithmetic of a run ([`PclConfig::demands`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Demands {
+    pub memory_bytes: f64,
+    pub estep_flops: f64,
+}
+
+/// The largest `feature_dim`.
+pub const MAX_FEATURE_DIM: usize = 1024;
 
 /// What to tell a user who has fewer than [`MIN_IMAGES`] images.
 pub fn too_few_images(n: usize) -> String {
@@ -171,7 +202,7 @@ pub const LIMITS: &[Limit] = &[
         false,
         " (the encoder's memory grows with its square)",
     ),
-    lim("feature_dim", 1.0, 1024.0, false, ""),
+    lim("feature_dim", 1.0, MAX_FEATURE_DIM as f64, false, ""),
     lim("batch_size", 2.0, 4096.0, false, ""),
     lim("epochs", 1.0, 100_000.0, false, ""),
     lim("warmup_epochs", 0.0, 100_000.0, false, ""),
@@ -338,10 +369,11 @@ pub fn epochs_for_budget(
         }
         c
     };
+    // The epochs left and the E-steps among them, counted in closed form: a plan is checked in
+    // constant time, so planning is linear in the epochs however large the budget.
     let cost = |c: &PclConfig| -> f64 {
-        (epoch..c.epochs)
-            .map(|j| train_secs + if c.estep_before(j) { estep_secs } else { 0.0 })
-            .sum()
+        let left = c.epochs.saturating_sub(epoch);
+        (left as f64) * train_secs + c.esteps_between(epoch, c.epochs) as f64 * estep_secs
     };
     if remaining_secs < 0.5 * train_secs {
         let c = plan(epoch.max(1));
@@ -514,6 +546,75 @@ impl PclConfig {
         Ok(c)
     }
 
+    /// What a run of these (resolved) settings on `n` images asks of the machine, estimated
+    /// before it starts: settings that pass every limit one by one can still be impossible
+    /// together (width 128 with a batch of 1,000; K = 50,000 at 8 levels with 1,000
+    /// iterations and 100 restarts).
+    pub fn demands(&self, n: usize) -> Demands {
+        let (s, w, b) = (
+            self.image_size as f64,
+            self.width as f64,
+            self.batch_size as f64,
+        );
+        let (d, n_f) = (self.feature_dim as f64, n as f64);
+        // One image's activations: w channels at s x s, then 2w, 4w, 8w at a quarter of the
+        // pixels each time (1.875 s^2 w values a layer); training keeps about sixteen such
+        // tensors (convolution, normalisation, ReLU, gradients, the CPU path's gathered taps at
+        // nine times the input); the key pass (no gradient) a third as much.
+        let image_values = 1.875 * s * s * w;
+        let step_bytes = image_values * 16.0 * 4.0 * b * (1.0 + 1.0 / 3.0);
+        // Parameters: four 3x3 convolutions and the head; with the key encoder, velocity,
+        // gradients and the state kept to undo a step.
+        let params =
+            9.0 * (3.0 * w + 2.0 * w * w + 8.0 * w * w + 32.0 * w * w) + 64.0 * w * w + 8.0 * w * d;
+        let params_bytes = params * 4.0 * 5.0;
+        let stored = Self::stored_size(self.image_size) as f64;
+        let data_bytes = n_f * stored * stored * 3.0;
+        let queue_bytes = self.queue_size.unwrap_or(0) as f64 * d * 4.0;
+        // The E-step: every image's embedding, a block of about a million distances, each
+        // level's centroids, kept on the host too.
+        let k_sum: f64 = self.num_clusters.iter().map(|&k| k as f64).sum();
+        let estep_bytes = (n_f * d + 1e6 + k_sum * d) * 4.0 * 2.0;
+        let memory_bytes = step_bytes.max(estep_bytes) + params_bytes + data_bytes + queue_bytes;
+        // Lloyd's assignment step: 2 n K d per iteration, every restart and level; and the
+        // embedding pass (a forward of every image: 18 s^2 (3w + 1.5 w^2) for the convolutions).
+        let forward = 18.0 * s * s * (3.0 * w + 1.5 * w * w);
+        let iterations = (self.kmeans_iters * self.kmeans_restarts) as f64;
+        let estep_flops = 2.0 * n_f * k_sum * d * iterations + n_f * forward;
+        Demands {
+            memory_bytes,
+            estep_flops,
+        }
+    }
+
+    /// Refuses settings whose [`PclConfig::demands`] cannot fit `memory_bytes` or whose E-step
+    /// would take beyond 100 times the time budget (a day without one) even on a fast device
+    /// ([`FAST_DEVICE_FLOPS`]); the message says what to lower.
+    pub fn check_demands(&self, n: usize, memory_bytes: f64) -> Result<(), EngineError> {
+        let need = self.demands(n);
+        let gb = |b: f64| b / 1e9;
+        if need.memory_bytes > memory_bytes {
+            return Err(EngineError::Config(format!(
+                "these settings need about {:.1} GB for {n} images, more than the {:.1} GB this \
+                 device has; lower the width, the batch size or the image size",
+                gb(need.memory_bytes),
+                gb(memory_bytes)
+            )));
+        }
+        let budget_s = self.minutes.map_or(86_400.0, |m| m * 60.0);
+        let estep_s = need.estep_flops / FAST_DEVICE_FLOPS;
+        if estep_s > 100.0 * budget_s {
+            return Err(EngineError::Config(format!(
+                "one E-step of these settings would take about {:.0} minutes even on a fast GPU, \
+                 over 100 times the run's {:.0} minutes; lower the clusters per level, the \
+                 levels, kmeans_iters or kmeans_restarts",
+                estep_s / 60.0,
+                budget_s / 60.0
+            )));
+        }
+        Ok(())
+    }
+
     /// Number of the stored (pre-crop) image side: a little larger than the training size so
     /// that crops have room.
     pub fn stored_size(image_size: usize) -> usize {
@@ -526,6 +627,23 @@ impl PclConfig {
             self.lr * 0.5 * (1.0 + (std::f64::consts::PI * t / self.epochs as f64).cos())
         } else {
             self.lr
+        }
+    }
+
+    /// How many epochs in `from..to` have an E-step before them ([`PclConfig::estep_before`]).
+    pub fn esteps_between(&self, from: usize, to: usize) -> usize {
+        let prototypes = self.proto_weight > 0.0;
+        if !prototypes {
+            return 0;
+        }
+        let every = self.estep_every.max(1);
+        let w = self.warmup_epochs;
+        let (a, b) = (from.max(w) - w, to.max(w) - w);
+        // Multiples of `every` in a..b.
+        if b <= a {
+            0
+        } else {
+            b.div_ceil(every) - a.div_ceil(every)
         }
     }
 
@@ -737,5 +855,89 @@ mod tests {
         assert!(!c.estep_before(1));
         assert!(c.estep_before(2) && !c.estep_before(3) && c.estep_before(4));
         assert!(!c.clone().info_nce_only().estep_before(2));
+    }
+
+    #[test]
+    fn esteps_between_counts_what_estep_before_says() {
+        for (w, every, pw) in [
+            (0, 1, 0.5),
+            (3, 1, 0.5),
+            (2, 3, 1.0),
+            (5, 4, 0.5),
+            (2, 1, 0.0),
+        ] {
+            let c = PclConfig {
+                warmup_epochs: w,
+                estep_every: every,
+                proto_weight: pw,
+                ..PclConfig::default()
+            };
+            for from in 0..12 {
+                for to in 0..14 {
+                    let counted = (from..to).filter(|&j| c.estep_before(j)).count();
+                    assert_eq!(
+                        c.esteps_between(from, to),
+                        counted,
+                        "{w} {every} {from}..{to}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn planning_a_huge_budget_is_linear_and_bounded() {
+        // A day's budget on a folder whose epochs take a millisecond, and a session's
+        // `seconds` of -1e300 (refused on load, but the planner must not care): each plan is
+        // capped at the most epochs a run may have (checking 100,000 plans of up to 100,000
+        // epochs each was the quadratic cost).
+        let c = PclConfig {
+            epochs: 100,
+            warmup_epochs: 10,
+            ..PclConfig::default()
+        };
+        for remaining in [86_400.0, 1e300, f64::MAX] {
+            let (e, w) = epochs_for_budget(&c, 5, remaining, 1e-3, 1e-4, 0.1);
+            assert_eq!(e, 100_000);
+            assert!(w < e);
+        }
+    }
+
+    #[test]
+    fn settings_impossible_together_are_refused_and_the_presets_pass() {
+        let gib = 4.0 * (1u64 << 30) as f64;
+        // Every preset on the sample set's size and on the most images, in the worker's 4 GiB.
+        for p in Preset::ALL {
+            for n in [1870, 50_000] {
+                let c = p.config().resolve(n).unwrap();
+                assert!(
+                    c.check_demands(n, gib).is_ok(),
+                    "{p:?} {n}: {:?}",
+                    c.demands(n)
+                );
+            }
+        }
+        // Width 128 with a batch near 1,000.
+        let wide = PclConfig {
+            width: 128,
+            batch_size: 1000,
+            ..PclConfig::default()
+        }
+        .resolve(10_000)
+        .unwrap();
+        let e = wide.check_demands(10_000, gib).unwrap_err().to_string();
+        assert!(e.contains("GB") && e.contains("width"), "{e}");
+        // K = 50,000 at 8 levels, 1,000 iterations, 100 restarts, on 50,000 images.
+        let slow = PclConfig {
+            num_clusters: vec![50_000; 8],
+            kmeans_iters: 1000,
+            kmeans_restarts: 100,
+            minutes: Some(2.0),
+            ..PclConfig::default()
+        }
+        .resolve(50_000)
+        .unwrap();
+        let e = slow.check_demands(50_000, 1e15).unwrap_err().to_string();
+        assert!(e.contains("E-step") && e.contains("kmeans_restarts"), "{e}");
     }
 }
