@@ -12,6 +12,9 @@ pub const MAX_PIXELS: u64 = 100_000_000;
 pub const MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
 /// Most images one data set holds (at 32 px training, 36x36 RGB stored: 194 MB).
 pub const MAX_IMAGES: usize = 50_000;
+/// Largest session file opened (an import, a lesson, the CLI's `--resume` and `--from`): a
+/// width-128 run with a 65,536-row queue of 1,024-d features is about 0.3 GB.
+pub const MAX_SESSION_BYTES: u64 = 1 << 30;
 /// How much of a file's start is read first for [`check_header`]; where the size lies further
 /// in (JPEG metadata, GIF extensions), [`header_bytes_needed`] says how far to read.
 pub const HEAD_BYTES: usize = 256 * 1024;
@@ -220,6 +223,23 @@ pub fn check_header(len: u64, head: &[u8]) -> Result<(Format, Option<(u32, u32)>
     Ok((format, dims))
 }
 
+/// Most files the browser decodes at once, and most of their pixels (a decoded bitmap holds 4
+/// bytes a pixel outside the wasm memory: 8 files of 100 megapixels would be 3.2 GB).
+pub const DECODING_FILES: usize = 8;
+pub const DECODING_PIXELS: u64 = 64_000_000;
+
+/// Whether a file of `pixels` (from its header) may start decoding while `files` of `in_flight`
+/// pixels are decoding. A file alone always may: the per-file limit already bounds it.
+pub fn may_start_decoding(files: usize, in_flight: u64, pixels: u64) -> bool {
+    files == 0 || (files < DECODING_FILES && in_flight.saturating_add(pixels) <= DECODING_PIXELS)
+}
+
+/// The pixels a checked header promises ([`check_header`]); where it gave no size (a whole
+/// small file read), the most a file may have, so that it decodes alone.
+pub fn header_pixels(dims: Option<(u32, u32)>) -> u64 {
+    dims.map_or(MAX_PIXELS, |(w, h)| w as u64 * h as u64)
+}
+
 /// Refuses empty and oversized files from their size alone.
 pub fn check_size(len: u64) -> Result<(), String> {
     if len == 0 {
@@ -370,5 +390,26 @@ mod tests {
         }
         assert_eq!(eta_seconds(10, 30, 5.0), Some(10.0));
         assert_eq!(eta_seconds(0, 30, 5.0), None);
+    }
+
+    #[test]
+    fn decoding_is_bounded_by_pixels_not_only_by_files() {
+        // Small files: eight at a time.
+        let mut in_flight = Vec::new();
+        for _ in 0..20 {
+            let total: u64 = in_flight.iter().sum();
+            if !may_start_decoding(in_flight.len(), total, 1_000_000) {
+                break;
+            }
+            in_flight.push(1_000_000);
+        }
+        assert_eq!(in_flight.len(), DECODING_FILES);
+        // 100-megapixel files: one at a time, never none.
+        assert!(may_start_decoding(0, 0, 100_000_000));
+        assert!(!may_start_decoding(1, 100_000_000, 100_000_000));
+        assert!(!may_start_decoding(1, 40_000_000, 30_000_000));
+        assert!(may_start_decoding(1, 30_000_000, 30_000_000));
+        assert_eq!(header_pixels(None), MAX_PIXELS);
+        assert_eq!(header_pixels(Some((4000, 3000))), 12_000_000);
     }
 }

@@ -135,7 +135,13 @@ fn device_for(backend: Option<&str>) -> Result<(Device, crate::compute::BackendI
 
 /// Entry point of the binary: returns the process exit code.
 pub fn main_with_args(args: Vec<String>) -> i32 {
+    // `pcl COMMAND --help` (or -h) anywhere: the usage, for every command.
+    let help = args.iter().skip(1).any(|a| a == "--help" || a == "-h");
     let result = match args.first().map(String::as_str) {
+        Some(_) if help => {
+            println!("{USAGE}");
+            Ok(())
+        }
         Some("train") => parse_train(&args[1..]).and_then(|a| train(&a)),
         Some("probe") => probe(&args[1..]),
         Some("pixels") => pixels(&args[1..]),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 
 use super::progress::Bar;
-use super::train::{run_images, write};
+use super::train::{read_session, run_images, write};
 use super::{USAGE, device_for, images};
 use crate::compute::probe_step;
 use crate::engine::{self, PclConfig};
@@ -24,6 +24,15 @@ pub(super) fn probe(args: &[String]) -> Result<(), String> {
     let loss = futures_lite::future::block_on(probe_step(&device)).map_err(|e| e.to_string())?;
     println!("probe step loss: {loss:.4}");
     Ok(())
+}
+
+/// A PNG file, written as every file of the CLI is ([`write`]).
+fn write_png(path: &Path, image: &image::RgbImage) -> Result<(), String> {
+    let mut png = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    write(path, &png.into_inner())
 }
 
 /// `--name value` pairs of a simple command.
@@ -112,38 +121,25 @@ pub(super) fn sample(args: &[String]) -> Result<(), String> {
     let f = flags(args, &["--out", "--limit"])?;
     let out = PathBuf::from(f.get("--out").ok_or("sample needs --out")?);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("www/sample");
-    let index: serde_json::Value = serde_json::from_slice(
+    let index: engine::data::SampleIndex = serde_json::from_slice(
         &std::fs::read(dir.join("emoji.json")).map_err(|e| format!("sample index: {e}"))?,
     )
     .map_err(|e| format!("sample index: {e}"))?;
     let atlas = image::open(dir.join("emoji.png"))
         .map_err(|e| format!("sample atlas: {e}"))?
         .to_rgb8();
-    let side = index["side"].as_u64().unwrap_or(36) as u32;
-    let cols = index["cols"].as_u64().unwrap_or(64) as usize;
-    let items = index["items"]
-        .as_array()
-        .ok_or("sample index has no items")?;
-    let n = items.len();
-    let take = match f.get("--limit") {
-        Some(l) => l
-            .parse::<usize>()
-            .map_err(|_| "--limit: a number")?
-            .clamp(1, n),
-        None => n,
+    let limit = match f.get("--limit") {
+        Some(l) => Some(l.parse::<usize>().map_err(|_| "--limit: a number")?),
+        None => None,
     };
-    for i in engine::data::spread(n, take) {
-        let part = |k: usize| items[i][k].as_str().unwrap_or("").replace('/', "-");
-        let path = out
-            .join(part(0))
-            .join(part(1))
-            .join(format!("{}.png", part(2)));
+    let (w, h) = (atlas.width() as usize, atlas.height() as usize);
+    let tiles = index.tiles(w, h, limit)?;
+    let (side, take) = (index.side as u32, tiles.len());
+    for t in tiles {
+        let path = out.join(&t.path);
         std::fs::create_dir_all(path.parent().expect("has a folder")).map_err(|e| e.to_string())?;
-        let (x, y) = ((i % cols) as u32 * side, (i / cols) as u32 * side);
-        image::imageops::crop_imm(&atlas, x, y, side, side)
-            .to_image()
-            .save(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let tile = image::imageops::crop_imm(&atlas, t.x as u32, t.y as u32, side, side);
+        write_png(&path, &tile.to_image())?;
     }
     println!("wrote {take} sample images to {}", out.display());
     Ok(())
@@ -160,10 +156,9 @@ pub(super) fn synth(args: &[String]) -> Result<(), String> {
     for i in 0..data.len() {
         let path = out.join(&data.names[i]);
         std::fs::create_dir_all(path.parent().expect("has a folder")).map_err(|e| e.to_string())?;
-        image::RgbImage::from_raw(side as u32, side as u32, data.image(i).to_vec())
-            .expect("sizes match")
-            .save(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let image = image::RgbImage::from_raw(side as u32, side as u32, data.image(i).to_vec())
+            .expect("sizes match");
+        write_png(&path, &image)?;
     }
     println!(
         "wrote {} images in {} classes to {}",
@@ -189,8 +184,8 @@ fn open_run(
         let images = images.ok_or("a session file needs --images (the same images)")?;
         (from.to_path_buf(), PathBuf::from(images))
     };
-    let bytes =
-        std::fs::read(&session).map_err(|e| format!("reading {}: {e}", session.display()))?;
+    let bytes = read_session(&session)?;
+    // Checks the settings too, before `image_size` sizes the images.
     let (header, _) = engine::trainer::read_checkpoint(&bytes).map_err(|e| e.to_string())?;
     let side = PclConfig::stored_size(header.config.image_size);
     let (data, _) = images::load_folder(&images, side, &mut |_, _| {})?;
@@ -278,10 +273,8 @@ pub(super) fn export(args: &[String]) -> Result<(), String> {
         write(&dir.join(metadata), p.metadata_tsv.as_bytes())?;
         write(&dir.join(config), p.config_json.as_bytes())?;
         let side = p.sprite_side as u32;
-        image::RgbImage::from_raw(side, side, p.sprite_rgb)
-            .ok_or("sprite size")?
-            .save(dir.join(sprite))
-            .map_err(|e| format!("{}: {e}", dir.join(sprite).display()))?;
+        let image = image::RgbImage::from_raw(side, side, p.sprite_rgb).ok_or("sprite size")?;
+        write_png(&dir.join(sprite), &image)?;
         println!(
             "wrote the Embedding Projector bundle of {} images to {} (load projector_config.json \
              at projector.tensorflow.org)",

@@ -21,8 +21,46 @@ pub(super) fn run_images(run: &Path) -> Result<PathBuf, String> {
         .ok_or_else(|| "config.json of the run names no images folder; pass --images".into())
 }
 
-pub(super) fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    std::fs::write(path, bytes).map_err(|e| format!("writing {}: {e}", path.display()))
+/// Writes `bytes` so that `path` never holds half a file: into a temporary file in the same
+/// folder, flushed to the disk, then renamed over the old one. Ctrl-C, a kill or a full disk
+/// mid-write leave the old file as it was (a later command reads these files: `--resume`).
+pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    let name = path
+        .file_name()
+        .map_or("out".into(), |n| n.to_string_lossy());
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("writing {}: {e}", path.display()));
+    }
+    // The rename itself reaches the disk with the folder's entry.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
+}
+
+/// A session file (a run's `model`, a page's export), refused above
+/// [`crate::intake::MAX_SESSION_BYTES`] before it is read.
+pub(super) fn read_session(path: &Path) -> Result<Vec<u8>, String> {
+    let max = crate::intake::MAX_SESSION_BYTES;
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("reading {}: {e}", path.display()))?
+        .len();
+    if size > max {
+        return Err(format!(
+            "{} is {size} bytes; a session file has at most {max}",
+            path.display()
+        ));
+    }
+    std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))
 }
 
 pub fn train(a: &TrainArgs) -> Result<(), String> {
@@ -39,7 +77,7 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
     let resume_bytes = match &a.resume {
         Some(path) => {
             let file = session_file.cloned().unwrap_or_else(|| path.join("model"));
-            Some(std::fs::read(&file).map_err(|e| format!("reading {}: {e}", file.display()))?)
+            Some(read_session(&file)?)
         }
         None => None,
     };
@@ -94,7 +132,7 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
     let (device, info) = device_for(a.backend.as_deref())?;
     eprintln!("device: {} ({:?})", info.adapter, info.kind);
 
-    let trainer = match &resume_bytes {
+    let mut trainer = match &resume_bytes {
         Some(bytes) => {
             let mut t = Trainer::load(bytes, &data, &device).map_err(|e| e.to_string())?;
             if a.epochs.is_some() || a.minutes.is_some() {
@@ -105,6 +143,10 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
         }
         None => Trainer::new(&config, &data, &device).map_err(|e| e.to_string())?,
     };
+    // Test hook (tests/engine/cli.rs): the update that ends this epoch breaks the weights.
+    trainer.diverge_after_epoch = std::env::var("PCL_TEST_DIVERGE_AFTER_EPOCH")
+        .ok()
+        .and_then(|e| e.parse().ok());
     std::fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
     let mut saved_config = serde_json::to_value(&trainer.config).map_err(|e| e.to_string())?;
     saved_config["images"] = serde_json::Value::String(images.to_string_lossy().into());

@@ -142,6 +142,63 @@ pub fn spread(n: usize, take: usize) -> impl Iterator<Item = usize> {
     (0..take).map(move |j| j * n / take)
 }
 
+/// The built-in sample set's index (www/sample/emoji.json, made by scripts/make-sample-set.py):
+/// tiles of `side` px in an atlas `cols` tiles wide, `[group, subgroup, name]` per tile.
+#[derive(Deserialize)]
+pub struct SampleIndex {
+    pub side: usize,
+    pub cols: usize,
+    pub count: usize,
+    pub items: Vec<[String; 3]>,
+}
+
+/// One tile of the sample atlas: where it lies and what it is called.
+#[derive(Debug, PartialEq)]
+pub struct SampleTile {
+    pub x: usize,
+    pub y: usize,
+    /// `group/subgroup/name.png` (a slash inside a part becomes `-`).
+    pub path: String,
+}
+
+impl SampleIndex {
+    /// `limit` tiles spread over the set, checked against an atlas of `w` x `h` pixels: an
+    /// empty, stale or damaged index (a cached file of another build) is an error, not a panic.
+    pub fn tiles(
+        &self,
+        w: usize,
+        h: usize,
+        limit: Option<usize>,
+    ) -> Result<Vec<SampleTile>, String> {
+        let n = self.count.min(self.items.len());
+        if n == 0 || self.side == 0 || self.cols == 0 {
+            return Err(
+                "the sample index lists no images (reload the page to fetch it again)".into(),
+            );
+        }
+        let rows = n.div_ceil(self.cols);
+        let fits = self.cols.checked_mul(self.side).is_some_and(|cw| cw <= w)
+            && rows.checked_mul(self.side).is_some_and(|rh| rh <= h);
+        if !fits {
+            return Err(format!(
+                "the sample index ({n} tiles of {0}x{0} in {1} columns) does not match its \
+                 {w}x{h} atlas (reload the page to fetch both again)",
+                self.side, self.cols
+            ));
+        }
+        Ok(spread(n, limit.unwrap_or(n).max(1))
+            .map(|i| {
+                let part = |k: usize| self.items[i][k].replace('/', "-");
+                SampleTile {
+                    x: (i % self.cols) * self.side,
+                    y: (i / self.cols) * self.side,
+                    path: format!("{}/{}/{}.png", part(0), part(1), part(2)),
+                }
+            })
+            .collect())
+    }
+}
+
 /// Resizes an RGBA image (`w` x `h`) to `side` x `side` RGB: the short side is scaled to `side`
 /// with an area (box) filter, the long side centre-cropped, alpha composited on white.
 pub fn resize_rgba_square(rgba: &[u8], w: usize, h: usize, side: usize) -> Vec<u8> {
@@ -280,5 +337,65 @@ mod tests {
         assert!(e.to_string().contains("2 bytes, expected 3"), "{e}");
         d.push("c".into(), &[0, 0, 0], None).unwrap();
         assert_eq!(d.eval_labels(), None);
+    }
+
+    #[test]
+    fn a_damaged_sample_index_is_an_error_not_a_panic() {
+        let index = |json: &str| serde_json::from_str::<SampleIndex>(json).unwrap();
+        let good = index(
+            r#"{"side":2,"cols":2,"count":3,"items":[["a","b","c"],["a","b/x","d"],["e","f","g"]]}"#,
+        );
+        let tiles = good.tiles(4, 4, None).unwrap();
+        assert_eq!(tiles.len(), 3);
+        assert_eq!(
+            tiles[1],
+            SampleTile {
+                x: 2,
+                y: 0,
+                path: "a/b-x/d.png".into()
+            }
+        );
+        assert_eq!(
+            tiles[2],
+            SampleTile {
+                x: 0,
+                y: 2,
+                path: "e/f/g.png".into()
+            }
+        );
+        assert_eq!(good.tiles(4, 4, Some(1)).unwrap().len(), 1);
+        assert_eq!(good.tiles(4, 4, Some(0)).unwrap().len(), 1);
+        for (json, w, h) in [
+            (r#"{"side":2,"cols":2,"count":0,"items":[]}"#, 4, 4),
+            (r#"{"side":2,"cols":2,"count":5,"items":[]}"#, 4, 4),
+            (
+                r#"{"side":2,"cols":0,"count":1,"items":[["a","b","c"]]}"#,
+                4,
+                4,
+            ),
+            (
+                r#"{"side":0,"cols":2,"count":1,"items":[["a","b","c"]]}"#,
+                4,
+                4,
+            ),
+            // An index of a larger atlas than the one fetched.
+            (
+                r#"{"side":2,"cols":2,"count":3,"items":[["a","b","c"],["a","b","d"],["e","f","g"]]}"#,
+                4,
+                2,
+            ),
+            (
+                r#"{"side":4,"cols":2,"count":1,"items":[["a","b","c"]]}"#,
+                4,
+                4,
+            ),
+            (
+                r#"{"side":99999999999,"cols":99999999999,"count":1,"items":[["a","b","c"]]}"#,
+                4,
+                4,
+            ),
+        ] {
+            assert!(index(json).tiles(w, h, None).is_err(), "{json}");
+        }
     }
 }

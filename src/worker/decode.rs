@@ -13,9 +13,9 @@ use web_sys::{
 
 use super::load::Batch;
 use super::{now_ms, scope};
-use crate::engine::data::{resize_rgba_square, spread};
+use crate::engine::data::{SampleIndex, resize_rgba_square};
 use crate::intake::Label;
-use crate::intake::{HEAD_BYTES, check_header, check_size, header_bytes_needed};
+use crate::intake::{HEAD_BYTES, check_header, check_size, header_bytes_needed, header_pixels};
 
 /// Above this many pixels the browser first draws the image down to a few times the stored
 /// size, so a 50-megapixel photo never needs 200 MB of wasm memory. Such images then differ
@@ -66,9 +66,9 @@ async fn bitmap_of(blob: &Blob) -> Result<ImageBitmap, JsValue> {
         .unchecked_into())
 }
 
-/// The checks from the file's size and header, then the browser's decoder started but not
-/// awaited: the browser decodes several files at once on its own threads.
-pub async fn start_decode(blob: &Blob) -> Result<JsFuture, String> {
+/// The checks from the file's size and header; the pixels its header promises
+/// ([`crate::intake::header_pixels`]).
+pub async fn check_file(blob: &Blob) -> Result<u64, String> {
     let len = blob.size() as u64;
     check_size(len)?;
     // The first 256 KiB, and further where the header walk needs it (metadata before a
@@ -85,7 +85,13 @@ pub async fn start_decode(blob: &Blob) -> Result<JsFuture, String> {
             _ => break head,
         }
     };
-    check_header(len, &head)?;
+    let (_, dims) = check_header(len, &head)?;
+    Ok(header_pixels(dims))
+}
+
+/// The browser's decoder started but not awaited: it decodes several files at once on its own
+/// threads.
+pub fn start_decode(blob: &Blob) -> Result<JsFuture, String> {
     bitmap_promise(blob)
         .map(JsFuture::from)
         .map_err(|_| "the browser cannot decode this file".to_string())
@@ -124,15 +130,6 @@ async fn fetch(url: &str) -> Result<web_sys::Response, String> {
     Ok(response)
 }
 
-#[derive(serde::Deserialize)]
-struct SampleIndex {
-    side: usize,
-    cols: usize,
-    count: usize,
-    /// [group, subgroup, name] per tile.
-    items: Vec<[String; 3]>,
-}
-
 /// The built-in sample set (www/sample, made by scripts/make-sample-set.py): one PNG atlas of
 /// emoji tiles and its index. `limit` picks that many images spread evenly over the set.
 pub async fn load_sample(
@@ -168,23 +165,17 @@ pub async fn load_sample(
     let (w, h) = (bitmap.width() as usize, bitmap.height() as usize);
     let atlas = rgba_of(&bitmap, w as u32, h as u32)?;
     bitmap.close();
-    let n = index.count.min(index.items.len());
-    let take = limit.unwrap_or(n).clamp(1, n);
-    let s = index.side;
-    for i in spread(n, take) {
-        let (col, row) = (i % index.cols, i / index.cols);
+    let tiles = index.tiles(w, h, limit)?;
+    let (s, take) = (index.side, tiles.len());
+    for t in tiles {
         let mut tile = Vec::with_capacity(s * s * 4);
         for y in 0..s {
-            let start = ((row * s + y) * w + col * s) * 4;
+            let start = ((t.y + y) * w + t.x) * 4;
             tile.extend_from_slice(&atlas[start..start + s * 4]);
         }
-        let [group, subgroup, name] = &index.items[i];
         let rgb = resize_rgba_square(&tile, s, s, side);
-        batch.add(
-            format!("{group}/{subgroup}/{name}.png"),
-            Label::from_folder(&format!("{group}/{subgroup}")),
-            rgb,
-        );
+        let label = Label::of_path(&t.path);
+        batch.add(t.path, label, rgb);
     }
     web_sys::console::log_1(
         &format!("sample set: {take} images in {:.0} ms", now_ms() - t0).into(),

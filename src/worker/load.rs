@@ -1,12 +1,11 @@
 //! Taking images in: files the page sent (decoded a few at a time), the sample set, or the
 //! page's own copy after a reload; added to the store in batches the page hears about.
 
+use std::collections::VecDeque;
 use std::rc::Rc;
 
-use super::{
-    DECODE_IN_FLIGHT, STATE, STORE_SIDE, busy_training, decode, error, now_ms, post, post_bytes,
-};
-use crate::intake::{Label, MAX_IMAGES, Skipped, eta_seconds};
+use super::{STATE, STORE_SIDE, busy_training, decode, error, now_ms, post, post_bytes};
+use crate::intake::{Label, MAX_IMAGES, Skipped, eta_seconds, may_start_decoding};
 use crate::protocol::{FromWorker, ImagesAdded};
 
 pub(super) enum Source {
@@ -29,46 +28,43 @@ pub(super) async fn load(source: Source) {
     let result = match source {
         Source::Files(files) => {
             let total = files.len();
-            let mut last_post = 0.0;
-            let mut done = 0;
-            // A few files in flight at once: the browser decodes them in parallel.
-            for chunk in files.chunks(DECODE_IN_FLIGHT) {
-                let mut started = Vec::with_capacity(chunk.len());
-                for (path, blob) in chunk {
-                    let over = count() + batch.names.len() + started.len() >= MAX_IMAGES;
-                    let pending = if over {
-                        Err(format!("over the limit of {MAX_IMAGES} images"))
-                    } else {
-                        decode::start_decode(blob).await
-                    };
-                    started.push((path.clone(), pending));
+            let mut shown = Shown {
+                done: 0,
+                total,
+                t0,
+                last_post: 0.0,
+            };
+            // Files decode a few at once (the browser decodes on its own threads), bounded by
+            // their pixels as well as their count (`may_start_decoding`).
+            let mut in_flight: VecDeque<Decoding> = VecDeque::new();
+            for (path, blob) in files {
+                let checked = if count() + batch.names.len() + in_flight.len() >= MAX_IMAGES {
+                    Err(format!("over the limit of {MAX_IMAGES} images"))
+                } else {
+                    decode::check_file(&blob).await
+                };
+                let pixels = *checked.as_ref().unwrap_or(&0);
+                while !may_start_decoding(
+                    in_flight.len(),
+                    in_flight.iter().map(|f| f.pixels).sum(),
+                    pixels,
+                ) {
+                    let oldest = in_flight
+                        .pop_front()
+                        .expect("no room only while files decode");
+                    oldest.finish(&mut batch).await;
+                    shown.one_more(&mut batch);
                 }
-                for (path, pending) in started {
-                    let decoded = match pending {
-                        Ok(p) => decode::finish_decode(p, STORE_SIDE).await,
-                        Err(reason) => Err(reason),
-                    };
-                    match decoded {
-                        Ok(rgb) => {
-                            let label = Label::of_path(&path);
-                            batch.add(path, label, rgb);
-                        }
-                        Err(reason) => batch.skipped.push(Skipped { file: path, reason }),
-                    }
-                    done += 1;
-                }
-                if now_ms() - last_post > 150.0 {
-                    last_post = now_ms();
-                    post(FromWorker::Loading {
-                        done,
-                        total,
-                        eta_s: eta_seconds(done, total, (now_ms() - t0) / 1000.0),
-                    });
-                    // Thumbnails appear while the rest decodes.
-                    if batch.names.len() >= 256 {
-                        batch.flush(t0, false);
-                    }
-                }
+                let pending = checked.and_then(|_| decode::start_decode(&blob));
+                in_flight.push_back(Decoding {
+                    path,
+                    pending,
+                    pixels,
+                });
+            }
+            for decoding in in_flight {
+                decoding.finish(&mut batch).await;
+                shown.one_more(&mut batch);
             }
             Ok(())
         }
@@ -94,6 +90,58 @@ pub(super) async fn load(source: Source) {
     batch.flush(t0, true);
     if let Err(e) = result {
         error(e);
+    }
+}
+
+/// A file whose decoding has started (or that was refused: `pending` is the reason).
+struct Decoding {
+    path: String,
+    pending: Result<wasm_bindgen_futures::JsFuture, String>,
+    pixels: u64,
+}
+
+impl Decoding {
+    async fn finish(self, batch: &mut Batch) {
+        let decoded = match self.pending {
+            Ok(p) => decode::finish_decode(p, STORE_SIDE).await,
+            Err(reason) => Err(reason),
+        };
+        match decoded {
+            Ok(rgb) => {
+                let label = Label::of_path(&self.path);
+                batch.add(self.path, label, rgb);
+            }
+            Err(reason) => batch.skipped.push(Skipped {
+                file: self.path,
+                reason,
+            }),
+        }
+    }
+}
+
+/// Loading progress as the page sees it: a few times a second, with the thumbnails so far.
+struct Shown {
+    done: usize,
+    total: usize,
+    t0: f64,
+    last_post: f64,
+}
+
+impl Shown {
+    fn one_more(&mut self, batch: &mut Batch) {
+        self.done += 1;
+        if now_ms() - self.last_post > 150.0 {
+            self.last_post = now_ms();
+            post(FromWorker::Loading {
+                done: self.done,
+                total: self.total,
+                eta_s: eta_seconds(self.done, self.total, (now_ms() - self.t0) / 1000.0),
+            });
+            // Thumbnails appear while the rest decodes.
+            if batch.names.len() >= 256 {
+                batch.flush(self.t0, false);
+            }
+        }
     }
 }
 

@@ -85,7 +85,8 @@ fn train_writes_every_output_and_skips_bad_files() {
     let levels = clusters["levels"].as_array().unwrap();
     assert_eq!(levels.len(), 2);
     assert_eq!(levels[1]["k"], 4);
-    assert_eq!(levels[1]["assignment"].as_object().unwrap().len(), n);
+    assert_eq!(levels[1]["assignment"].as_array().unwrap().len(), n);
+    assert_eq!(clusters["files"].as_array().unwrap().len(), n);
     let csv = std::fs::read_to_string(out.join("embeddings.csv")).unwrap();
     assert_eq!(csv.lines().count(), n + 1);
     assert_eq!(csv.lines().nth(1).unwrap().split(',').count(), 2 + 16);
@@ -144,4 +145,155 @@ fn same_pixels_from_a_png_and_from_its_rgba() {
     assert_eq!(via_file, direct);
     // A PNG named .jpg is sniffed by content.
     assert!(pcl_studio::cli::images::decode_bytes(b"GIF89a garbage", 4).is_err());
+}
+
+/// A tiny trained run of `epochs` in a scratch folder: (images, run folder, its scratch guards).
+fn tiny_run(
+    name: &str,
+    epochs: &str,
+    env: &[(&str, &str)],
+) -> (Scratch, Scratch, std::process::Output) {
+    let root = Scratch::new(&format!("{name}-images"));
+    write_folder(&root);
+    let out = Scratch::new(&format!("{name}-out"));
+    let config = out.join("tiny.json");
+    std::fs::write(
+        &config,
+        r#"{"width": 4, "feature_dim": 8, "batch_size": 8, "warmup_epochs": 1,
+            "num_clusters": [2, 4], "kmeans_restarts": 1}"#,
+    )
+    .unwrap();
+    let result = Command::new(env!("CARGO_BIN_EXE_pcl"))
+        .args(["train", "--images"])
+        .arg(&root)
+        .arg("--out")
+        .arg(&out)
+        .args(["--epochs", epochs, "--eval-every", "0", "--config"])
+        .arg(&config)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (root, out, result)
+}
+
+/// The epoch a session file was saved at, after checking that it opens.
+fn saved_epoch(file: &std::path::Path) -> usize {
+    let bytes = std::fs::read(file).unwrap();
+    let (header, _) = pcl_studio::engine::trainer::read_checkpoint(&bytes).expect("it opens");
+    header.epoch
+}
+
+#[test]
+fn a_weight_broken_at_an_epochs_end_never_replaces_the_saved_model() {
+    // The update ending epoch 1 (0-based) leaves a non-finite weight behind a finite loss.
+    let (root, out, r) = tiny_run("cli-diverge", "4", &[("PCL_TEST_DIVERGE_AFTER_EPOCH", "1")]);
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("training stopped"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // OUT/model is the end of epoch 0 (saved as epoch 1), and it resumes.
+    assert_eq!(saved_epoch(&out.join("model")), 1);
+    let resumed = Command::new(env!("CARGO_BIN_EXE_pcl"))
+        .args(["train", "--resume"])
+        .arg(&*out)
+        .args(["--images"])
+        .arg(&*root)
+        .args(["--epochs", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(saved_epoch(&out.join("model")), 2);
+}
+
+#[test]
+fn a_write_killed_midway_leaves_the_old_model_loadable() {
+    let (root, out, r) = tiny_run("cli-killed", "1", &[]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let model = out.join("model");
+    let before = std::fs::read(&model).unwrap();
+    let size = before.len();
+    assert!(
+        size > 8 * 1024,
+        "the model ({size} bytes) must outgrow the limit below"
+    );
+    // The resumed run may write files of at most 4 KiB: writing the model kills it
+    // (SIGXFSZ), as a full disk or Ctrl-C would, in the middle of the write.
+    let killed = Command::new("bash")
+        .arg("-c")
+        .arg(r#"ulimit -f 4; exec "$0" train --resume "$1" --images "$2" --epochs 3"#)
+        .arg(env!("CARGO_BIN_EXE_pcl"))
+        .arg(&*out)
+        .arg(&*root)
+        .output()
+        .unwrap();
+    assert!(!killed.status.success(), "the write limit stopped the run");
+    assert_eq!(
+        std::fs::read(&model).unwrap(),
+        before,
+        "the old model is untouched"
+    );
+    assert_eq!(saved_epoch(&model), 1);
+}
+
+#[test]
+fn a_session_with_impossible_settings_is_refused_before_its_images_are_read() {
+    // image_size 100000 would size every stored image at 112,500 px square (38 GB reserved
+    // for the first); the session's settings are checked first.
+    let (root, out, r) = tiny_run("cli-badsize", "1", &[]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let bytes = std::fs::read(out.join("model")).unwrap();
+    let len = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[16..16 + len]).unwrap();
+    header["config"]["image_size"] = serde_json::json!(100000);
+    let json = serde_json::to_vec(&header).unwrap();
+    let mut bad = bytes[..8].to_vec();
+    bad.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    bad.extend_from_slice(&json);
+    bad.extend_from_slice(&bytes[16 + len..]);
+    let session = out.join("bad.pclstudio");
+    std::fs::write(&session, bad).unwrap();
+    for command in ["export", "layout"] {
+        let mut args = vec![
+            command,
+            "--from",
+            session.to_str().unwrap(),
+            "--images",
+            root.to_str().unwrap(),
+        ];
+        if command == "export" {
+            args.extend(["--safetensors", "x.safetensors"]);
+        }
+        let r = Command::new(env!("CARGO_BIN_EXE_pcl"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{command}: {stderr}");
+        assert!(stderr.contains("image_size"), "{command}: {stderr}");
+    }
+}
+
+#[test]
+fn every_command_prints_its_usage_for_help() {
+    for command in [
+        "train", "probe", "pixels", "synth", "sample", "export", "layout", "decode",
+    ] {
+        for flag in ["--help", "-h"] {
+            let r = Command::new(env!("CARGO_BIN_EXE_pcl"))
+                .args([command, flag])
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&r.stdout);
+            assert!(
+                r.status.success(),
+                "{command} {flag}: {}",
+                String::from_utf8_lossy(&r.stderr)
+            );
+            assert!(stdout.contains("USAGE"), "{command} {flag}: {stdout}");
+        }
+    }
 }
