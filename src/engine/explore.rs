@@ -147,7 +147,8 @@ pub fn neighbours(emb: &[f32], d: usize, index: usize, count: usize) -> Vec<(usi
     sims
 }
 
-/// Every clustering level as JSON: K, epoch, inertia, phi, sizes and the cluster of every file.
+/// Every clustering level as JSON: K, epoch, inertia, phi, sizes and the cluster of every image,
+/// in the order of `files` (a list, not a map by name: two folders may hold equal names).
 pub fn clusters_json(trainer: &Trainer, data: &Dataset) -> String {
     let levels: Vec<serde_json::Value> = trainer
         .clustering
@@ -156,25 +157,21 @@ pub fn clusters_json(trainer: &Trainer, data: &Dataset) -> String {
             c.levels
                 .iter()
                 .map(|l| {
-                    let assignment: serde_json::Map<String, serde_json::Value> = data
-                        .names
-                        .iter()
-                        .zip(&l.assignments)
-                        .map(|(n, &a)| (n.clone(), serde_json::Value::from(a)))
-                        .collect();
                     serde_json::json!({
                         "k": l.k,
                         "epoch": c.epoch,
                         "inertia": l.inertia,
                         "phi": l.phi,
                         "sizes": l.sizes,
-                        "assignment": assignment,
+                        "assignment": l.assignments,
                     })
                 })
                 .collect()
         })
         .unwrap_or_default();
-    serde_json::to_string_pretty(&serde_json::json!({ "levels": levels })).expect("plain data")
+    let files = &data.names;
+    serde_json::to_string_pretty(&serde_json::json!({ "files": files, "levels": levels }))
+        .expect("plain data")
 }
 
 /// One CSV row per image: path, label, then the `d` embedding values.
@@ -202,16 +199,23 @@ pub fn embeddings_csv(data: &Dataset, emb: &[f32], d: usize) -> String {
     csv
 }
 
+/// `s`, with a `'` before it where it would start a spreadsheet formula (a leading
+/// `= + - @`, tab or carriage return; OWASP's advice for CSV injection): for every table a
+/// user may open in a spreadsheet (embeddings.csv, the Projector's metadata.tsv).
+pub fn not_a_formula(s: &str) -> String {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    }
+}
+
 /// A CSV field that a spreadsheet reads as text: quoted where it holds a separator, a quote or
 /// a line break, and a leading `= + - @` (or tab / carriage return), which would start a
 /// formula, neutralised with a `'` (OWASP's advice for CSV injection).
 fn csv_field(s: &str) -> String {
-    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    let text = if formula {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
+    let text = not_a_formula(s);
+    let formula = text.len() != s.len();
     if formula || text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {

@@ -292,10 +292,14 @@ pub const PROJECTOR_FILES: [&str; 4] = [
     "projector_config.json",
 ];
 
-/// A TSV field: tabs and line breaks would split rows and columns.
+/// A TSV field: tabs and line breaks would split rows and columns, and a spreadsheet must not
+/// read it as a formula.
 fn tsv(s: &str) -> String {
-    s.replace(['\t', '\n', '\r'], " ")
+    super::explore::not_a_formula(&s.replace(['\t', '\n', '\r'], " "))
 }
+
+/// The Embedding Projector's largest sprite side.
+pub const MAX_SPRITE_SIDE: usize = 8192;
 
 /// The bundle of `data` with its unit embeddings `emb` [n, d] and the clustering's levels.
 pub fn projector(
@@ -338,13 +342,15 @@ pub fn projector(
         meta.push_str(&row.join("\t"));
         meta.push('\n');
     }
-    let s = data.side;
+    // Thumbnails shrink (box filter) where the grid at full size would pass the Projector's
+    // sprite limit (many images stored at 72 or 108 px).
     let grid = (n as f64).sqrt().ceil().max(1.0) as usize;
+    let s = data.side.min(MAX_SPRITE_SIDE / grid).max(1);
     let side = grid * s;
     let mut sprite = vec![255u8; side * side * 3];
     for i in 0..n {
         let (gx, gy) = ((i % grid) * s, (i / grid) * s);
-        let img = data.image(i);
+        let img = shrink_rgb(data.image(i), data.side, s);
         for y in 0..s {
             let dst = ((gy + y) * side + gx) * 3;
             sprite[dst..dst + s * 3].copy_from_slice(&img[y * s * 3..(y + 1) * s * 3]);
@@ -366,6 +372,32 @@ pub fn projector(
         sprite_rgb: sprite,
         config_json: serde_json::to_string_pretty(&config).expect("plain data"),
     }
+}
+
+/// A square RGB image of side `from` at side `to` <= `from`, each pixel the mean of its block.
+fn shrink_rgb(img: &[u8], from: usize, to: usize) -> std::borrow::Cow<'_, [u8]> {
+    if to >= from {
+        return img.into();
+    }
+    let mut out = Vec::with_capacity(to * to * 3);
+    let span = |i: usize| (i * from / to)..((i + 1) * from / to).max(i * from / to + 1);
+    for y in 0..to {
+        for x in 0..to {
+            let mut sum = [0u32; 3];
+            let (ys, xs) = (span(y), span(x));
+            let count = (ys.len() * xs.len()) as u32;
+            for sy in ys {
+                for sx in xs.clone() {
+                    let p = (sy * from + sx) * 3;
+                    for (acc, &v) in sum.iter_mut().zip(&img[p..p + 3]) {
+                        *acc += v as u32;
+                    }
+                }
+            }
+            out.extend(sum.map(|v| ((v + count / 2) / count) as u8));
+        }
+    }
+    out.into()
 }
 
 /// The bundle as one zip (the page's download): the Projector's four files.

@@ -176,3 +176,50 @@ fn the_pages_png_writer_is_read_by_a_standard_decoder() {
         assert_eq!(img.as_raw(), &rgb);
     }
 }
+
+#[test]
+fn the_projector_bundle_is_formula_safe_and_its_sprite_within_the_projectors_limit() {
+    use pcl_studio::engine::Dataset;
+    use pcl_studio::engine::export::{MAX_SPRITE_SIDE, projector};
+    // 6,000 images stored at 108 px (96-px training): at full size the sprite's grid of 78
+    // would be 8,424 px wide.
+    let side = 108;
+    let n = 6000;
+    let mut data = Dataset::new(side);
+    let img = vec![200u8; side * side * 3];
+    for i in 0..n {
+        let name = if i == 0 {
+            "=HYPERLINK(\"x\").png".to_string()
+        } else {
+            format!("{i}.png")
+        };
+        let folder = if i % 2 == 0 { "+cats" } else { "@dogs" };
+        data.push(format!("{folder}/{name}"), &img, Some(folder))
+            .unwrap();
+    }
+    data.names[1] = "-1.png".into();
+    let d = 2;
+    let emb = vec![0.5f32; n * d];
+    let p = projector(&data, &emb, d, None);
+    assert!(p.sprite_side <= MAX_SPRITE_SIDE, "{}", p.sprite_side);
+    let grid = (n as f64).sqrt().ceil() as usize;
+    assert_eq!(p.sprite_side % grid, 0);
+    assert_eq!(p.sprite_rgb.len(), p.sprite_side * p.sprite_side * 3);
+    // A shrunk uniform thumbnail keeps its colour.
+    assert_eq!(&p.sprite_rgb[..3], &[200, 200, 200]);
+    let config: serde_json::Value = serde_json::from_str(&p.config_json).unwrap();
+    let single = config["embeddings"][0]["sprite"]["singleImageDim"][0]
+        .as_u64()
+        .unwrap();
+    assert_eq!(single as usize * grid, p.sprite_side);
+    // No field of metadata.tsv starts a spreadsheet formula.
+    for row in p.metadata_tsv.lines().skip(1) {
+        for field in row.split('\t') {
+            assert!(!field.starts_with(['=', '+', '-', '@']), "{row}");
+        }
+    }
+    assert!(
+        p.metadata_tsv.contains("'+cats/=HYPERLINK"),
+        "the text stays, as text"
+    );
+}
