@@ -89,6 +89,11 @@ pub enum ToWorker {
     /// Test hook: make the worker trap without a panic message, as running out of memory does
     /// (development builds only).
     SimulateAbort,
+    /// Test hook: in the runs trained from now on, the update ending this epoch breaks the
+    /// weights behind a finite loss (`Trainer::diverge_after_epoch`; development builds only).
+    SimulateDivergence {
+        epoch: usize,
+    },
 }
 
 /// Images added to the worker's store.
@@ -107,10 +112,18 @@ pub struct ImagesAdded {
     pub last: bool,
 }
 
+/// This build's id (build.rs: a hash of the sources): the page, its worker and the worker's
+/// helpers only work together when theirs are equal.
+pub const BUILD_ID: &str = env!("PCL_BUILD_ID");
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum FromWorker {
     /// The worker's wasm is loaded and it listens; messages sent before this would be lost.
-    Ready,
+    /// `build`: its [`BUILD_ID`], which must be the page's (or the main worker's, for a helper).
+    Ready {
+        #[serde(default)]
+        build: String,
+    },
     /// The backend the worker got.
     Backend(BackendInfo),
     /// From a helper: its keys for part `id` (`KeysResult`: `header` its JSON; payload: its

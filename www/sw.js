@@ -1,11 +1,16 @@
 // The site's service worker (scripts/build-site.sh writes VERSION and FILES): the page, both
 // wasm modules and the sample set are cached on the first visit, so later visits load and train
 // with no network. A new build has a new VERSION: it installs beside the old one, takes over,
-// and deletes the old cache.
+// and deletes the old cache. A page left open on the old build that then starts a worker of
+// the new one is told to reload: the page and its workers compare their build ids first.
+// Anything else on the site (a teacher's lessons) comes from the network first; the last few
+// are kept in a small cache of their own for offline visits.
 const VERSION = '__VERSION__';
 const FILES = __FILES__;
 const CACHE = `pcl-studio-${VERSION}`;
 const PREFIX = 'pcl-studio-';
+const LESSONS = 'pcl-lessons';
+const MAX_LESSONS = 8;
 
 self.addEventListener('install', (event) => {
   event.waitUntil((async () => {
@@ -47,15 +52,27 @@ async function answer(request, url) {
   // come from the cache first.
   const cached = await cache.match(request, { ignoreSearch: request.mode === 'navigate' });
   if (cached) return cached;
-  // Anything else (a teacher's lesson files next to the site): the network first, a copy kept
-  // for the next offline visit.
+  // Anything else (a teacher's lesson files next to the site): the network first, so an updated
+  // lesson is seen; a copy kept (one per address, whatever its query) for an offline visit.
+  const key = url.origin + url.pathname;
+  const kept = await caches.open(LESSONS);
   try {
     const response = await fetch(request);
-    if (response.ok) await cache.put(request, response.clone());
+    // A server's page for an unknown address (HTML, often with 200) is no lesson to keep.
+    const html = (response.headers.get('content-type') || '').includes('text/html');
+    if (response.ok && !html) await keep(kept, key, response.clone());
     return response;
   } catch (error) {
-    const kept = await cache.match(request);
-    if (kept) return kept;
+    const copy = await kept.match(key);
+    if (copy) return copy;
     throw error;
   }
+}
+
+// At most MAX_LESSONS copies (they share the browser's quota with the autosave): the oldest go.
+async function keep(cache, key, response) {
+  await cache.delete(key);
+  await cache.put(key, response);
+  const keys = await cache.keys();
+  for (const old of keys.slice(0, Math.max(0, keys.length - MAX_LESSONS))) await cache.delete(old);
 }

@@ -51,6 +51,8 @@ return (async () => {
       let result;
       if (op === 'get') { const r = store.get(key); r.onsuccess = () => { result = r.result; }; }
       else if (op === 'put') store.put(value, key);
+      // Several records in one transaction: all are written or none.
+      else if (op === 'putAll') for (const [k, v] of value) store.put(v, k);
       else store.delete(key);
       tx.oncomplete = () => ok(result);
       // A full disk or quota aborts the transaction (`abort`, not `error`).
@@ -68,20 +70,24 @@ a.href = url; a.download = name; document.body.appendChild(a); a.click(); a.remo
 setTimeout(() => URL.revokeObjectURL(url), 10000);
 "#;
 
-/// Resolves true when this tab holds the autosave lock (for as long as it lives), false when
-/// another tab does; true where the browser has no Web Locks.
+/// Tells `owned(true)` when this tab holds the autosave lock (kept for as long as it lives),
+/// `owned(false)` when another tab does, and then `owned(true)` once that tab has closed and the
+/// lock passed here; `owned(true)` where the browser has no Web Locks.
 const CLAIM: &str = r#"
-return new Promise(ok => {
-  if (!navigator.locks) return ok(true);
-  navigator.locks.request('pcl-studio-autosave', { ifAvailable: true }, lock => {
-    ok(!!lock);
-    return lock ? new Promise(() => {}) : undefined;
-  }).catch(() => ok(true));
-});
+const NAME = 'pcl-studio-autosave';
+const hold = () => { owned(true); return new Promise(() => {}); };
+if (!navigator.locks) return owned(true);
+navigator.locks.request(NAME, { ifAvailable: true }, (lock) => {
+  if (lock) return hold();
+  owned(false);
+  navigator.locks.request(NAME, hold).catch(() => {});
+}).catch(() => owned(true));
 "#;
 
 /// `fetch(path, max)` -> ArrayBuffer of a file on the page's own origin: the resolved address
-/// is checked before any request, and a redirect elsewhere fails (`same-origin` mode).
+/// is checked before any request, and a redirect elsewhere fails (`same-origin` mode). The body
+/// is read as a stream with a running count, so a chunked or compressed response (whose length
+/// the headers do not tell) is cut off at `max` bytes, not read whole first.
 const FETCH_OWN: &str = r#"
 return (async () => {
   const url = new URL(path, location.href);
@@ -92,10 +98,22 @@ return (async () => {
   } catch (e) { throw `cannot fetch ${path}: ${e}`; }
   if (!response.ok) throw `cannot fetch ${path}: HTTP ${response.status}`;
   const length = Number(response.headers.get('content-length') || 0);
-  if (length > max) throw `${path} is ${length} bytes, more than the ${max} a session may have`;
-  const bytes = await response.arrayBuffer();
-  if (bytes.byteLength > max) throw `${path} is more than the ${max} bytes a session may have`;
-  return bytes;
+  const over = () => `${path} is more than the ${max} bytes a session may have`;
+  if (length > max) throw over();
+  const reader = response.body.getReader();
+  const parts = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > max) { reader.cancel().catch(() => {}); throw over(); }
+    parts.push(value);
+  }
+  const bytes = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) { bytes.set(p, at); at += p.byteLength; }
+  return bytes.buffer;
 })();
 "#;
 
@@ -104,7 +122,7 @@ thread_local! {
         Function::new_with_args("dt", WALK),
         Function::new_with_args("op, key, value", IDB),
         Function::new_with_args("bytes, name", DOWNLOAD),
-        Function::new_no_args(CLAIM),
+        Function::new_with_args("owned", CLAIM),
         Function::new_with_args("path, max", FETCH_OWN),
     );
 }
@@ -130,15 +148,16 @@ pub fn query_param(name: &str) -> Option<String> {
         .get(name)
 }
 
-/// Whether this tab owns the autosave: one tab of the page at a time does, so two tabs never
-/// overwrite each other's.
-pub async fn claim_autosave() -> bool {
-    let r = FUNCTIONS.with(|f| f.3.call0(&JsValue::NULL));
-    await_promise(r)
-        .await
-        .ok()
-        .and_then(|v| v.as_bool())
-        .unwrap_or(true)
+/// Claims the autosave for this tab: one tab of the page at a time owns it, so two tabs never
+/// overwrite each other's. `owned` hears whether this tab has it now, and again when it passes
+/// here from a tab that closed.
+pub fn claim_autosave(owned: impl FnMut(bool) + 'static) {
+    let owned = Closure::<dyn FnMut(bool)>::new(owned);
+    FUNCTIONS.with(|f| {
+        let _ = f.3.call1(&JsValue::NULL, owned.as_ref());
+    });
+    // The lock's callbacks live as long as the page.
+    owned.forget();
 }
 
 async fn await_promise(v: Result<JsValue, JsValue>) -> Result<JsValue, String> {
@@ -171,8 +190,15 @@ pub async fn idb_get(key: &str) -> Result<JsValue, String> {
     await_promise(r).await
 }
 
-pub async fn idb_put(key: &str, value: &JsValue) -> Result<(), String> {
-    let r = FUNCTIONS.with(|f| f.1.call3(&JsValue::NULL, &"put".into(), &key.into(), value));
+/// Several records in one transaction: all are written, or none.
+pub async fn idb_put_all(records: &[(&str, &JsValue)]) -> Result<(), String> {
+    let pairs: js_sys::Array = records
+        .iter()
+        .map(|(k, v)| JsValue::from(js_sys::Array::of2(&(*k).into(), v)))
+        .collect();
+    let r = FUNCTIONS.with(|f| {
+        f.1.call3(&JsValue::NULL, &"putAll".into(), &JsValue::NULL, &pairs)
+    });
     await_promise(r).await.map(|_| ())
 }
 

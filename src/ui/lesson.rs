@@ -3,9 +3,8 @@
 //! `?sample=64&session=lessons/emoji-64.pclstudio`. Only paths on the page's own origin are
 //! opened; anything that names another origin is refused before any request.
 
-/// Largest lesson session the page downloads (a width-128 run with a 65,536-row queue of
-/// 1,024-d features is about 0.3 GB).
-pub const MAX_LESSON_BYTES: u64 = 1 << 30;
+/// Largest lesson session the page downloads.
+pub const MAX_LESSON_BYTES: u64 = crate::intake::MAX_SESSION_BYTES;
 
 /// Sample-set sizes a link may ask for (the settings card offers the same range).
 pub const SAMPLE_RANGE: std::ops::RangeInclusive<usize> = 16..=50_000;

@@ -13,6 +13,8 @@ pub mod lesson;
 pub mod settings;
 pub mod state;
 #[cfg(target_arch = "wasm32")]
+mod storage;
+#[cfg(target_arch = "wasm32")]
 mod tiles;
 #[cfg(target_arch = "wasm32")]
 pub mod view;

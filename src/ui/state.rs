@@ -25,7 +25,48 @@ pub struct ImagesInfo {
     pub loads: usize,
 }
 
+/// A fingerprint of a set of stored images (side, names, label folders, pixels; FNV-1a over
+/// 8-byte words), as hex: an autosaved session is matched to the images stored beside it by
+/// this, never by their count, so another tab's images can never pass for the run's.
+pub fn images_fingerprint(
+    side: usize,
+    names: &[String],
+    folders: &[String],
+    pixels: &[u8],
+) -> String {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            h = (h ^ u64::from_le_bytes(w.try_into().expect("8 bytes"))).wrapping_mul(PRIME);
+        }
+        for &b in words.remainder() {
+            h = (h ^ b as u64).wrapping_mul(PRIME);
+        }
+        // The length ends each part: ["ab", "c"] and ["a", "bc"] differ.
+        h = (h ^ bytes.len() as u64).wrapping_mul(PRIME);
+    };
+    eat(&(side as u64).to_le_bytes());
+    for s in names.iter().chain(folders) {
+        eat(s.as_bytes());
+    }
+    eat(&(names.len() as u64).to_le_bytes());
+    eat(pixels);
+    format!("{h:016x}")
+}
+
+/// Skipped files listed by name; past these, a count (a folder of thousands of unreadable files
+/// must not freeze the page).
+pub const SKIPPED_SHOWN: usize = 100;
+
 impl ImagesInfo {
+    /// The skipped files the page lists, and how many more there are.
+    pub fn skipped_shown(&self) -> (&[Skipped], usize) {
+        let shown = self.skipped.len().min(SKIPPED_SHOWN);
+        (&self.skipped[..shown], self.skipped.len() - shown)
+    }
+
     /// Images the worker added (the last message of a load ends the loading state).
     fn add(&mut self, added: ImagesAdded) {
         let im = self;
@@ -85,8 +126,10 @@ pub struct PageState {
     pub autosave_offer: Option<(usize, usize)>,
     pub settings_error: Option<String>,
     /// Why autosave is off in this tab (storage full or refused, another tab owns it); the
-    /// worker's autosave bytes are then dropped at once.
+    /// worker's autosave bytes are then not stored.
     pub autosave_off: Option<String>,
+    /// This tab holds the autosave lock: it alone writes and discards the stored run.
+    pub owns_autosave: bool,
     /// Worker crashes in this page so far (each restart backs off; see [`Recovery`]).
     pub crashes: u32,
     /// What the view should do about the last crash (it takes it).
@@ -128,7 +171,15 @@ impl PageState {
     /// Applies a worker message; returns the reply to send, if any.
     pub fn apply(&mut self, msg: FromWorker) -> Option<ToWorker> {
         match msg {
-            FromWorker::Ready => {
+            FromWorker::Ready { build } if build != crate::protocol::BUILD_ID => {
+                self.error = Some(
+                    "this page and its compute worker come from two different builds of \
+                     pcl-studio (the site was updated while the page was open): reload the page"
+                        .into(),
+                );
+                self.gave_up = true;
+            }
+            FromWorker::Ready { .. } => {
                 return Some(ToWorker::Start {
                     force_cpu: self.force_cpu,
                     workers: self.workers,
@@ -439,8 +490,17 @@ mod tests {
     fn ready_starts_the_worker_and_results_are_kept() {
         let mut s = PageState::new(true);
         assert_eq!(s.backend_attr(), "pending");
+        let other = FromWorker::Ready {
+            build: "0123456789abcdef".into(),
+        };
+        assert_eq!(PageState::new(true).apply(other.clone()), None);
+        let mut stale = PageState::new(true);
+        stale.apply(other);
+        assert!(stale.error.as_deref().unwrap().contains("reload the page"));
         assert_eq!(
-            s.apply(FromWorker::Ready),
+            s.apply(FromWorker::Ready {
+                build: crate::protocol::BUILD_ID.into()
+            }),
             Some(ToWorker::Start {
                 force_cpu: true,
                 workers: None
@@ -727,5 +787,81 @@ mod tests {
         });
         assert_eq!(s.hierarchy(1), vec![vec![(2, 2), (1, 1)], vec![(0, 1)]]);
         assert!(s.hierarchy(5).is_empty());
+    }
+
+    #[test]
+    fn thousands_of_skipped_files_list_the_first_hundred_and_a_count() {
+        let mut im = ImagesInfo {
+            skipped: (0..5000)
+                .map(|i| Skipped {
+                    file: format!("{i}.txt"),
+                    reason: "not an image".into(),
+                })
+                .collect(),
+            ..ImagesInfo::default()
+        };
+        let (shown, more) = im.skipped_shown();
+        assert_eq!((shown.len(), more), (SKIPPED_SHOWN, 4900));
+        assert_eq!(shown[0].file, "0.txt");
+        im.skipped.truncate(3);
+        let (shown, more) = im.skipped_shown();
+        assert_eq!((shown.len(), more), (3, 0));
+    }
+
+    #[test]
+    fn the_images_fingerprint_tells_apart_what_a_count_cannot() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let fp =
+            |n: &[&str], f: &[&str], px: &[u8]| images_fingerprint(36, &names(n), &names(f), px);
+        let base = fp(
+            &["a.png", "b.png"],
+            &["x", "y"],
+            &[1, 2, 3, 4, 5, 6, 7, 8, 9],
+        );
+        assert_eq!(
+            base,
+            fp(
+                &["a.png", "b.png"],
+                &["x", "y"],
+                &[1, 2, 3, 4, 5, 6, 7, 8, 9]
+            )
+        );
+        assert_eq!(base.len(), 16);
+        // Same count, other names, labels, pixels or order: another fingerprint.
+        for other in [
+            fp(
+                &["a.png", "c.png"],
+                &["x", "y"],
+                &[1, 2, 3, 4, 5, 6, 7, 8, 9],
+            ),
+            fp(
+                &["a.png", "b.png"],
+                &["x", "z"],
+                &[1, 2, 3, 4, 5, 6, 7, 8, 9],
+            ),
+            fp(
+                &["a.png", "b.png"],
+                &["x", "y"],
+                &[1, 2, 3, 4, 5, 6, 7, 8, 0],
+            ),
+            fp(
+                &["b.png", "a.png"],
+                &["y", "x"],
+                &[1, 2, 3, 4, 5, 6, 7, 8, 9],
+            ),
+            fp(
+                &["a.pngb", ".png"],
+                &["x", "y"],
+                &[1, 2, 3, 4, 5, 6, 7, 8, 9],
+            ),
+            images_fingerprint(
+                72,
+                &names(&["a.png", "b.png"]),
+                &names(&["x", "y"]),
+                &[1, 2, 3, 4, 5, 6, 7, 8, 9],
+            ),
+        ] {
+            assert_ne!(base, other);
+        }
     }
 }

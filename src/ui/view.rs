@@ -10,9 +10,9 @@ use wasm_bindgen::prelude::*;
 use web_sys::{MessageEvent, Worker};
 
 use super::cards::{BackendCard, ExploreCard, GuideCard, ImagesCard, KeepCard, TrainCard};
-use super::js;
 use super::lesson::{Lesson, MAX_LESSON_BYTES};
 use super::state::{PageState, Recovery};
+use super::{js, storage};
 use crate::intake::Label;
 use crate::protocol::{FromWorker, ToWorker};
 
@@ -25,15 +25,17 @@ pub(crate) struct Store {
     pub names: Vec<String>,
     pub labels: Vec<Label>,
     pub pixels: Vec<u8>,
+    /// The images' fingerprint (`storage`), computed once per set of images.
+    pub fingerprint: Option<String>,
 }
 
 /// The worker, and messages held back until it says Ready (earlier ones would be lost: its
-/// handler is installed only once its wasm has loaded).
+/// handler is installed only once its wasm has loaded), each with what it transfers.
 #[derive(Default)]
 struct Link {
     worker: Option<Worker>,
     ready: bool,
-    pending: Vec<JsValue>,
+    pending: Vec<(JsValue, Option<js_sys::Array>)>,
 }
 
 thread_local! {
@@ -49,21 +51,35 @@ thread_local! {
     pub(crate) static STORE: RefCell<Store> = RefCell::new(Store::default());
 }
 
-fn post(message: JsValue) {
+fn post_to(w: &Worker, message: &JsValue, transfer: Option<&js_sys::Array>) {
+    let _ = match transfer {
+        Some(t) => w.post_message_with_transfer(message, t),
+        None => w.post_message(message),
+    };
+}
+
+fn post(message: JsValue, transfer: Option<js_sys::Array>) {
     WORKER.with_borrow_mut(|link| match (&link.worker, link.ready) {
-        (Some(w), true) => {
-            let _ = w.post_message(&message);
-        }
-        _ => link.pending.push(message),
+        (Some(w), true) => post_to(w, &message, transfer.as_ref()),
+        _ => link.pending.push((message, transfer)),
     });
 }
 
 pub(crate) fn send(msg: ToWorker) {
-    post(msg.to_json().into());
+    post(msg.to_json().into(), None);
 }
 
 pub(crate) fn send_with(msg: ToWorker, payload: &JsValue) {
-    post(js_sys::Array::of2(&msg.to_json().into(), payload).into());
+    post(
+        js_sys::Array::of2(&msg.to_json().into(), payload).into(),
+        None,
+    );
+}
+
+/// Sends `buffer` (an ArrayBuffer) to the worker without a copy: this side loses it.
+pub(crate) fn send_transfer(msg: ToWorker, buffer: &JsValue) {
+    let message = js_sys::Array::of2(&msg.to_json().into(), buffer);
+    post(message.into(), Some(js_sys::Array::of1(buffer)));
 }
 
 /// The worker listens now: send what waited.
@@ -71,8 +87,8 @@ fn worker_ready() {
     WORKER.with_borrow_mut(|link| {
         link.ready = true;
         if let Some(w) = &link.worker {
-            for m in link.pending.drain(..) {
-                let _ = w.post_message(&m);
+            for (m, transfer) in link.pending.drain(..) {
+                post_to(w, &m, transfer.as_ref());
             }
         }
     });
@@ -114,6 +130,31 @@ fn expose_pixels() {
         let _ = js_sys::Reflect::set(&w, &"pclSimulateCrash".into(), crash.as_ref());
     }
     crash.forget();
+    // `window.pclFetchOwn(path, max)`: the lesson reader, with a limit a test can reach.
+    let fetch_own =
+        Closure::<dyn Fn(String, f64) -> js_sys::Promise>::new(|path: String, max: f64| {
+            wasm_bindgen_futures::future_to_promise(async move {
+                js::fetch_own(&path, max as u64)
+                    .await
+                    .map(|b| js_sys::ArrayBuffer::from(b).byte_length().into())
+                    .map_err(JsValue::from)
+            })
+        });
+    if let Some(w) = web_sys::window() {
+        let _ = js_sys::Reflect::set(&w, &"pclFetchOwn".into(), fetch_own.as_ref());
+    }
+    fetch_own.forget();
+    // `window.pclSimulateDivergence(epoch)`: runs from now on break their weights at the end of
+    // that epoch (behind a finite loss).
+    let diverge = Closure::<dyn Fn(u32)>::new(|epoch: u32| {
+        send(ToWorker::SimulateDivergence {
+            epoch: epoch as usize,
+        })
+    });
+    if let Some(w) = web_sys::window() {
+        let _ = js_sys::Reflect::set(&w, &"pclSimulateDivergence".into(), diverge.as_ref());
+    }
+    diverge.forget();
     // `window.pclSimulateAbort()`: a worker that dies without a message (out of memory).
     let abort = Closure::<dyn Fn()>::new(|| send(ToWorker::SimulateAbort));
     if let Some(w) = web_sys::window() {
@@ -137,27 +178,26 @@ fn on_worker_message(state: RwSignal<PageState>, version: RwSignal<usize>, e: Me
                 s.names.extend(added.names.iter().cloned());
                 s.labels.extend(added.labels.iter().cloned());
                 s.pixels.extend(b.to_vec());
+                s.fingerprint = None;
             });
             version.update(|v| *v += 1);
-            if added.last {
-                save_images_soon();
-            }
         }
         (FromWorker::ImagesCleared, _) => {
             STORE.with_borrow_mut(|s| {
                 s.pixels.clear();
                 s.names.clear();
                 s.labels.clear();
+                s.fingerprint = None;
             });
             version.update(|v| *v += 1);
         }
         (FromWorker::File { name, .. }, Some(b)) => js::download(b, name),
-        (FromWorker::Autosave { .. }, Some(_))
-            if state.with_untracked(|s| s.autosave_off.is_some()) => {}
-        (FromWorker::Autosave { epoch }, Some(b)) => store_autosave(state, *epoch, b.clone()),
+        (FromWorker::Autosave { epoch }, Some(b)) => {
+            storage::store_autosave(state, *epoch, b.clone())
+        }
         _ => {}
     }
-    let ready = msg == FromWorker::Ready;
+    let ready = matches!(&msg, FromWorker::Ready { build } if build == crate::protocol::BUILD_ID);
     let device_ready = matches!(msg, FromWorker::ProbeStep { .. });
     let mut reply = None;
     state.update(|s| reply = s.apply(msg));
@@ -181,12 +221,11 @@ fn on_worker_message(state: RwSignal<PageState>, version: RwSignal<usize>, e: Me
     }
     open_lesson_session(state);
     recover(state, version);
-    if device_ready && RECOVERING.replace(false) {
-        leptos::task::spawn_local(async move {
-            if let Err(e) = resume_autosave(state).await {
-                state.update(|s| s.error = Some(format!("could not resume after the crash: {e}")));
-            }
-        });
+    if device_ready
+        && RECOVERING.replace(false)
+        && let Err(e) = storage::resume_own()
+    {
+        state.update(|s| s.error = Some(format!("could not resume after the crash: {e}")));
     }
 }
 
@@ -231,38 +270,9 @@ fn open_lesson_session(state: RwSignal<PageState>) {
         return;
     }
     if let Some(bytes) = LESSON.take() {
-        send_with(ToWorker::Import { autosave: false }, &bytes);
+        send_transfer(ToWorker::Import { autosave: false }, &bytes);
         state.update(|s| s.lesson = None);
     }
-}
-
-/// Keeps the worker's autosave bytes in the browser's storage, with the epoch and the image
-/// count they belong to (one record, one transaction: the bytes and what they are never
-/// disagree). A refusal turns autosave off for this tab; training goes on.
-fn store_autosave(state: RwSignal<PageState>, epoch: usize, b: js_sys::Uint8Array) {
-    let images = state.with_untracked(|s| s.images.count);
-    let bytes = b.length() as usize;
-    leptos::task::spawn_local(async move {
-        // One record, one transaction: the bytes and what they are never disagree.
-        let record = js_sys::Object::new();
-        let _ = js_sys::Reflect::set(&record, &"epoch".into(), &(epoch as u32).into());
-        let _ = js_sys::Reflect::set(&record, &"images".into(), &(images as u32).into());
-        let _ = js_sys::Reflect::set(&record, &"bytes".into(), &b);
-        match js::idb_put("session", &record).await {
-            Ok(()) => state.update(|s| {
-                s.autosaved = Some(epoch);
-                s.autosaved_bytes = Some(bytes);
-            }),
-            // Training goes on; later autosaves are dropped instead of piling up.
-            Err(e) => state.update(|s| {
-                s.autosave_off = Some(format!("the browser refused to store it ({e})"));
-                s.error = Some(format!(
-                    "autosave is off: the browser refused to store it ({e}). Training \
-                     goes on; export the session to keep it."
-                ));
-            }),
-        }
-    });
 }
 
 /// Acts on a crash the state has judged (`PageState::crashed`): the old worker goes (its wasm
@@ -288,31 +298,6 @@ fn recover(state: RwSignal<PageState>, version: RwSignal<usize>) {
             );
         }
     }
-}
-
-/// Keeps the loaded images (pixels, names, labels: one record) in the browser's storage, so a
-/// reload can resume an autosave.
-fn save_images_soon() {
-    leptos::task::spawn_local(async move {
-        let record = js_sys::Object::new();
-        STORE.with_borrow(|s| {
-            let strings = |v: &[String]| -> js_sys::Array {
-                v.iter().map(|n| JsValue::from(n.as_str())).collect()
-            };
-            let _ = js_sys::Reflect::set(&record, &"side".into(), &(s.side as u32).into());
-            let _ = js_sys::Reflect::set(&record, &"names".into(), &strings(&s.names));
-            let folders: Vec<String> = s.labels.iter().map(Label::folder).collect();
-            let _ = js_sys::Reflect::set(&record, &"labels".into(), &strings(&folders));
-            let _ = js_sys::Reflect::set(
-                &record,
-                &"pixels".into(),
-                &js_sys::Uint8Array::from(&s.pixels[..]),
-            );
-        });
-        if let Err(e) = js::idb_put("images", &record).await {
-            web_sys::console::warn_1(&format!("images not stored: {e}").into());
-        }
-    });
 }
 
 fn start_worker(state: RwSignal<PageState>, version: RwSignal<usize>) {
@@ -349,38 +334,6 @@ fn start_worker(state: RwSignal<PageState>, version: RwSignal<usize>) {
     }
 }
 
-/// Sends picked files (a folder pick strips the folder's own name from the paths).
-/// Resumes the autosaved run: the stored images go back to the worker, then the session.
-async fn resume_autosave(state: RwSignal<PageState>) -> Result<(), String> {
-    let images = js::idb_get("images").await?;
-    let record = js::idb_get("session").await?;
-    if images.is_undefined() || record.is_undefined() {
-        return Err("no autosave in this browser".into());
-    }
-    let field =
-        |o: &JsValue, k: &str| js_sys::Reflect::get(o, &k.into()).map_err(|e| format!("{e:?}"));
-    let strings = |v: JsValue| -> Vec<String> {
-        js_sys::Array::from(&v)
-            .iter()
-            .filter_map(|s| s.as_string())
-            .collect()
-    };
-    let session = field(&record, "bytes")?;
-    let (names, labels) = (
-        strings(field(&images, "names")?),
-        strings(field(&images, "labels")?)
-            .iter()
-            .map(|f| Label::from_folder(f))
-            .collect(),
-    );
-    let pixels = field(&images, "pixels")?;
-    send(ToWorker::ClearImages);
-    send_with(ToWorker::RestoreImages { names, labels }, &pixels);
-    send_with(ToWorker::Import { autosave: true }, &session);
-    state.update(|s| s.autosave_offer = None);
-    Ok(())
-}
-
 #[component]
 fn App() -> impl IntoView {
     let mut page = PageState::new(js::query_flag("cpu"));
@@ -389,13 +342,7 @@ fn App() -> impl IntoView {
     let version = RwSignal::new(0usize);
     start_worker(state, version);
     open_lesson(state);
-    leptos::task::spawn_local(async move {
-        if !js::claim_autosave().await {
-            state.update(|s| {
-                s.autosave_off = Some("another tab of pcl-studio owns the autosave".into())
-            });
-        }
-    });
+    storage::claim(state);
     // The offer to resume is made when an earlier session left an autosave.
     leptos::task::spawn_local(async move {
         if let Ok(record) = js::idb_get("session").await
@@ -438,17 +385,13 @@ fn App() -> impl IntoView {
 fn AutosaveOffer(state: RwSignal<PageState>) -> impl IntoView {
     let resume = move |_| {
         leptos::task::spawn_local(async move {
-            if let Err(e) = resume_autosave(state).await {
+            if let Err(e) = storage::resume_stored(state).await {
                 state.update(|s| s.error = Some(format!("cannot resume: {e}")));
             }
         })
     };
-    let discard = move |_| {
-        state.update(|s| s.autosave_offer = None);
-        leptos::task::spawn_local(async move {
-            let _ = js::idb_delete("session").await;
-        });
-    };
+    let discard = move |_| leptos::task::spawn_local(storage::discard(state));
+    let owner = move || state.with(|s| s.owns_autosave);
     let offer = Memo::new(move |_| state.with(|s| s.autosave_offer));
     move || {
         offer.get().map(|(epoch, images)| {
@@ -462,7 +405,8 @@ fn AutosaveOffer(state: RwSignal<PageState>) -> impl IntoView {
                     </p>
                     <button data-testid="resume-autosave" on:click=resume>"Resume it"</button>
                     " "
-                    <button on:click=discard>"Discard"</button>
+                    <button data-testid="discard-autosave" on:click=discard disabled=move || !owner()
+                        title="Only the tab that owns the autosave can discard it">"Discard"</button>
                 </section>
             }
         })

@@ -16,7 +16,7 @@ use super::{post, scope};
 use crate::engine::parallel::{
     HelperModels, Helpers, KeysResult, SliceJob, SliceResult, Submitted, run_keys, run_part,
 };
-use crate::protocol::{FromWorker, ToWorker};
+use crate::protocol::{BUILD_ID, FromWorker, ToWorker};
 
 /// At most this many workers share a step (the batch has 4 BatchNorm chunks by default).
 pub(super) const MAX_WORKERS: usize = 4;
@@ -113,7 +113,9 @@ fn start_helper() -> Result<Helper, JsValue> {
                     }
                 };
             match FromWorker::from_json(&text.unwrap_or_default()) {
-                Ok(FromWorker::Ready) => ready.set(true),
+                // A helper of another build (a site updated meanwhile) is not used.
+                Ok(FromWorker::Ready { build }) if build == BUILD_ID => ready.set(true),
+                Ok(FromWorker::Ready { .. }) => dead.set(true),
                 Ok(FromWorker::PartKeys { id, .. }) => settle(&keys, id, Ok(&data)),
                 Ok(FromWorker::PartDone { id, .. }) => settle(&pending, id, Ok(&data)),
                 Ok(FromWorker::PartFailed { id, error }) => {

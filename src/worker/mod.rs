@@ -24,9 +24,6 @@ use crate::engine::Dataset;
 use crate::engine::session::Command;
 use crate::protocol::{FromWorker, RunState, ToWorker};
 
-/// Files whose decoding runs at once while loading.
-const DECODE_IN_FLIGHT: usize = 8;
-
 /// Side of the stored images in the browser: the default 32-px training plus crop room.
 const STORE_SIDE: usize = 36;
 
@@ -43,6 +40,8 @@ struct State {
     pixels_ami: Option<PixelsAmi>,
     /// Helper workers sharing the steps on the CPU fallback.
     helpers: Option<Rc<helpers::Pool>>,
+    /// Test hook (`ToWorker::SimulateDivergence`) for the runs started from now on.
+    diverge_after_epoch: Option<usize>,
 }
 
 /// Raw pixels' AMI against the labels and the fine labels, and the data set's address and size.
@@ -61,6 +60,7 @@ thread_local! {
         loading: false,
         pixels_ami: None,
         helpers: None,
+        diverge_after_epoch: None,
     });
 }
 
@@ -171,7 +171,9 @@ pub fn start() {
     });
     scope().set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     on_message.forget();
-    post(FromWorker::Ready);
+    post(FromWorker::Ready {
+        build: crate::protocol::BUILD_ID.into(),
+    });
 }
 
 fn device() -> Option<Device> {
@@ -231,7 +233,10 @@ async fn handle(msg: ToWorker, payload: JsValue) {
             panic!("simulated crash (test hook)")
         }
         ToWorker::SimulateAbort if cfg!(debug_assertions) => core::arch::wasm32::unreachable(),
-        ToWorker::SimulateCrash | ToWorker::SimulateAbort => {
+        ToWorker::SimulateDivergence { epoch } if cfg!(debug_assertions) => {
+            STATE.with_borrow_mut(|s| s.diverge_after_epoch = Some(epoch))
+        }
+        ToWorker::SimulateCrash | ToWorker::SimulateAbort | ToWorker::SimulateDivergence { .. } => {
             error("test hooks are only in development builds")
         }
         ToWorker::Neighbours { index } => request(Request::Neighbours(index)),

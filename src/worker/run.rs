@@ -83,8 +83,21 @@ pub(super) async fn import(bytes: Vec<u8>, autosave: bool) {
 
 /// Starts the driver of a new run (any earlier run's driver ends at its next turn).
 fn start_run(mut trainer: Trainer, paused: bool, phase: Option<Phase>) {
-    let (data, helpers) = STATE.with_borrow(|s| (s.data.clone(), s.helpers.clone()));
+    let (data, helpers, diverge) =
+        STATE.with_borrow(|s| (s.data.clone(), s.helpers.clone(), s.diverge_after_epoch));
     trainer.set_helpers(helpers.map(|h| h as Rc<dyn Helpers>));
+    trainer.diverge_after_epoch = diverge;
+    // Pause and Stop during an E-step: the worker hears its messages between the E-step's
+    // pieces of work (a turn of the event loop), and the E-step gives way to them.
+    trainer.set_interrupt(Some(Rc::new(|| {
+        Box::pin(async {
+            sleep_ms(0).await;
+            REQUESTS.with_borrow(|q| {
+                q.iter()
+                    .any(|r| matches!(r, Request::Run(Command::Pause | Command::Stop)))
+            })
+        })
+    })));
     let mut session = Session::new(
         trainer,
         data.clone(),

@@ -7,6 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
+import fs from 'node:fs';
 import { openApp, startServer, stopServer, artifacts, loadSample, fillSettings, waitForProbe } from './harness.mjs';
 
 before(startServer);
@@ -25,6 +26,19 @@ async function startRun(page, epochs) {
 }
 
 const errorText = (page) => page.textContent('[data-testid=error]');
+// The stored session's and images' records (what a reload would resume).
+const stored = (page) => page.evaluate(() => new Promise((ok) => {
+  const r = indexedDB.open('pcl-studio', 1);
+  r.onsuccess = () => {
+    const store = r.result.transaction('kv').objectStore('kv');
+    const s = store.get('session');
+    const i = store.get('images');
+    i.onsuccess = () => ok({
+      epoch: s.result?.epoch, images: s.result?.images, fingerprint: s.result?.fingerprint,
+      names: i.result?.names?.length, imagesFingerprint: i.result?.fingerprint,
+    });
+  };
+}));
 const probed = (page) => waitForProbe(page, 60_000);
 
 test('three crashes stop the restarts with a message; the autosave stays', async () => {
@@ -166,5 +180,84 @@ test('a second tab does not take over the autosave of the first', async () => {
     assert.equal(await first.page.getAttribute('[data-testid=autosave]', 'data-off'), 'false');
   } finally {
     await first.browser.close();
+  }
+});
+
+test('an update that breaks the weights at an epoch end never replaces the autosave', async () => {
+  // The update ending epoch 3 leaves a non-finite weight behind a finite loss (a test hook):
+  // the run stops as diverged, and the autosave stays the last good one, which resumes.
+  const { browser, page } = await openApp({ webgpu: false, query: '?cpu' });
+  try {
+    await probed(page);
+    await page.evaluate(() => window.pclSimulateDivergence(3));
+    await startRun(page, 12);
+    await page.waitForFunction(() => /training stopped/.test(document.querySelector('[data-testid=error]')?.textContent ?? ''),
+      null, { timeout: 240_000 });
+    await page.waitForTimeout(1500);
+    const kept = await stored(page);
+    assert.ok(kept.epoch >= 1 && kept.epoch <= 3, `autosave of epoch ${kept.epoch}`);
+    await page.reload();
+    await page.waitForSelector('[data-testid=autosave-offer]', { timeout: 60_000 });
+    await probed(page);
+    await page.click('[data-testid=resume-autosave]');
+    await page.waitForSelector(`[data-testid=status][data-state=paused][data-epoch="${kept.epoch}"]`, { timeout: 60_000 });
+  } finally {
+    await browser.close();
+  }
+});
+
+test('two tabs: the run is stored with its own images, and a crash resumes only the tab\'s own run', async () => {
+  const first = await openApp({ webgpu: false, query: '?cpu' });
+  try {
+    await startRun(first.page, 400);
+    await first.page.waitForFunction(() => Number(document.querySelector('[data-testid=autosave]').dataset.epoch) >= 1,
+      null, { timeout: 120_000, polling: 50 });
+    // A second tab loads other images and trains a run of its own: it stores nothing.
+    const second = await openApp({ webgpu: false, query: '?cpu', context: first.context });
+    const page = second.page;
+    // It is offered the stored run, but cannot discard it: the first tab owns it.
+    await page.waitForSelector('[data-testid=autosave-offer]', { timeout: 60_000 });
+    assert.equal(await page.isDisabled('[data-testid=discard-autosave]'), true);
+    await probed(page);
+    await loadSample(page, 200);
+    await fillSettings(page, { ...TINY, epochs: '400' });
+    await page.click('[data-testid=train]');
+    await page.waitForSelector('[data-testid=status][data-state=training]', { timeout: 60_000 });
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid=status]').dataset.epoch) >= 2,
+      null, { timeout: 120_000, polling: 100 });
+    let kept = await stored(first.page);
+    assert.equal(kept.names, 64);
+    assert.equal(kept.fingerprint, kept.imagesFingerprint, 'the session and its images are one pair');
+    // Its worker crashes: it resumes its own run, not the one the first tab stored.
+    await page.evaluate(() => window.pclSimulateCrash());
+    await page.waitForSelector('[data-testid=status][data-state=paused]', { timeout: 120_000 });
+    assert.doesNotMatch(await errorText(page), /could not resume/);
+    assert.equal(await page.getAttribute('[data-testid=image-count]', 'data-count'), '200');
+    kept = await stored(first.page);
+    assert.equal(kept.fingerprint, kept.imagesFingerprint);
+    // When the first tab closes, the autosave passes to the second.
+    assert.equal(await page.getAttribute('[data-testid=autosave]', 'data-off'), 'true');
+    await first.page.close();
+    await page.waitForSelector('[data-testid=autosave][data-off=false]', { timeout: 30_000 });
+  } finally {
+    await first.browser.close();
+  }
+});
+
+test('a session file over the size limit is refused before it is read', async () => {
+  const { browser, page } = await openApp({ webgpu: false, query: '?cpu' });
+  try {
+    await probed(page);
+    // A sparse file: 1 GiB + 1 byte on disk costs nothing.
+    const big = path.join(artifacts, 'too-big.pclstudio');
+    const fd = fs.openSync(big, 'w');
+    fs.ftruncateSync(fd, 2 ** 30 + 1);
+    fs.closeSync(fd);
+    await page.setInputFiles('[data-testid=import-session]', big);
+    await page.waitForFunction(() => /at most 1073 MB/.test(document.querySelector('[data-testid=error]')?.textContent ?? ''),
+      null, { timeout: 30_000 });
+    fs.rmSync(big);
+  } finally {
+    await browser.close();
   }
 });

@@ -133,3 +133,61 @@ test('a lesson link opens a session next to the site; another origin is refused'
     }
   }
 });
+
+test('lessons come from the network first; a few copies are kept, one per address, no HTML', async () => {
+  if (serverDown) { server = await startServer(site, port); serverDown = false; }
+  const version = fs.readFileSync(path.join(site, 'sw.js'), 'utf8').match(/VERSION = '([0-9a-f]+)'/)[1];
+  const lessons = path.join(site, 'lessons');
+  fs.mkdirSync(lessons, { recursive: true });
+  const { browser, context, page } = await openApp({ webgpu: false, query: '?cpu&workers=1' });
+  try {
+    await page.waitForFunction((v) => document.documentElement.dataset.offline === v, version, { timeout: 120_000 });
+    await page.waitForFunction(() => !!navigator.serviceWorker.controller, null, { timeout: 30_000 });
+    const get = (file) => page.evaluate(async (f) => {
+      const r = await fetch(f);
+      return r.ok ? r.text() : `HTTP ${r.status}`;
+    }, file);
+    const kept = () => page.evaluate(async () => (await (await caches.open('pcl-lessons')).keys()).map((r) => new URL(r.url).pathname));
+    fs.writeFileSync(path.join(lessons, 'note.bin'), 'v1');
+    assert.equal(await get('lessons/note.bin?a=1'), 'v1');
+    // An updated lesson is seen at once, and its address variants are one copy.
+    fs.writeFileSync(path.join(lessons, 'note.bin'), 'v2');
+    assert.equal(await get('lessons/note.bin?a=2'), 'v2');
+    assert.deepEqual(await kept(), ['/lessons/note.bin']);
+    // A page (a server's fallback for an unknown address is HTML) is not kept as a lesson.
+    fs.writeFileSync(path.join(lessons, 'fallback.html'), '<p>not found</p>');
+    assert.match(await get('lessons/fallback.html'), /not found/);
+    assert.ok(!(await kept()).includes('/lessons/fallback.html'));
+    // At most eight copies: the oldest go.
+    for (let i = 0; i < 10; i++) {
+      fs.writeFileSync(path.join(lessons, `l${i}.bin`), `lesson ${i}`);
+      assert.equal(await get(`lessons/l${i}.bin`), `lesson ${i}`);
+    }
+    const copies = await kept();
+    assert.equal(copies.length, 8, copies.join());
+    assert.ok(copies.includes('/lessons/l9.bin') && !copies.includes('/lessons/note.bin'), copies.join());
+    // Offline, the kept copy answers.
+    await context.setOffline(true);
+    assert.equal(await get('lessons/l9.bin'), 'lesson 9');
+    await context.setOffline(false);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('a lesson is read as a stream and cut off at its limit, whatever its length says', async () => {
+  if (serverDown) { server = await startServer(site, port); serverDown = false; }
+  const { browser, page } = await openApp({ webgpu: false, query: '?cpu&workers=1' });
+  try {
+    await page.waitForFunction(() => typeof window.pclFetchOwn === 'function', null, { timeout: 30_000 });
+    fs.writeFileSync(path.join(site, 'small.bin'), Buffer.alloc(1000, 7));
+    assert.equal(await page.evaluate(() => window.pclFetchOwn('small.bin', 4096)), 1000);
+    // A body with no length that does not end: refused once 4 MB have arrived.
+    const started = Date.now();
+    const answer = await page.evaluate(() => window.pclFetchOwn('__endless', 4_000_000).then((n) => `read ${n}`, (e) => String(e)));
+    assert.match(answer, /more than the 4000000 bytes/);
+    assert.ok(Date.now() - started < 30_000, `it took ${Date.now() - started} ms`);
+  } finally {
+    await browser.close();
+  }
+});

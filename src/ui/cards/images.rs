@@ -178,23 +178,30 @@ fn ImageCount(state: RwSignal<PageState>) -> impl IntoView {
             })
         })
     };
-    let skipped_list = Memo::new(move |_| state.with(|s| s.images.skipped.clone()));
+    // Redrawn when the count changes, not on every change of the page's state.
+    let skipped_count = Memo::new(move |_| state.with(|s| s.images.skipped.len()));
     let skipped = move || {
-        skipped_list.with(|list| {
-            (!list.is_empty()).then(|| {
-                view! {
-                    <details open class="skipped">
-                        <summary>{format!("Skipped {} files:", list.len())}</summary>
-                        <ul data-testid="skipped">
-                            {list.iter().map(|f| view! {
-                                <li data-testid="skipped-file" data-file=f.file.clone()>
-                                    <code>{f.file.clone()}</code>": "{f.reason.clone()}
-                                </li>
-                            }).collect_view()}
-                        </ul>
-                    </details>
-                }
-            })
+        let total = skipped_count.get();
+        (total > 0).then(|| {
+            let (shown, more) = state.with_untracked(|s| {
+                let (shown, more) = s.images.skipped_shown();
+                (shown.to_vec(), more)
+            });
+            view! {
+                <details open class="skipped">
+                    <summary>{format!("Skipped {total} files:")}</summary>
+                    <ul data-testid="skipped">
+                        {shown.into_iter().map(|f| view! {
+                            <li data-testid="skipped-file" data-file=f.file.clone()>
+                                <code>{f.file.clone()}</code>": "{f.reason}
+                            </li>
+                        }).collect_view()}
+                    </ul>
+                    {(more > 0).then(|| view! {
+                        <p data-testid="skipped-more">{format!("and {more} more")}</p>
+                    })}
+                </details>
+            }
         })
     };
     view! {

@@ -5,7 +5,7 @@ use web_sys::HtmlInputElement;
 
 use crate::protocol::{ExportKind, ToWorker};
 use crate::ui::state::PageState;
-use crate::ui::view::{send, send_with};
+use crate::ui::view::{send, send_transfer};
 
 #[component]
 pub fn KeepCard(state: RwSignal<PageState>) -> impl IntoView {
@@ -16,9 +16,20 @@ pub fn KeepCard(state: RwSignal<PageState>) -> impl IntoView {
             return;
         };
         input.set_value("");
+        let max = crate::intake::MAX_SESSION_BYTES;
+        if file.size() > max as f64 {
+            return state.update(|s| {
+                s.error = Some(format!(
+                    "{} is {:.0} MB; a session file has at most {} MB (nothing was opened)",
+                    file.name(),
+                    file.size() / 1e6,
+                    max / 1_000_000
+                ))
+            });
+        }
         leptos::task::spawn_local(async move {
             match wasm_bindgen_futures::JsFuture::from(file.array_buffer()).await {
-                Ok(buffer) => send_with(ToWorker::Import { autosave: false }, &buffer),
+                Ok(buffer) => send_transfer(ToWorker::Import { autosave: false }, &buffer),
                 Err(e) => state.update(|s| s.error = Some(format!("cannot read the file: {e:?}"))),
             }
         });
