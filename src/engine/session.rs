@@ -88,8 +88,12 @@ pub struct Options {
     pub checkpoint_every_s: f64,
     /// `Steps` and `Status` after steps at most this often (0: after every step).
     pub report_every_s: f64,
-    /// Run the explorer after every E-step and at the end.
+    /// Run the explorer after E-steps and at the end.
     pub explore: bool,
+    /// The most of the run's time the explorer may take after E-steps: it runs after an
+    /// E-step while its passes so far took at most this share of the time worked (the first
+    /// always; the final view at the end always, exact).
+    pub explore_share: f64,
     /// Label metrics (kNN, AMI, linear probe) every this many epochs and at the end, where
     /// the images have labels; `None`: never.
     pub eval_every: Option<usize>,
@@ -103,6 +107,7 @@ impl Options {
             checkpoint_every_s: 2.0,
             report_every_s: 0.1,
             explore: true,
+            explore_share: 0.1,
             eval_every: None,
         }
     }
@@ -113,6 +118,7 @@ impl Options {
             checkpoint_every_s: 0.0,
             report_every_s: 0.0,
             explore: false,
+            explore_share: 0.0,
             eval_every,
         }
     }
@@ -142,9 +148,10 @@ pub struct Session {
     /// trained a step (so a session failing at once cannot replace the last good autosave).
     dirty: bool,
     /// Seconds of work in this session (pauses excluded), of which E-steps and the explorer's
-    /// passes; epochs timed: what a time budget plans from.
+    /// passes after them, and those passes alone; epochs timed: what a time budget plans from.
     active_secs: f64,
     estep_secs: f64,
+    explore_secs: f64,
     epochs_timed: usize,
     embeddings: Option<(Vec<f32>, usize)>,
     pixels_ami: Option<(Option<f64>, Option<f64>)>,
@@ -183,6 +190,7 @@ impl Session {
             dirty: false,
             active_secs: 0.0,
             estep_secs: 0.0,
+            explore_secs: 0.0,
             epochs_timed: 0,
             embeddings: None,
             pixels_ami: None,
@@ -304,8 +312,14 @@ impl Session {
                     levels,
                     seconds,
                 });
-                if self.options.explore {
+                // The explorer's view after an E-step is for the eye, not for training: on a time
+                // budget of its own, so that the run's minutes go to training.
+                if self.options.explore
+                    && self.explore_secs <= self.options.explore_share * self.active_secs
+                {
+                    let t = (self.clock)();
                     self.explore(emit, true).await;
+                    self.explore_secs += (self.clock)() - t;
                 }
                 // The explorer's pass is part of each E-step's cost in a time budget.
                 let seconds = (self.clock)() - t0;

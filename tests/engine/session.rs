@@ -385,3 +385,34 @@ fn pause_during_an_e_step_acts_before_the_e_step_ends_and_the_run_goes_on_the_sa
     let paused = s.into_trainer().history;
     assert_eq!(paused, straight, "the same run, pause or not");
 }
+
+#[test]
+fn the_explorer_after_e_steps_keeps_to_its_share_of_the_run_and_the_final_view_always_comes() {
+    // tiny(6): warm-up 1, so E-steps before epochs 1..5. A share of 0: only the first E-step's
+    // view (none has taken time yet) and the final one; a share of 1: after every E-step.
+    let explored = |share: f64| {
+        let options = Options {
+            explore_share: share,
+            ..Options::page()
+        };
+        let mut s = session(&tiny(6), options, fake_clock(0.01), false);
+        let updates = ticks(&mut s, 500);
+        assert_eq!(s.state(), RunState::Done);
+        let esteps = updates
+            .iter()
+            .filter(|u| matches!(u, Update::EStep { .. }))
+            .count();
+        let views = updates
+            .iter()
+            .filter(|u| matches!(u, Update::Explored(_)))
+            .count();
+        let last_is_view = updates
+            .iter()
+            .rev()
+            .find(|u| matches!(u, Update::Explored(_) | Update::EStep { .. }))
+            .is_some_and(|u| matches!(u, Update::Explored(r) if r.epoch == 6));
+        (esteps, views, last_is_view)
+    };
+    assert_eq!(explored(0.0), (5, 2, true));
+    assert_eq!(explored(1.0), (5, 6, true));
+}
