@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { chromium } from 'playwright-core';
 import { startServer, stopServer, serverUrl, loadSample, fillSettings, waitForProbe } from './harness.mjs';
 
@@ -34,8 +35,9 @@ try {
   await page.waitForFunction(() => /training stopped/.test(document.querySelector('[data-testid=error]')?.textContent ?? ''),
     null, { timeout: 3_600_000, polling: 20 });
   const shown = await page.getAttribute('[data-testid=autosave]', 'data-epoch');
-  // Killed, not closed: whatever write was in flight is cut.
-  context.browser()?.process()?.kill('SIGKILL');
+  // Killed, not closed: whatever write was in flight is cut (Chromium's processes of this
+  // profile, found by its folder on their command lines).
+  execFileSync('pkill', ['-KILL', '-f', profile]);
   await context.close().catch(() => {});
   console.log(`diverged after epoch ${K} at ${((Date.now() - t0) / 1000).toFixed(0)} s; the page showed the autosave of epoch ${shown}`);
 

@@ -238,9 +238,14 @@ fn Metrics(state: RwSignal<PageState>) -> impl IntoView {
     move || {
         scores.with(|(m, curves)| {
             let m = m.clone()?;
+            let pixels_ami = m.pixels_ami.map(|a| a.to_string()).unwrap_or_default();
+            let level_ami: Vec<String> = m.level_ami.iter().map(|a| a.to_string()).collect();
+            let level_ami = level_ami.join(",");
             Some(view! {
                 <div data-testid="metrics" data-knn=m.report.knn_accuracy.to_string()
-                    data-ami=m.report.ami.to_string() data-nmi=m.report.nmi.to_string()>
+                    data-ami=m.report.ami.to_string() data-nmi=m.report.nmi.to_string()
+                    data-pixels-ami=pixels_ami data-level-ami=level_ami
+                    data-epochs=m.epoch.to_string()>
                     <h3>"How good is the representation? (labels from folders)"</h3>
                     <p>{format!(
                         "kNN accuracy {:.3} · k-means AMI {:.3} / NMI {:.3} · linear probe {:.3}",
