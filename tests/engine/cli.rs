@@ -22,16 +22,24 @@ fn write_folder(root: &std::path::Path) -> usize {
     data.len()
 }
 
-#[test]
-fn train_writes_every_output_and_skips_bad_files() {
-    let root = Scratch::new("cli-images");
+/// `pcl train` on a folder of [`write_folder`] in a scratch folder with tiny settings
+/// (`width`, `feature_dim`): (images, run folder, the command's output, images in the folder).
+fn tiny_run(
+    name: &str,
+    (width, feature_dim): (usize, usize),
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Scratch, Scratch, std::process::Output, usize) {
+    let root = Scratch::new(&format!("{name}-images"));
     let n = write_folder(&root);
-    let out = Scratch::new("cli-out");
+    let out = Scratch::new(&format!("{name}-out"));
     let config = out.join("tiny.json");
     std::fs::write(
         &config,
-        r#"{"width": 8, "feature_dim": 16, "batch_size": 8, "warmup_epochs": 1,
-            "num_clusters": [2, 4], "kmeans_restarts": 1}"#,
+        format!(
+            r#"{{"width": {width}, "feature_dim": {feature_dim}, "batch_size": 8,
+                "warmup_epochs": 1, "num_clusters": [2, 4], "kmeans_restarts": 1}}"#
+        ),
     )
     .unwrap();
     let result = Command::new(env!("CARGO_BIN_EXE_pcl"))
@@ -39,10 +47,18 @@ fn train_writes_every_output_and_skips_bad_files() {
         .arg(&root)
         .arg("--out")
         .arg(&out)
-        .args(["--epochs", "2", "--config"])
+        .args(args)
+        .arg("--config")
         .arg(&config)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
+    (root, out, result, n)
+}
+
+#[test]
+fn train_writes_every_output_and_skips_bad_files() {
+    let (_root, out, result, n) = tiny_run("cli", (8, 16), &["--epochs", "2"], &[]);
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(result.status.success(), "pcl train failed:\n{stderr}");
     assert!(stderr.contains("skipped 2 files"), "{stderr}");
@@ -147,35 +163,6 @@ fn same_pixels_from_a_png_and_from_its_rgba() {
     assert!(pcl_studio::cli::images::decode_bytes(b"GIF89a garbage", 4).is_err());
 }
 
-/// A tiny trained run of `epochs` in a scratch folder: (images, run folder, its scratch guards).
-fn tiny_run(
-    name: &str,
-    epochs: &str,
-    env: &[(&str, &str)],
-) -> (Scratch, Scratch, std::process::Output) {
-    let root = Scratch::new(&format!("{name}-images"));
-    write_folder(&root);
-    let out = Scratch::new(&format!("{name}-out"));
-    let config = out.join("tiny.json");
-    std::fs::write(
-        &config,
-        r#"{"width": 4, "feature_dim": 8, "batch_size": 8, "warmup_epochs": 1,
-            "num_clusters": [2, 4], "kmeans_restarts": 1}"#,
-    )
-    .unwrap();
-    let result = Command::new(env!("CARGO_BIN_EXE_pcl"))
-        .args(["train", "--images"])
-        .arg(&root)
-        .arg("--out")
-        .arg(&out)
-        .args(["--epochs", epochs, "--eval-every", "0", "--config"])
-        .arg(&config)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    (root, out, result)
-}
-
 /// The epoch a session file was saved at, after checking that it opens.
 fn saved_epoch(file: &std::path::Path) -> usize {
     let bytes = std::fs::read(file).unwrap();
@@ -186,7 +173,12 @@ fn saved_epoch(file: &std::path::Path) -> usize {
 #[test]
 fn a_weight_broken_at_an_epochs_end_never_replaces_the_saved_model() {
     // The update ending epoch 1 (0-based) leaves a non-finite weight behind a finite loss.
-    let (root, out, r) = tiny_run("cli-diverge", "4", &[("PCL_TEST_DIVERGE_AFTER_EPOCH", "1")]);
+    let (root, out, r, _) = tiny_run(
+        "cli-diverge",
+        (4, 8),
+        &["--epochs", "4", "--eval-every", "0"],
+        &[("PCL_TEST_DIVERGE_AFTER_EPOCH", "1")],
+    );
     let stderr = String::from_utf8_lossy(&r.stderr);
     assert_eq!(r.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("training stopped"), "{stderr}");
@@ -211,7 +203,12 @@ fn a_weight_broken_at_an_epochs_end_never_replaces_the_saved_model() {
 
 #[test]
 fn a_write_killed_midway_leaves_the_old_model_loadable() {
-    let (root, out, r) = tiny_run("cli-killed", "1", &[]);
+    let (root, out, r, _) = tiny_run(
+        "cli-killed",
+        (4, 8),
+        &["--epochs", "1", "--eval-every", "0"],
+        &[],
+    );
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let model = out.join("model");
     let before = std::fs::read(&model).unwrap();
@@ -243,7 +240,12 @@ fn a_write_killed_midway_leaves_the_old_model_loadable() {
 fn a_session_with_impossible_settings_is_refused_before_its_images_are_read() {
     // image_size 100000 would size every stored image at 112,500 px square (38 GB reserved
     // for the first); the session's settings are checked first.
-    let (root, out, r) = tiny_run("cli-badsize", "1", &[]);
+    let (root, out, r, _) = tiny_run(
+        "cli-badsize",
+        (4, 8),
+        &["--epochs", "1", "--eval-every", "0"],
+        &[],
+    );
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let bytes = std::fs::read(out.join("model")).unwrap();
     let len = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;

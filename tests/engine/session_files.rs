@@ -320,15 +320,9 @@ fn a_session_of_hundreds_of_megabytes_of_zeros_is_refused_within_a_memory_limit(
     let session = dir.join("zeros.pclstudio");
     std::fs::write(&session, &bytes).unwrap();
     drop(bytes);
+    // The file is refused before any image is read: any folder does.
     let images = dir.join("images");
-    for i in 0..data.len() {
-        let path = images.join(&data.names[i]);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        image::RgbImage::from_raw(36, 36, data.image(i).to_vec())
-            .unwrap()
-            .save(&path)
-            .unwrap();
-    }
+    std::fs::create_dir_all(&images).unwrap();
     let r = std::process::Command::new("bash")
         .arg("-c")
         .arg(r#"ulimit -v 1048576; exec "$0" export --from "$1" --images "$2" --safetensors "$3""#)
