@@ -12,6 +12,8 @@ try {
     try {
       await waitForProbe(page, 120_000);
       await loadSample(page, 'all', 180_000);
+      // 'all' cannot name its count in the selector: the whole set is 1,870 images.
+      await page.waitForSelector('[data-testid=image-count][data-state=ready][data-count="1870"]', { timeout: 180_000 });
       const t0 = Date.now();
       await page.click('[data-testid=train]');
       await page.waitForSelector('[data-testid=status][data-state=done]', { timeout: 1_200_000 });
