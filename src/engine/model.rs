@@ -1,4 +1,5 @@
-//! The image encoder: a small CNN backbone and the MLP projection head of PCL v2.
+//! The image encoder: a small CNN backbone and the MLP projection head of PCL v2. (Over 500
+//! lines: one type, `Encoder`, with its normalisation and CPU path; splitting them is open.)
 //!
 //! Normalisation is BatchNorm over ghost batches by default (`NormKind::Batch`), as in the
 //! official code: in training mode every chunk of the batch has its own statistics, and the

@@ -1,3 +1,5 @@
+//! (Over 500 lines: one type, `Session`, its options and updates.)
+//!
 //! One run, one place: the order of work of a training run for every front end. A `Session`
 //! owns the trainer and its images; each `tick` does one unit of work (an SGD step, or an
 //! E-step and the explorer after it) and emits what happened as [`Update`]s: steps, E-steps,

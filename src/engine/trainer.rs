@@ -1,6 +1,7 @@
 //! The EM loop as a step-wise state machine: each `advance` call does one unit of work (an
 //! E-step, or one SGD step) and returns what happened, so a browser worker can pause, resume,
-//! stop and report between calls. Every tensor read is asynchronous.
+//! stop and report between calls. Every tensor read is asynchronous. (Over 500 lines: one type,
+//! `Trainer`, whose step, E-step and undo share its state; its checkpoint is `trainer/`.)
 
 use std::ops::Range;
 use std::rc::Rc;

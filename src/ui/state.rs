@@ -1,5 +1,6 @@
 //! Page state and its transitions, free of any DOM or Leptos type (tested natively). Image
 //! pixels are not in here: the view keeps them in a plain store beside it (see `view.rs`).
+//! (Over 500 lines: one type, `PageState`, and its transitions, with their tests inside.)
 
 use crate::backend::{BackendInfo, BackendKind};
 use crate::engine::PclConfig;
