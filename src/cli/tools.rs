@@ -253,9 +253,9 @@ pub(super) fn export(args: &[String]) -> Result<(), String> {
     let c = &trainer.config;
     let encoder = trainer.encoder();
     if let Some(out) = f.get("--safetensors") {
-        let config = engine::model::EncoderConfig::new(c.width, c.feature_dim).with_norm(c.norm);
-        let st = futures_lite::future::block_on(engine::export::safetensors(&encoder, &config))
-            .map_err(|e| e.to_string())?;
+        let st =
+            futures_lite::future::block_on(engine::export::safetensors(&encoder, &c.encoder()))
+                .map_err(|e| e.to_string())?;
         write(Path::new(out), &st)?;
         println!("wrote {out} ({} bytes)", st.len());
     }

@@ -36,6 +36,13 @@ pub struct EncoderConfig {
 pub const BN_MOMENTUM: f64 = 0.1;
 const EPSILON: f64 = 1e-5;
 
+impl super::config::PclConfig {
+    /// The encoder these settings train.
+    pub fn encoder(&self) -> EncoderConfig {
+        EncoderConfig::new(self.width, self.feature_dim).with_norm(self.norm)
+    }
+}
+
 impl EncoderConfig {
     pub fn new(width: usize, feature_dim: usize) -> Self {
         Self {

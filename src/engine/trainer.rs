@@ -16,8 +16,7 @@ use super::data::Dataset;
 use super::kmeans::{Level, Points, cluster_level};
 use super::loss::{sample_negatives, self_negatives};
 use super::model::{
-    BN_MOMENTUM, BatchStats, Encoder, EncoderConfig, inverse_permutation, l2_normalize, mean_stats,
-    shuffle_for_bn,
+    BN_MOMENTUM, BatchStats, Encoder, inverse_permutation, l2_normalize, mean_stats, shuffle_for_bn,
 };
 use super::parallel::{
     Helpers, JobHeader, JobLevel, PartInputs, PartLevel, Reply, SliceJob, chunks_in, param_sizes,
@@ -157,8 +156,7 @@ impl Trainer {
         let (model, key, queue) = {
             let _seeded = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
             device.seed(config.seed);
-            let enc = EncoderConfig::new(config.width, config.feature_dim).with_norm(config.norm);
-            let model = enc.init(&device.clone().autodiff());
+            let model = config.encoder().init(&device.clone().autodiff());
             // Parameters are drawn lazily; `valid` draws them (before the queue).
             let key = model.valid();
             let r = config.queue_size.expect("resolved");
@@ -387,8 +385,7 @@ impl Trainer {
                 });
                 SliceJob {
                     header: JobHeader {
-                        encoder: EncoderConfig::new(self.config.width, self.config.feature_dim)
-                            .with_norm(self.config.norm),
+                        encoder: self.config.encoder(),
                         params: host[..np].iter().map(Vec::len).collect(),
                         rows: rows.len(),
                         side,

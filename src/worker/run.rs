@@ -8,7 +8,6 @@ use std::rc::Rc;
 use super::{PixelsAmi, STATE, busy_training, device, error, now_ms, post, post_bytes, sleep_ms};
 use crate::engine::config::too_few_images;
 use crate::engine::eval::pca_2d;
-use crate::engine::model::EncoderConfig;
 use crate::engine::parallel::Helpers;
 use crate::engine::session::{Command, Failure, Options, Session, Update};
 use crate::engine::tsne::Tsne;
@@ -242,13 +241,9 @@ async fn export(session: &Session, kind: ExportKind) {
             explore::clusters_json(t, session.data()).into_bytes(),
             "pcl-clusters.json",
         )),
-        ExportKind::Safetensors => {
-            let c = &t.config;
-            let config = EncoderConfig::new(c.width, c.feature_dim).with_norm(c.norm);
-            export::safetensors(&t.encoder(), &config)
-                .await
-                .map(|b| (b, "pcl-encoder.safetensors"))
-        }
+        ExportKind::Safetensors => export::safetensors(&t.encoder(), &t.config.encoder())
+            .await
+            .map(|b| (b, "pcl-encoder.safetensors")),
         ExportKind::Projector => match session.embeddings() {
             Some((emb, d)) => {
                 let bundle = export::projector(session.data(), emb, d, t.clustering.as_ref());

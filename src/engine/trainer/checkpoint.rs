@@ -11,7 +11,6 @@ use super::super::bounded::{self, Bounded};
 use super::super::config::PclConfig;
 use super::super::data::Dataset;
 use super::super::kmeans::Level;
-use super::super::model::EncoderConfig;
 use super::super::params::{flat_params, read_all};
 use super::super::records::{HISTORY_STEPS, StepRecord};
 use super::super::rng::Rng;
@@ -89,9 +88,7 @@ impl Trainer {
     pub async fn save_model(&self) -> Result<Vec<u8>, EngineError> {
         let values = read_all(flat_params(&self.model.valid())).await?;
         let cpu = Device::flex();
-        let copy = EncoderConfig::new(self.config.width, self.config.feature_dim)
-            .with_norm(self.config.norm)
-            .init(&cpu);
+        let copy = self.config.encoder().init(&cpu);
         let copy = super::super::params::load_params(copy, &values, &cpu)?;
         let bytes = copy
             .into_record()
