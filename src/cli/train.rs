@@ -213,15 +213,7 @@ fn show(
 ) -> Result<(), String> {
     match update {
         Update::Status(s) => match s.phase {
-            Phase::KMeans { level, levels, k } => {
-                eprint!(
-                    "\rE-step: k-means level {}/{levels} (K={k})\x1b[K",
-                    level + 1
-                )
-            }
-            Phase::Embedding { done, total } => {
-                eprint!("\rE-step: embedding {done}/{total}\x1b[K")
-            }
+            Phase::KMeans { .. } | Phase::Embedding { .. } => eprint!("\r{}\x1b[K", s.phase),
             Phase::Training => bar.draw(
                 s.epoch * s.steps_per_epoch + s.step,
                 s.epochs * s.steps_per_epoch,

@@ -147,6 +147,41 @@ pub enum Phase {
     Failed,
 }
 
+/// What the run is doing, in words (the page's status line, the CLI's progress line).
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Phase::Waiting | Phase::Training => f.write_str("augment + train"),
+            Phase::Embedding { done, total } => {
+                write!(f, "E-step: embedding images {done}/{total}")
+            }
+            Phase::KMeans { level, levels, k } => {
+                write!(
+                    f,
+                    "E-step: k-means level {} of {levels} (K = {k})",
+                    level + 1
+                )
+            }
+            Phase::Exploring { done, total } if done < total => {
+                write!(
+                    f,
+                    "computing the clusters view: embedding images {done}/{total}"
+                )
+            }
+            Phase::Exploring { .. } => f.write_str("computing the clusters view"),
+            Phase::Resumed { autosave } => write!(
+                f,
+                "resumed from the {}",
+                if *autosave { "autosave" } else { "session" }
+            ),
+            Phase::Paused => f.write_str("paused"),
+            Phase::Finished => f.write_str("finished"),
+            Phase::Stopped => f.write_str("stopped"),
+            Phase::Failed => f.write_str("stopped by an error"),
+        }
+    }
+}
+
 /// Where a run stands.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -282,5 +317,24 @@ mod tests {
             "the start of the run stays drawn"
         );
         assert!(h.windows(2).all(|w| w[0].step < w[1].step));
+    }
+
+    #[test]
+    fn a_phase_reads_the_same_in_the_page_and_the_cli() {
+        let kmeans = Phase::KMeans {
+            level: 0,
+            levels: 3,
+            k: 18,
+        };
+        assert_eq!(kmeans.to_string(), "E-step: k-means level 1 of 3 (K = 18)");
+        let view = Phase::Exploring { done: 5, total: 9 };
+        assert_eq!(
+            view.to_string(),
+            "computing the clusters view: embedding images 5/9"
+        );
+        let done = Phase::Exploring { done: 9, total: 9 };
+        assert_eq!(done.to_string(), "computing the clusters view");
+        let resumed = Phase::Resumed { autosave: true };
+        assert_eq!(resumed.to_string(), "resumed from the autosave");
     }
 }

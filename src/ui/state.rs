@@ -458,27 +458,11 @@ impl PageState {
     }
 }
 
-/// What the run is doing, in words.
+/// What the run is doing, in words (the phase's, with the epoch a run resumed at).
 pub fn phase_words(r: &RunStatus) -> String {
     match &r.phase {
-        Phase::Waiting | Phase::Training => "augment + train".into(),
-        Phase::Embedding { done, total } => format!("E-step: embedding images {done}/{total}"),
-        Phase::KMeans { level, levels, k } => {
-            format!("E-step: k-means level {} of {levels} (K = {k})", level + 1)
-        }
-        Phase::Exploring { done, total } if done < total => {
-            format!("computing the clusters view: embedding images {done}/{total}")
-        }
-        Phase::Exploring { .. } => "computing the clusters view".into(),
-        Phase::Resumed { autosave } => format!(
-            "resumed from the {} at epoch {}",
-            if *autosave { "autosave" } else { "session" },
-            r.epoch
-        ),
-        Phase::Paused => "paused".into(),
-        Phase::Finished => "finished".into(),
-        Phase::Stopped => "stopped".into(),
-        Phase::Failed => "stopped by an error".into(),
+        Phase::Resumed { .. } => format!("{} at epoch {}", r.phase, r.epoch),
+        phase => phase.to_string(),
     }
 }
 #[cfg(test)]
