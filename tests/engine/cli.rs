@@ -248,14 +248,9 @@ fn a_session_with_impossible_settings_is_refused_before_its_images_are_read() {
     );
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let bytes = std::fs::read(out.join("model")).unwrap();
-    let len = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
-    let mut header: serde_json::Value = serde_json::from_slice(&bytes[16..16 + len]).unwrap();
+    let (mut header, tensors) = crate::session_files::split(&bytes);
     header["config"]["image_size"] = serde_json::json!(100000);
-    let json = serde_json::to_vec(&header).unwrap();
-    let mut bad = bytes[..8].to_vec();
-    bad.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    bad.extend_from_slice(&json);
-    bad.extend_from_slice(&bytes[16 + len..]);
+    let bad = crate::session_files::join(&header, tensors);
     let session = out.join("bad.pclstudio");
     std::fs::write(&session, bad).unwrap();
     for command in ["export", "layout"] {

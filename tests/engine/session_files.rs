@@ -62,7 +62,8 @@ fn try_load(bytes: &[u8], data: &Dataset, step: bool) -> Result<bool, String> {
     })
 }
 
-fn split(bytes: &[u8]) -> (Value, &[u8]) {
+/// A session's header and its tensor bytes.
+pub(crate) fn split(bytes: &[u8]) -> (Value, &[u8]) {
     let len = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
     (
         serde_json::from_slice(&bytes[16..16 + len]).unwrap(),
@@ -70,11 +71,16 @@ fn split(bytes: &[u8]) -> (Value, &[u8]) {
     )
 }
 
-fn join(header: &Value, tensors: &[u8]) -> Vec<u8> {
-    let json = serde_json::to_vec(header).unwrap();
+/// A session of `header` and `tensors` (the inverse of [`split`]).
+pub(crate) fn join(header: &Value, tensors: &[u8]) -> Vec<u8> {
+    frame(&serde_json::to_vec(header).unwrap(), tensors)
+}
+
+/// A session of header text `json` (any bytes) and `tensors`.
+fn frame(json: &[u8], tensors: &[u8]) -> Vec<u8> {
     let mut out = b"PCLSTUD1".to_vec();
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&json);
+    out.extend_from_slice(json);
     out.extend_from_slice(tensors);
     out
 }
@@ -314,9 +320,7 @@ fn a_session_of_hundreds_of_megabytes_of_zeros_is_refused_within_a_memory_limit(
     };
     let zeros = b"0,".repeat(100_000_000);
     json.splice(at..at, zeros);
-    let mut bytes = b"PCLSTUD1".to_vec();
-    bytes.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&json);
+    let bytes = frame(&json, &[]);
     let session = dir.join("zeros.pclstudio");
     std::fs::write(&session, &bytes).unwrap();
     drop(bytes);
