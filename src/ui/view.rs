@@ -402,6 +402,9 @@ fn AutosaveOffer(state: RwSignal<PageState>) -> impl IntoView {
                             "An earlier run was saved in this browser at epoch {epoch} on {images} \
                              images."
                         )}
+                        {move || (!owner()).then_some(
+                            " Another tab of pcl-studio owns it: only that tab can discard it."
+                        )}
                     </p>
                     <button data-testid="resume-autosave" on:click=resume>"Resume it"</button>
                     " "
