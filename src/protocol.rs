@@ -73,6 +73,12 @@ pub enum ToWorker {
     },
     /// A t-SNE map of the current embedding (computed between training steps, with progress).
     Tsne,
+    /// The two training views of `count` images that `config`'s augmentation draws for its
+    /// seed (the augmentation panel).
+    Views {
+        config: PclConfig,
+        count: usize,
+    },
     /// To a helper worker, from the worker: compute a part of a training step
     /// (`engine::parallel::SliceJob`: `header` its JSON; payload: its floats, a Float32Array).
     Part {
@@ -110,6 +116,25 @@ pub struct ImagesAdded {
     pub seconds: f64,
     /// The last message of this load.
     pub last: bool,
+}
+
+/// The page trains at this side in pixels (its images are stored at
+/// [`PclConfig::stored_size`] of it).
+pub const TRAIN_SIZE: usize = 32;
+
+/// Training views of a few images ([`ToWorker::Views`]).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ViewPairs {
+    /// The images' indices in the store.
+    pub indices: Vec<usize>,
+    pub seed: u64,
+    /// Side of each view in pixels.
+    pub size: usize,
+    /// The settings they were drawn with, to tell a stale answer from the current one.
+    pub config: PclConfig,
+    /// RGB bytes of the views (in the message's payload, not its JSON).
+    #[serde(skip)]
+    pub pixels: Vec<u8>,
 }
 
 /// This build's id (build.rs: a hash of the sources): the page, its worker and the worker's
@@ -190,6 +215,9 @@ pub enum FromWorker {
         total: usize,
         points: Option<Vec<[f32; 2]>>,
     },
+    /// Payload: the two views of each image, RGB at `size` px: image 0's first, its second,
+    /// image 1's first, ...
+    Views(ViewPairs),
     /// Something the user should read; the run and the images stay as they were.
     Error(String),
     /// The worker cannot go on (it panicked, or the GPU device was lost): the page starts a new

@@ -5,7 +5,7 @@ pub mod progress;
 mod tools;
 mod train;
 
-use tools::{decode, export, layout, pixels, probe, sample, synth};
+use tools::{decode, export, layout, pixels, probe, sample, synth, views};
 pub use train::train;
 
 use std::path::PathBuf;
@@ -38,6 +38,11 @@ USAGE:
                                             load a folder as training would: counts, skipped
                                             files and why, decode speed; --dump writes the
                                             stored pixels as JSON (to compare with the browser)
+  pcl views --images DIR [--config FILE] [--seed S] [--count N] [--out FILE.png] [--dump FILE]
+                                            the two training views of N images (default 6)
+                                            that the settings' augmentation draws for seed S:
+                                            a PNG of rows image | view 1 | view 2; --dump
+                                            writes their pixels as JSON
 
   --images DIR   image folder; files in its first-level subfolders get that folder as label,
                  a second level a fine label (labels are only used to evaluate, never to train);
@@ -147,6 +152,7 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
         Some("pixels") => pixels(&args[1..]),
         Some("synth") => synth(&args[1..]),
         Some("decode") => decode(&args[1..]),
+        Some("views") => views(&args[1..]),
         Some("sample") => sample(&args[1..]),
         Some("export") => export(&args[1..]),
         Some("layout") => layout(&args[1..]),

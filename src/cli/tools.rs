@@ -1,4 +1,4 @@
-//! The CLI's smaller commands: probe, pixels, decode, sample, synth, export, layout.
+//! The CLI's smaller commands: probe, pixels, decode, views, sample, synth, export, layout.
 
 use std::path::{Path, PathBuf};
 
@@ -111,6 +111,88 @@ pub(super) fn decode(args: &[String]) -> Result<(), String> {
             .map(|i| (data.names[i].clone(), serde_json::json!(data.image(i))))
             .collect();
         let json = serde_json::json!({ "side": side, "images": images, "skipped": skipped });
+        write(Path::new(dump), json.to_string().as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Pairs of training views of a few images (the page's augmentation panel): a PNG of rows
+/// "image, view 1, view 2" and, with `--dump`, the views' pixels as JSON (to compare with the
+/// browser's).
+pub(super) fn views(args: &[String]) -> Result<(), String> {
+    let f = flags(
+        args,
+        &[
+            "--images", "--config", "--seed", "--count", "--out", "--dump",
+        ],
+    )?;
+    let images = f.get("--images").ok_or("views needs --images")?;
+    let mut config = match f.get("--config") {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| format!("{file}: not valid JSON: {e}"))?;
+            PclConfig::from_json(&PclConfig::default(), &json)
+                .map_err(|e| format!("{file}: {e}"))?
+        }
+        None => PclConfig::default(),
+    };
+    if let Some(seed) = f.get("--seed") {
+        config.seed = seed.parse().map_err(|_| "--seed: a whole number")?;
+    }
+    let count: usize = f
+        .get("--count")
+        .map_or(Ok(6), |c| c.parse().map_err(|_| "--count: a whole number"))?;
+    if !(1..=64).contains(&count) {
+        return Err(format!("--count is {count}; allowed: 1 to 64"));
+    }
+    let side = PclConfig::stored_size(config.image_size);
+    let (data, _) = images::load_folder(Path::new(images), side, &mut |_, _| {})?;
+    let picked = data.preview_indices(count);
+    let pixels: Vec<&[u8]> = picked.iter().map(|&i| data.image(i)).collect();
+    let size = config.image_size;
+    let pairs = futures_lite::future::block_on(engine::augment::view_pairs(
+        &pixels,
+        side,
+        &config.aug(),
+        config.seed,
+        size,
+        &Device::flex(),
+    ))
+    .map_err(|e| e.to_string())?;
+    println!(
+        "{} images, seed {}, augmentation {}",
+        pairs.len(),
+        config.seed,
+        serde_json::to_string(&config.aug()).expect("json")
+    );
+    if let Some(out) = f.get("--out") {
+        let mut grid = image::RgbImage::from_pixel(
+            (side + 2 * (size + 4)) as u32,
+            (pairs.len() * (side + 4)) as u32,
+            image::Rgb([255, 255, 255]),
+        );
+        for (row, (pair, rgb)) in pairs.iter().zip(&pixels).enumerate() {
+            let top = row * (side + 4);
+            let tiles = [
+                (0, side, *rgb),
+                (side + 4, size, &pair[0][..]),
+                (side + size + 8, size, &pair[1][..]),
+            ];
+            for (left, s, px) in tiles {
+                for (p, c) in px.chunks_exact(3).enumerate() {
+                    let (x, y) = ((left + p % s) as u32, (top + p / s) as u32);
+                    grid.put_pixel(x, y, image::Rgb([c[0], c[1], c[2]]));
+                }
+            }
+        }
+        write_png(Path::new(out), &grid)?;
+    }
+    if let Some(dump) = f.get("--dump") {
+        let names: Vec<&str> = picked.iter().map(|&i| data.names[i].as_str()).collect();
+        let json = serde_json::json!({
+            "seed": config.seed, "size": size, "names": names, "views": pairs,
+        });
         write(Path::new(dump), json.to_string().as_bytes())?;
     }
     Ok(())

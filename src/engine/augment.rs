@@ -12,7 +12,9 @@ use burn::prelude::*;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::{ConvOptions, GridSampleOptions, GridSamplePaddingMode, InterpolateMode};
 
-use super::config::AugPreset;
+use super::EngineError;
+use super::config::Augmentation;
+use super::params::read_all;
 use super::rng::Rng;
 
 /// Per-channel mean and std of natural images (ImageNet), the usual input normalisation.
@@ -35,12 +37,10 @@ pub struct ViewParams {
 }
 
 impl ViewParams {
-    pub fn sample(rng: &mut Rng, n: usize, preset: AugPreset, out_size: usize) -> Self {
-        let (jitter_p, hue_max) = match preset {
-            AugPreset::V1 => (1.0, 0.4),
-            AugPreset::V2 => (0.8, 0.1),
-        };
-        let blur = preset == AugPreset::V2 && out_size >= 64;
+    /// One view's parameters for each of `n` images, drawn with the settings `aug`.
+    pub fn sample(rng: &mut Rng, n: usize, aug: &Augmentation, out_size: usize) -> Self {
+        let f = |v: f64| v as f32;
+        let (lo, hi) = (f(1.0 - aug.jitter_strength), f(1.0 + aug.jitter_strength));
         let mut p = ViewParams {
             crop: Vec::with_capacity(n),
             brightness: Vec::with_capacity(n),
@@ -50,23 +50,27 @@ impl ViewParams {
             blur_sigma: Vec::with_capacity(n),
         };
         for _ in 0..n {
-            p.crop.push(random_resized_crop(rng));
-            let (b, c, s, h) = if rng.bernoulli(jitter_p) {
+            p.crop.push(random_resized_crop(rng, aug));
+            let (b, c, s, h) = if rng.bernoulli(f(aug.jitter_prob)) {
                 (
-                    rng.range(0.6, 1.4),
-                    rng.range(0.6, 1.4),
-                    rng.range(0.6, 1.4),
-                    rng.range(-hue_max, hue_max),
+                    rng.range(lo, hi),
+                    rng.range(lo, hi),
+                    rng.range(lo, hi),
+                    rng.range(-f(aug.hue), f(aug.hue)),
                 )
             } else {
                 (1.0, 1.0, 1.0, 0.0)
             };
-            let s = if rng.bernoulli(0.2) { 0.0 } else { s };
+            let s = if rng.bernoulli(f(aug.grayscale_prob)) {
+                0.0
+            } else {
+                s
+            };
             p.brightness.push(b);
             p.contrast.push(c);
             p.saturation.push(s);
             p.hue.push(h);
-            let sigma = if blur && rng.bernoulli(0.5) {
+            let sigma = if aug.blur_prob > 0.0 && rng.bernoulli(f(aug.blur_prob)) {
                 // torchvision's sigma 0.1-2.0 is for 224 px; scale it to this size.
                 rng.range(0.1, 2.0) * out_size as f32 / 224.0 * 2.0
             } else {
@@ -76,15 +80,22 @@ impl ViewParams {
         }
         p
     }
+
+    /// The two views' parameters of a training step, in the order the step draws them.
+    pub fn pair(rng: &mut Rng, n: usize, aug: &Augmentation, out_size: usize) -> [Self; 2] {
+        let first = Self::sample(rng, n, aug, out_size);
+        [first, Self::sample(rng, n, aug, out_size)]
+    }
 }
 
-/// RandomResizedCrop(scale 0.2-1, ratio 3/4-4/3) + horizontal flip p 0.5, as torchvision draws
-/// them (10 tries, then the central full crop).
-fn random_resized_crop(rng: &mut Rng) -> [f32; 4] {
+/// RandomResizedCrop(scale `aug.crop_scale`, ratio 3/4-4/3) + horizontal flip p 0.5 where
+/// `aug.flip`, as torchvision draws them (10 tries, then the central full crop).
+fn random_resized_crop(rng: &mut Rng, aug: &Augmentation) -> [f32; 4] {
     let (log_lo, log_hi) = ((3.0f32 / 4.0).ln(), (4.0f32 / 3.0).ln());
+    let [area_lo, area_hi] = aug.crop_scale.map(|v| v as f32);
     let mut wh = (1.0, 1.0);
     for _ in 0..10 {
-        let area = rng.range(0.2, 1.0);
+        let area = rng.range(area_lo, area_hi);
         let ratio = rng.range(log_lo, log_hi).exp();
         let w = (area * ratio).sqrt();
         let h = (area / ratio).sqrt();
@@ -96,7 +107,11 @@ fn random_resized_crop(rng: &mut Rng) -> [f32; 4] {
     let (w, h) = wh;
     let cx = rng.range(-(1.0 - w), 1.0 - w + f32::EPSILON);
     let cy = rng.range(-(1.0 - h), 1.0 - h + f32::EPSILON);
-    let flip = if rng.bernoulli(0.5) { -1.0 } else { 1.0 };
+    let flip = if aug.flip && rng.bernoulli(0.5) {
+        -1.0
+    } else {
+        1.0
+    };
     [cx, cy, w * flip, h]
 }
 
@@ -252,6 +267,53 @@ fn normalize(x: Tensor<4>) -> Tensor<4> {
     (x - mean) / std
 }
 
+/// Pairs of training views to look at: for each of `pixels` (stored RGB, `side` px), the two
+/// views a training step would give it, their parameters drawn with `aug` from an RNG seeded
+/// `seed` exactly as a step draws its batch's ([`ViewParams::pair`]), as RGB bytes of
+/// `out_size` px: `[image][view]`.
+pub async fn view_pairs(
+    pixels: &[&[u8]],
+    side: usize,
+    aug: &Augmentation,
+    seed: u64,
+    out_size: usize,
+    device: &Device,
+) -> Result<Vec<[Vec<u8>; 2]>, EngineError> {
+    let n = pixels.len();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let x = upload(pixels, side, device); // x: [n, 3, S, S]
+    let [p1, p2] = ViewParams::pair(&mut Rng::new(seed), n, aug, out_size);
+    let plane = out_size * out_size;
+    let flat = |v: Tensor<4>| denormalize(v).reshape([n * 3 * plane]); // [n*3*s*s] in [0, 1]
+    let read = read_all(vec![
+        flat(augment(x.clone(), &p1, out_size)),
+        flat(augment(x, &p2, out_size)),
+    ])
+    .await?;
+    let rgb = |v: &[f32], i: usize| -> Vec<u8> {
+        let base = i * 3 * plane;
+        (0..plane)
+            .flat_map(|p| {
+                (0..3)
+                    .map(move |c| (v[base + c * plane + p] * 255.0).round().clamp(0.0, 255.0) as u8)
+            })
+            .collect()
+    };
+    Ok((0..n)
+        .map(|i| [rgb(&read[0], i), rgb(&read[1], i)])
+        .collect())
+}
+
+/// The inverse of [`normalize`]: back to [0, 1] pixels.
+fn denormalize(x: Tensor<4>) -> Tensor<4> {
+    let device = x.device();
+    let mean = Tensor::<4>::from_data(TensorData::new(MEAN.to_vec(), [1, 3, 1, 1]), &device);
+    let std = Tensor::<4>::from_data(TensorData::new(STD.to_vec(), [1, 3, 1, 1]), &device);
+    x * std + mean
+}
+
 /// Host u8 RGB images (HWC, `side` x `side`) -> device tensor [n, 3, side, side] in [0, 1].
 pub fn upload(pixels: &[&[u8]], side: usize, device: &Device) -> Tensor<4> {
     let n = pixels.len();
@@ -271,6 +333,7 @@ pub fn upload(pixels: &[&[u8]], side: usize, device: &Device) -> Tensor<4> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::config::AugPreset;
 
     fn checker(n: usize, side: usize) -> Vec<Vec<u8>> {
         (0..n)
@@ -296,8 +359,9 @@ mod tests {
             let imgs = checker(4, stored);
             let refs: Vec<&[u8]> = imgs.iter().map(|v| v.as_slice()).collect();
             let x = upload(&refs, stored, &device);
-            let p1 = ViewParams::sample(&mut Rng::new(3), 4, AugPreset::V2, out);
-            let p2 = ViewParams::sample(&mut Rng::new(3), 4, AugPreset::V2, out);
+            let aug = AugPreset::V2.recipe(out);
+            let p1 = ViewParams::sample(&mut Rng::new(3), 4, &aug, out);
+            let p2 = ViewParams::sample(&mut Rng::new(3), 4, &aug, out);
             assert_eq!(p1, p2);
             let v = augment(x.clone(), &p1, out);
             assert_eq!(v.dims(), [4, 3, out, out]);
@@ -381,5 +445,64 @@ mod tests {
                 assert!((f[r * 8 + c] - o[r * 8 + 7 - c]).abs() < 1e-4);
             }
         }
+    }
+
+    #[test]
+    fn view_pairs_follow_the_seed_and_the_settings() {
+        let device = Device::flex();
+        let imgs = checker(3, 36);
+        let refs: Vec<&[u8]> = imgs.iter().map(|v| v.as_slice()).collect();
+        let recipe = AugPreset::V2.recipe(32);
+        let pairs = |aug: &Augmentation, seed| {
+            futures_lite::future::block_on(view_pairs(&refs, 36, aug, seed, 32, &device)).unwrap()
+        };
+        let a = pairs(&recipe, 7);
+        assert_eq!(a.len(), 3);
+        assert!(
+            a.iter()
+                .all(|p| p[0].len() == 32 * 32 * 3 && p[1].len() == 32 * 32 * 3)
+        );
+        assert_eq!(a, pairs(&recipe, 7), "the same seed, the same views");
+        assert_ne!(a, pairs(&recipe, 8), "another seed, other views");
+        assert!(
+            a.iter().all(|p| p[0] != p[1]),
+            "the two views of an image differ"
+        );
+        // The views are the training step's: the pixels of `augment` with the parameters a
+        // step draws from the same RNG state.
+        let x = upload(&refs, 36, &device);
+        let [p1, _] = ViewParams::pair(&mut Rng::new(7), 3, &recipe, 32);
+        let v: Vec<f32> = denormalize(augment(x, &p1, 32))
+            .into_data()
+            .try_into_vec_as()
+            .unwrap();
+        let red = (v[0] * 255.0).round().clamp(0.0, 255.0) as u8; // image 0, pixel 0, red
+        assert_eq!(a[0][0][0], red);
+        // Everything switched off: both views are the whole image, resampled, in its colours.
+        let off = Augmentation {
+            crop_scale: [1.0, 1.0],
+            flip: false,
+            jitter_strength: 0.0,
+            jitter_prob: 0.0,
+            hue: 0.0,
+            grayscale_prob: 0.0,
+            blur_prob: 0.0,
+        };
+        let plain = pairs(&off, 7);
+        assert!(plain.iter().all(|p| p[0] == p[1]));
+        // Grey views only: R = G = B in every pixel.
+        let grey = pairs(
+            &Augmentation {
+                grayscale_prob: 1.0,
+                ..off
+            },
+            7,
+        );
+        assert!(
+            grey[0][0]
+                .chunks(3)
+                .all(|c| c[0].abs_diff(c[1]) <= 1 && c[1].abs_diff(c[2]) <= 1)
+        );
+        assert_ne!(grey, plain);
     }
 }

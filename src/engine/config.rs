@@ -17,6 +17,7 @@ pub enum ProtoMode {
     Sampled,
 }
 
+/// A named augmentation recipe: it fills in every augmentation setting left empty.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum AugPreset {
@@ -24,6 +25,42 @@ pub enum AugPreset {
     V1,
     /// PCL v2 / MoCo v2: ColorJitter(0.4,0.4,0.4,0.1) p 0.8, Grayscale 0.2, blur (>= 64 px), HFlip.
     V2,
+}
+
+impl AugPreset {
+    /// The recipe's values at training size `image_size`.
+    pub fn recipe(self, image_size: usize) -> Augmentation {
+        let v1 = self == AugPreset::V1;
+        Augmentation {
+            crop_scale: [0.2, 1.0],
+            flip: true,
+            jitter_strength: 0.4,
+            jitter_prob: if v1 { 1.0 } else { 0.8 },
+            hue: if v1 { 0.4 } else { 0.1 },
+            grayscale_prob: 0.2,
+            // MoCo v2's blur is for photographs of 224 px; below 64 px it erases what is left.
+            blur_prob: if !v1 && image_size >= 64 { 0.5 } else { 0.0 },
+        }
+    }
+}
+
+/// What the two views of an image may differ in: the augmentation of a run, every value filled
+/// in ([`PclConfig::aug`]).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Augmentation {
+    /// RandomResizedCrop's area range, as shares of the image (aspect ratio 3/4 to 4/3).
+    pub crop_scale: [f64; 2],
+    /// Horizontal flip with probability one half.
+    pub flip: bool,
+    /// Brightness, contrast and saturation factors drawn from 1 - s to 1 + s.
+    pub jitter_strength: f64,
+    /// Probability that a view's colours are jittered at all.
+    pub jitter_prob: f64,
+    /// Hue shift drawn from -h to h (a share of the colour circle), with the jitter.
+    pub hue: f64,
+    pub grayscale_prob: f64,
+    /// Probability of a Gaussian blur (sigma 0.1-2 at 224 px, scaled to the image).
+    pub blur_prob: f64,
 }
 
 /// How the encoder normalises its activations.
@@ -75,7 +112,20 @@ pub struct PclConfig {
     pub kmeans_iters: usize,
     /// Restarts of k-means per level; the lowest inertia wins.
     pub kmeans_restarts: usize,
+    /// The augmentation recipe; the settings below, where given, override its values.
     pub augmentation: AugPreset,
+    /// Smallest crop, as a share of the image's area (RandomResizedCrop's scale).
+    pub crop_min_scale: Option<f64>,
+    /// Largest crop, as a share of the image's area.
+    pub crop_max_scale: Option<f64>,
+    pub flip: Option<bool>,
+    /// Colour jitter: brightness, contrast and saturation factors within 1 +- this.
+    pub jitter_strength: Option<f64>,
+    pub jitter_prob: Option<f64>,
+    /// Largest hue shift of the jitter, as a share of the colour circle.
+    pub hue: Option<f64>,
+    pub grayscale_prob: Option<f64>,
+    pub blur_prob: Option<f64>,
     pub seed: u64,
     /// Normalisation layers of the encoder.
     pub norm: NormKind,
@@ -119,6 +169,14 @@ impl Default for PclConfig {
             kmeans_iters: 20,
             kmeans_restarts: 3,
             augmentation: AugPreset::V2,
+            crop_min_scale: None,
+            crop_max_scale: None,
+            flip: None,
+            jitter_strength: None,
+            jitter_prob: None,
+            hue: None,
+            grayscale_prob: None,
+            blur_prob: None,
             seed: 0,
             norm: NormKind::Batch,
             bn_chunks: 4,
@@ -250,6 +308,31 @@ pub const LIMITS: &[Limit] = &[
         " (BatchNorm; 2 or more to shuffle keys across)",
     ),
     lim("minutes", 0.0, 1440.0, true, " (a day)"),
+    lim(
+        "crop_min_scale",
+        0.0,
+        1.0,
+        true,
+        " (a share of the image's area; at most crop_max_scale)",
+    ),
+    lim(
+        "crop_max_scale",
+        0.0,
+        1.0,
+        true,
+        " (a share of the image's area)",
+    ),
+    lim(
+        "jitter_strength",
+        0.0,
+        1.0,
+        false,
+        " (factors from 1 - s to 1 + s)",
+    ),
+    lim("jitter_prob", 0.0, 1.0, false, " (a probability)"),
+    lim("hue", 0.0, 0.5, false, " (a share of the colour circle)"),
+    lim("grayscale_prob", 0.0, 1.0, false, " (a probability)"),
+    lim("blur_prob", 0.0, 1.0, false, " (a probability)"),
 ];
 
 fn limit(key: &str) -> &'static Limit {
@@ -468,7 +551,46 @@ impl PclConfig {
         if let Some(m) = self.minutes {
             real("minutes", m)?;
         }
+        let optional = [
+            ("crop_min_scale", self.crop_min_scale),
+            ("crop_max_scale", self.crop_max_scale),
+            ("jitter_strength", self.jitter_strength),
+            ("jitter_prob", self.jitter_prob),
+            ("hue", self.hue),
+            ("grayscale_prob", self.grayscale_prob),
+            ("blur_prob", self.blur_prob),
+        ];
+        for (key, v) in optional {
+            if let Some(v) = v {
+                real(key, v)?;
+            }
+        }
+        let [lo, hi] = self.aug().crop_scale;
+        if lo > hi {
+            return Err(EngineError::Config(format!(
+                "crop_min_scale is {lo}, above crop_max_scale {hi}; the smallest crop cannot be \
+                 larger than the largest"
+            )));
+        }
         Ok(())
+    }
+
+    /// The run's augmentation: the recipe ([`PclConfig::augmentation`]) with every setting
+    /// given here in its place.
+    pub fn aug(&self) -> Augmentation {
+        let r = self.augmentation.recipe(self.image_size);
+        Augmentation {
+            crop_scale: [
+                self.crop_min_scale.unwrap_or(r.crop_scale[0]),
+                self.crop_max_scale.unwrap_or(r.crop_scale[1]),
+            ],
+            flip: self.flip.unwrap_or(r.flip),
+            jitter_strength: self.jitter_strength.unwrap_or(r.jitter_strength),
+            jitter_prob: self.jitter_prob.unwrap_or(r.jitter_prob),
+            hue: self.hue.unwrap_or(r.hue),
+            grayscale_prob: self.grayscale_prob.unwrap_or(r.grayscale_prob),
+            blur_prob: self.blur_prob.unwrap_or(r.blur_prob),
+        }
     }
 
     /// Settings from JSON (a `--config` file, a page's settings): the fields given over
@@ -617,7 +739,7 @@ impl PclConfig {
 
     /// Number of the stored (pre-crop) image side: a little larger than the training size so
     /// that crops have room.
-    pub fn stored_size(image_size: usize) -> usize {
+    pub const fn stored_size(image_size: usize) -> usize {
         image_size * 9 / 8
     }
 
@@ -685,6 +807,61 @@ mod tests {
         };
         let e = c.resolve(100).unwrap_err();
         assert!(e.to_string().contains("K = 500"), "{e}");
+    }
+
+    #[test]
+    fn augmentation_settings_override_their_recipe_and_older_sessions_keep_theirs() {
+        let d = PclConfig::default();
+        assert_eq!(d.aug(), AugPreset::V2.recipe(32));
+        assert_eq!(d.aug().blur_prob, 0.0, "no blur at 32 px");
+        let big = PclConfig {
+            image_size: 64,
+            ..d.clone()
+        };
+        assert_eq!(big.aug().blur_prob, 0.5);
+        // A session's settings from before these fields: its recipe, in full.
+        let mut old = serde_json::to_value(PclConfig::default()).unwrap();
+        for key in [
+            "crop_min_scale",
+            "crop_max_scale",
+            "flip",
+            "jitter_strength",
+            "jitter_prob",
+            "hue",
+            "grayscale_prob",
+            "blur_prob",
+        ] {
+            old.as_object_mut().unwrap().remove(key);
+        }
+        old["augmentation"] = serde_json::json!("v1");
+        let old: PclConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(old.aug(), AugPreset::V1.recipe(32));
+        let c = PclConfig::from_json(&d, &serde_json::json!({"hue": 0, "flip": false})).unwrap();
+        assert_eq!(
+            (c.aug().hue, c.aug().flip, c.aug().jitter_prob),
+            (0.0, false, 0.8)
+        );
+        for (json, message) in [
+            (
+                serde_json::json!({"hue": 0.6}),
+                "hue is 0.6; allowed: from 0 up to 0.5",
+            ),
+            (
+                serde_json::json!({"blur_prob": "often"}),
+                "not valid settings",
+            ),
+            (
+                serde_json::json!({"jitter_strength": 1.5}),
+                "jitter_strength is 1.5",
+            ),
+            (
+                serde_json::json!({"crop_max_scale": 0.1}),
+                "above crop_max_scale 0.1",
+            ),
+        ] {
+            let e = PclConfig::from_json(&d, &json).unwrap_err();
+            assert!(e.contains(message), "{json}: {e}");
+        }
     }
 
     #[test]

@@ -112,6 +112,17 @@ impl Dataset {
     }
 
     /// Bytes of pixel memory held.
+    /// `count` images to show augmentations of, spread over the set: evenly spaced in the order
+    /// of their names, so that the page and the CLI pick the same ones whatever order the files
+    /// arrived in.
+    pub fn preview_indices(&self, count: usize) -> Vec<usize> {
+        let n = self.len();
+        let mut by_name: Vec<usize> = (0..n).collect();
+        by_name.sort_by(|&a, &b| self.names[a].cmp(&self.names[b]));
+        let count = count.min(n);
+        (0..count).map(|i| by_name[i * n / count]).collect()
+    }
+
     pub fn memory_bytes(&self) -> usize {
         self.pixels.len()
     }
@@ -294,6 +305,29 @@ pub fn planted_groups(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preview_images_are_spread_by_name_whatever_the_order_they_came_in() {
+        let mut a = Dataset::new(1);
+        let mut b = Dataset::new(1);
+        let names: Vec<String> = (0..10).map(|i| format!("img{i}")).collect();
+        for n in &names {
+            a.push(n.clone(), &[0, 0, 0], None).unwrap();
+        }
+        for n in names.iter().rev() {
+            b.push(n.clone(), &[0, 0, 0], None).unwrap();
+        }
+        let pick = |d: &Dataset| -> Vec<String> {
+            d.preview_indices(4)
+                .into_iter()
+                .map(|i| d.names[i].clone())
+                .collect()
+        };
+        assert_eq!(pick(&a), ["img0", "img2", "img5", "img7"]);
+        assert_eq!(pick(&a), pick(&b));
+        assert_eq!(a.preview_indices(50).len(), 10);
+        assert!(Dataset::new(1).preview_indices(6).is_empty());
+    }
 
     #[test]
     fn resize_averages_crops_and_composites_alpha() {

@@ -37,7 +37,7 @@ pub mod trainer;
 #[cfg(feature = "engine")]
 pub mod tsne;
 
-pub use config::{AugPreset, NormKind, PclConfig, ProtoMode};
+pub use config::{AugPreset, Augmentation, NormKind, PclConfig, ProtoMode};
 pub use data::Dataset;
 pub use records::{EvalReport, Phase, RunState, RunStatus, StepRecord};
 #[cfg(feature = "engine")]

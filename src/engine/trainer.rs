@@ -569,8 +569,7 @@ impl Trainer {
         let imgs: Vec<&[u8]> = idx.iter().map(|&i| data.image(i)).collect();
         let x = upload(&imgs, data.side, &self.device); // x: [b, 3, S, S]
         let s = self.config.image_size;
-        let p1 = ViewParams::sample(&mut self.rng, b, self.config.augmentation, s);
-        let p2 = ViewParams::sample(&mut self.rng, b, self.config.augmentation, s);
+        let [p1, p2] = ViewParams::pair(&mut self.rng, b, &self.config.aug(), s);
         let v1 = augment(x.clone(), &p1, s); // v1: [b, 3, s, s]
         let v2 = augment(x, &p2, s);
 

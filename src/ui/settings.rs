@@ -100,11 +100,89 @@ pub const SETTINGS: &[SettingDoc] = &[
     },
 ];
 
+/// The augmentation's settings (the augmentation panel): empty ones take the recipe's value.
+pub const AUG_SETTINGS: &[SettingDoc] = &[
+    SettingDoc {
+        key: "augmentation",
+        symbol: "",
+        help: "recipe that fills in every empty setting below: v2 (MoCo v2, PCL v2) or v1 (stronger colour changes)",
+    },
+    SettingDoc {
+        key: "crop_min_scale",
+        symbol: "",
+        help: "smallest crop, as a share of the image's area: lower = views that share less",
+    },
+    SettingDoc {
+        key: "crop_max_scale",
+        symbol: "",
+        help: "largest crop, as a share of the image's area",
+    },
+    SettingDoc {
+        key: "flip",
+        symbol: "",
+        help: "mirror half the views left to right (yes or no)",
+    },
+    SettingDoc {
+        key: "jitter_strength",
+        symbol: "",
+        help: "colour jitter: brightness, contrast and saturation change by up to this share",
+    },
+    SettingDoc {
+        key: "jitter_prob",
+        symbol: "",
+        help: "chance that a view's colours are jittered at all",
+    },
+    SettingDoc {
+        key: "hue",
+        symbol: "",
+        help: "largest hue shift, as a share of the colour wheel (0.5 = any colour)",
+    },
+    SettingDoc {
+        key: "grayscale_prob",
+        symbol: "",
+        help: "chance that a view loses its colours",
+    },
+    SettingDoc {
+        key: "blur_prob",
+        symbol: "",
+        help: "chance of a Gaussian blur",
+    },
+];
+
+/// The keys of the augmentation that may be empty (the recipe's value).
+const AUG_OPTIONAL: [&str; 8] = [
+    "crop_min_scale",
+    "crop_max_scale",
+    "flip",
+    "jitter_strength",
+    "jitter_prob",
+    "hue",
+    "grayscale_prob",
+    "blur_prob",
+];
+
+/// What an empty augmentation setting stands for: the recipe's value, shown greyed in the
+/// empty input.
+pub fn recipe_text(config: &PclConfig, key: &str) -> String {
+    let recipe = config.augmentation.recipe(config.image_size);
+    let value = serde_json::to_value(recipe).expect("plain data");
+    match key {
+        "crop_min_scale" => value["crop_scale"][0].to_string(),
+        "crop_max_scale" => value["crop_scale"][1].to_string(),
+        "flip" => if recipe.flip { "yes" } else { "no" }.into(),
+        k => match &value[k] {
+            serde_json::Value::Null => String::new(),
+            v => v.to_string(),
+        },
+    }
+}
+
 /// The setting `key` of `config` as the text of its input.
 pub fn setting_text(config: &PclConfig, key: &str) -> String {
     let value = serde_json::to_value(config).expect("plain data");
     match &value[key] {
         serde_json::Value::Null => String::new(),
+        serde_json::Value::Bool(b) => if *b { "yes" } else { "no" }.into(),
         serde_json::Value::String(s) => s.to_lowercase(),
         serde_json::Value::Array(a) => a
             .iter()
@@ -121,11 +199,16 @@ pub fn range_words(key: &str) -> Option<String> {
         "norm" => return Some("batch or group".into()),
         "proto_mode" => return Some("full or sampled".into()),
         "seed" => return Some("any whole number".into()),
+        "augmentation" => return Some("v1 or v2".into()),
+        "flip" => return Some("yes or no; empty = the recipe's".into()),
         _ => {}
     }
     let l = LIMITS.iter().find(|l| l.key == key)?;
     let from = if l.open_min { "above" } else { "from" };
     let mut words = format!("{from} {} up to {}", l.min, l.max);
+    if AUG_OPTIONAL.contains(&key) {
+        words.push_str("; empty = the recipe's");
+    }
     if key == "num_clusters" {
         let levels = LIMITS.iter().find(|l| l.key == "levels")?;
         words = format!("{} to {} each, at most {} levels", l.min, l.max, levels.max);
@@ -158,6 +241,21 @@ pub fn with_setting(config: &PclConfig, key: &str, text: &str) -> Result<PclConf
                 .collect::<Result<_, _>>()?,
         ),
         ("queue_size" | "minutes", _) if text.is_empty() => serde_json::Value::Null,
+        (k, _) if text.is_empty() && AUG_OPTIONAL.contains(&k) => serde_json::Value::Null,
+        ("flip", _) => match text.to_lowercase().as_str() {
+            "yes" | "true" | "on" => true.into(),
+            "no" | "false" | "off" => false.into(),
+            _ => return Err(format!("{key}: yes or no")),
+        },
+        ("augmentation", _) => match text.to_lowercase().as_str() {
+            "v1" => "v1".into(),
+            "v2" => "v2".into(),
+            _ => return Err(format!("{key}: v1 or v2")),
+        },
+        (k, _) if AUG_OPTIONAL.contains(&k) => text
+            .parse::<f64>()
+            .map_err(|_| format!("{key}: '{text}' is not a number"))?
+            .into(),
         ("minutes", _) => text
             .parse::<f64>()
             .map_err(|_| format!("{key}: '{text}' is not a number of minutes"))?
@@ -214,9 +312,46 @@ mod tests {
                 .unwrap_err()
                 .contains("whole number")
         );
-        for s in SETTINGS {
+        for s in SETTINGS.iter().chain(AUG_SETTINGS) {
             let text = setting_text(&c, s.key);
             assert!(with_setting(&c, s.key, &text).is_ok(), "{}", s.key);
+        }
+    }
+
+    #[test]
+    fn augmentation_settings_are_empty_for_the_recipe_and_typed_values_override_it() {
+        let c = PclConfig::default();
+        assert_eq!(setting_text(&c, "hue"), "");
+        assert_eq!(recipe_text(&c, "hue"), "0.1");
+        assert_eq!(recipe_text(&c, "crop_min_scale"), "0.2");
+        assert_eq!(recipe_text(&c, "flip"), "yes");
+        let c = checked_setting(&c, "hue", "0").unwrap();
+        assert_eq!((c.hue, c.aug().hue), (Some(0.0), 0.0));
+        let c = checked_setting(&c, "flip", "no").unwrap();
+        assert_eq!(
+            (setting_text(&c, "flip").as_str(), c.aug().flip),
+            ("no", false)
+        );
+        let c = checked_setting(&c, "augmentation", "V1").unwrap();
+        assert_eq!(recipe_text(&c, "hue"), "0.4");
+        assert_eq!(c.aug().hue, 0.0, "the typed value stays over the recipe's");
+        let c = checked_setting(&c, "hue", " ").unwrap();
+        assert_eq!((c.hue, c.aug().hue), (None, 0.4));
+        let e = checked_setting(&c, "grayscale_prob", "1.5").unwrap_err();
+        assert!(
+            e.contains("grayscale_prob is 1.5") && e.contains("up to 1"),
+            "{e}"
+        );
+        let e = checked_setting(&c, "flip", "maybe").unwrap_err();
+        assert!(e.contains("yes or no"), "{e}");
+        let c = checked_setting(&c, "crop_max_scale", "0.5").unwrap();
+        let e = checked_setting(&c, "crop_min_scale", "0.8").unwrap_err();
+        assert!(
+            e.contains("crop_min_scale is 0.8, above crop_max_scale 0.5"),
+            "{e}"
+        );
+        for s in AUG_SETTINGS {
+            assert!(range_words(s.key).is_some(), "{} has no range words", s.key);
         }
     }
 

@@ -6,7 +6,9 @@ use crate::backend::{BackendInfo, BackendKind};
 use crate::engine::PclConfig;
 use crate::engine::records::{ExploreReport, LevelSummary, Metrics, StepRecord, thin_history};
 use crate::intake::{Label, Skipped};
-use crate::protocol::{FromWorker, ImagesAdded, Phase, RunState, RunStatus, ToWorker};
+use crate::protocol::{
+    FromWorker, ImagesAdded, Phase, RunState, RunStatus, TRAIN_SIZE, ToWorker, ViewPairs,
+};
 use crate::ui::charts::format_duration;
 
 /// Images known to the page (the worker holds the same, decoded).
@@ -142,6 +144,10 @@ pub struct PageState {
     /// Stop was pressed and the run has not ended yet (the worker stops after its current unit
     /// of work, which on an emulated GPU takes many seconds).
     pub stopping: bool,
+    /// The augmentation panel's pairs of views, as the worker drew them.
+    pub views: Option<ViewPairs>,
+    /// "New views" presses: the panel draws with the settings' seed plus this.
+    pub views_draw: u64,
 }
 
 /// What the page does after its worker crashed.
@@ -167,6 +173,19 @@ impl PageState {
             settings: Preset::Quick.config(),
             ..Default::default()
         }
+    }
+
+    /// What the augmentation panel asks the worker for, once the device and images are there:
+    /// `count` images' views with the current settings at the page's training size.
+    pub fn views_request(&self, count: usize) -> Option<ToWorker> {
+        if self.probe.is_none() || self.images.count == 0 || self.images.loading.is_some() {
+            return None;
+        }
+        let mut config = self.settings.clone();
+        config.image_size = TRAIN_SIZE;
+        config.seed = config.seed.wrapping_add(self.views_draw);
+        config.check().ok()?;
+        Some(ToWorker::Views { config, count })
     }
 
     /// Applies a worker message; returns the reply to send, if any.
@@ -258,6 +277,7 @@ impl PageState {
                     self.tsne = points;
                 }
             }
+            FromWorker::Views(v) => self.views = Some(v),
             FromWorker::Error(e) => self.error = Some(e),
             FromWorker::Crashed(why) => self.recovery = Some(self.crashed(&why)),
         }
@@ -517,6 +537,40 @@ mod tests {
         assert_eq!(s.probe, None, "the new worker checks its device again");
         s.apply(FromWorker::History(vec![]));
         assert_eq!(s.error, None, "a resumed run clears the message");
+    }
+
+    #[test]
+    fn the_augmentation_panel_asks_once_images_and_device_are_ready_with_its_seed() {
+        let mut s = PageState::new(true);
+        assert_eq!(s.views_request(6), None, "no device yet");
+        s.apply(FromWorker::ProbeStep {
+            loss: 2.0,
+            millis: 1.0,
+        });
+        assert_eq!(s.views_request(6), None, "no images yet");
+        s.images.count = 20;
+        s.settings.seed = 5;
+        s.views_draw = 2;
+        s.settings.image_size = 64;
+        let Some(ToWorker::Views { config, count }) = s.views_request(6) else {
+            panic!("a request once ready")
+        };
+        assert_eq!((config.seed, config.image_size, count), (7, TRAIN_SIZE, 6));
+        s.settings.hue = Some(3.0);
+        assert_eq!(
+            s.views_request(6),
+            None,
+            "settings out of bounds are not sent"
+        );
+        let v = ViewPairs {
+            indices: vec![0],
+            seed: 7,
+            size: 32,
+            config,
+            pixels: vec![1; 32 * 32 * 6],
+        };
+        s.apply(FromWorker::Views(v.clone()));
+        assert_eq!(s.views, Some(v));
     }
 
     #[test]

@@ -9,7 +9,9 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{MessageEvent, Worker};
 
-use super::cards::{BackendCard, ExploreCard, GuideCard, ImagesCard, KeepCard, TrainCard};
+use super::cards::{
+    BackendCard, ExploreCard, GuideCard, ImagesCard, KeepCard, TrainCard, ViewsCard,
+};
 use super::lesson::{Lesson, MAX_LESSON_BYTES};
 use super::state::{PageState, Recovery};
 use super::{js, storage};
@@ -49,6 +51,9 @@ thread_local! {
     /// A lesson's session bytes, held until its images and the device are ready.
     static LESSON: RefCell<Option<JsValue>> = const { RefCell::new(None) };
     pub(crate) static STORE: RefCell<Store> = RefCell::new(Store::default());
+    /// The augmentation panel's last views (development builds: `window.pclViews()`).
+    #[cfg(debug_assertions)]
+    static SHOWN_VIEWS: RefCell<Option<crate::protocol::ViewPairs>> = const { RefCell::new(None) };
 }
 
 fn post_to(w: &Worker, message: &JsValue, transfer: Option<&js_sys::Array>) {
@@ -124,6 +129,33 @@ fn expose_pixels() {
         let _ = js_sys::Reflect::set(&w, &"pclImages".into(), f.as_ref());
     }
     f.forget();
+    // `window.pclViews()` -> `{seed, size, names, pixels}`: the augmentation panel's views, for
+    // the test that compares them with the CLI's (`pcl views`).
+    let views = Closure::<dyn Fn() -> JsValue>::new(|| {
+        let Some(v) = SHOWN_VIEWS.with_borrow(Clone::clone) else {
+            return JsValue::NULL;
+        };
+        let o = js_sys::Object::new();
+        let names: js_sys::Array = STORE.with_borrow(|s| {
+            v.indices
+                .iter()
+                .map(|&i| JsValue::from(s.names.get(i).map_or("", String::as_str)))
+                .collect()
+        });
+        let _ = js_sys::Reflect::set(&o, &"seed".into(), &(v.seed as f64).into());
+        let _ = js_sys::Reflect::set(&o, &"size".into(), &(v.size as u32).into());
+        let _ = js_sys::Reflect::set(&o, &"names".into(), &names);
+        let _ = js_sys::Reflect::set(
+            &o,
+            &"pixels".into(),
+            &js_sys::Uint8Array::from(&v.pixels[..]),
+        );
+        o.into()
+    });
+    if let Some(w) = web_sys::window() {
+        let _ = js_sys::Reflect::set(&w, &"pclViews".into(), views.as_ref());
+    }
+    views.forget();
     // `window.pclSimulateCrash()`: the end-to-end test of crash recovery.
     let crash = Closure::<dyn Fn()>::new(|| send(ToWorker::SimulateCrash));
     if let Some(w) = web_sys::window() {
@@ -169,8 +201,14 @@ fn on_worker_message(state: RwSignal<PageState>, version: RwSignal<usize>, e: Me
         Some(pair) => (pair.get(0).as_string(), Some(pair.get(1))),
         None => (data.as_string(), None),
     };
-    let msg = FromWorker::from_json(&text.unwrap_or_default()).unwrap_or_else(FromWorker::Error);
+    let mut msg =
+        FromWorker::from_json(&text.unwrap_or_default()).unwrap_or_else(FromWorker::Error);
     let bytes = payload.map(|p| js_sys::Uint8Array::new(&p));
+    if let (FromWorker::Views(v), Some(b)) = (&mut msg, &bytes) {
+        v.pixels = b.to_vec();
+        #[cfg(debug_assertions)]
+        SHOWN_VIEWS.set(Some(v.clone()));
+    }
     match (&msg, &bytes) {
         (FromWorker::Images(added), Some(b)) => {
             STORE.with_borrow_mut(|s| {
@@ -373,6 +411,7 @@ fn App() -> impl IntoView {
             <LessonNotice state />
             <BackendCard state />
             <ImagesCard state version />
+            <ViewsCard state />
             <TrainCard state />
             <GuideCard state version />
             <ExploreCard state version />

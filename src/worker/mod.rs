@@ -20,12 +20,13 @@ use wasm_bindgen::prelude::*;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 use crate::compute::{BackendInfo, BackendKind, init_or_cpu, probe_step};
-use crate::engine::Dataset;
+use crate::engine::augment;
 use crate::engine::session::Command;
-use crate::protocol::{FromWorker, RunState, ToWorker};
+use crate::engine::{Dataset, PclConfig};
+use crate::protocol::{FromWorker, RunState, TRAIN_SIZE, ToWorker, ViewPairs};
 
-/// Side of the stored images in the browser: the default 32-px training plus crop room.
-const STORE_SIDE: usize = 36;
+/// Side of the stored images in the browser: the training size plus crop room.
+const STORE_SIDE: usize = PclConfig::stored_size(TRAIN_SIZE);
 
 struct State {
     device: Option<Device>,
@@ -241,6 +242,37 @@ async fn handle(msg: ToWorker, payload: JsValue) {
         }
         ToWorker::Neighbours { index } => request(Request::Neighbours(index)),
         ToWorker::Tsne => request(Request::Tsne),
+        ToWorker::Views { config, count } => views(config, count).await,
+    }
+}
+
+/// The augmentation panel's pairs: the training views of a few of the stored images.
+async fn views(mut config: PclConfig, count: usize) {
+    let Some(device) = device() else {
+        return error("the compute device is not ready yet");
+    };
+    config.image_size = TRAIN_SIZE;
+    if let Err(e) = config.check() {
+        return error(e.to_string());
+    }
+    let data = STATE.with_borrow(|s| s.data.clone());
+    let indices = data.preview_indices(count.min(64));
+    let pixels: Vec<&[u8]> = indices.iter().map(|&i| data.image(i)).collect();
+    let aug = config.aug();
+    match augment::view_pairs(&pixels, data.side, &aug, config.seed, TRAIN_SIZE, &device).await {
+        Ok(pairs) => {
+            let bytes: Vec<u8> = pairs.into_iter().flatten().flatten().collect();
+            let seed = config.seed;
+            let msg = FromWorker::Views(ViewPairs {
+                indices,
+                seed,
+                size: TRAIN_SIZE,
+                config,
+                pixels: Vec::new(),
+            });
+            post_bytes(msg, &bytes);
+        }
+        Err(e) => error(e.to_string()),
     }
 }
 

@@ -54,7 +54,7 @@ pub(super) async fn train(config: PclConfig) {
         return error(too_few_images(data.len()));
     }
     let mut config = config;
-    config.image_size = 32;
+    config.image_size = crate::protocol::TRAIN_SIZE;
     match Trainer::new(&config, &data, &device) {
         Ok(t) => start_run(t, false, None),
         Err(e) => error(e.to_string()),

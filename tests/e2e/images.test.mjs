@@ -192,3 +192,51 @@ test('decode throughput: 200 camera-sized JPEGs in the browser and in the CLI', 
     await browser.close();
   }
 });
+
+test('the augmentation panel shows the training views: the CLI\'s for the same seed; a setting or a new draw changes them', async () => {
+  // A synthetic folder of lossless PNGs: the browser and the CLI decode the same pixels.
+  const dir = path.join(artifacts, 'views-synth');
+  fs.rmSync(dir, { recursive: true, force: true });
+  execFileSync(process.env.PCL_BIN, ['synth', '--out', dir, '--per-group', '4']);
+  const { browser, page, errors } = await openApp({ webgpu: false, query: '?cpu' });
+  try {
+    await page.setInputFiles('[data-testid=folder-input]', dir);
+    await page.waitForSelector('[data-testid=views][data-count="6"]', { timeout: 60_000 });
+    const web = await page.evaluate(() => {
+      const v = window.pclViews();
+      return { seed: v.seed, size: v.size, names: v.names, pixels: Array.from(v.pixels) };
+    });
+    assert.equal(web.seed, 0);
+    const dump = path.join(artifacts, 'cli-views.json');
+    execFileSync(process.env.PCL_BIN, ['views', '--images', dir, '--seed', '0', '--count', '6', '--dump', dump]);
+    const cli = JSON.parse(fs.readFileSync(dump, 'utf8'));
+    assert.deepEqual(web.names.map((n) => n.replace(/^views-synth\//, '')), cli.names, 'the same images are shown');
+    const flat = cli.views.flat(2);
+    assert.equal(web.pixels.length, flat.length);
+    let sum = 0; let max = 0;
+    for (let j = 0; j < flat.length; j += 1) { const d = Math.abs(web.pixels[j] - flat[j]); sum += d; max = Math.max(max, d); }
+    const mean = sum / flat.length;
+    console.log(`views: page against CLI, mean difference ${mean.toFixed(3)}, max ${max}`);
+    assert.ok(mean < 0.5 && max <= 3, `views differ from the CLI's: mean ${mean}, max ${max}`);
+    const first = web.pixels.slice(0, 32 * 32 * 3);
+    const second = web.pixels.slice(32 * 32 * 3, 2 * 32 * 32 * 3);
+    assert.notDeepEqual(first, second, 'the two views of an image differ');
+
+    // Every view grey: typed into the panel's settings, the views are drawn again.
+    await page.click('[data-testid=views-card] summary');
+    await page.fill('#setting-grayscale_prob', '1');
+    await page.press('#setting-grayscale_prob', 'Tab');
+    await page.waitForFunction(() => {
+      const p = window.pclViews().pixels;
+      for (let j = 0; j < p.length; j += 3) if (Math.abs(p[j] - p[j + 1]) > 1 || Math.abs(p[j + 1] - p[j + 2]) > 1) return false;
+      return true;
+    }, null, { timeout: 30_000 });
+    // A new draw: the next seed, other views.
+    await page.click('[data-testid=new-views]');
+    await page.waitForSelector('[data-testid=views][data-seed="1"]', { timeout: 30_000 });
+    await page.screenshot({ path: path.join(artifacts, 'views-panel.png'), fullPage: true });
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});

@@ -277,7 +277,7 @@ fn a_session_with_impossible_settings_is_refused_before_its_images_are_read() {
 #[test]
 fn every_command_prints_its_usage_for_help() {
     for command in [
-        "train", "probe", "pixels", "synth", "sample", "export", "layout", "decode",
+        "train", "probe", "pixels", "synth", "sample", "export", "layout", "decode", "views",
     ] {
         for flag in ["--help", "-h"] {
             let r = Command::new(env!("CARGO_BIN_EXE_pcl"))
@@ -293,4 +293,78 @@ fn every_command_prints_its_usage_for_help() {
             assert!(stdout.contains("USAGE"), "{command} {flag}: {stdout}");
         }
     }
+}
+
+#[test]
+fn augmentation_settings_are_taken_by_config_and_bad_ones_refused() {
+    let root = Scratch::new("cli-aug-images");
+    write_folder(&root);
+    let out = Scratch::new("cli-aug-out");
+    let views = |config: &str, png: &str| {
+        let file = out.join(format!("{png}.json"));
+        std::fs::write(&file, config).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_pcl"))
+            .args(["views", "--images"])
+            .arg(&root)
+            .arg("--config")
+            .arg(&file)
+            .arg("--out")
+            .arg(out.join(format!("{png}.png")))
+            .args(["--count", "4", "--seed", "3"])
+            .output()
+            .unwrap()
+    };
+    // Grey views, no flips, no crops: the PNG's view tiles have R = G = B.
+    let r = views(
+        r#"{"augmentation": "v1", "grayscale_prob": 1, "flip": false, "crop_min_scale": 1}"#,
+        "grey",
+    );
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        stdout.contains(r#""grayscale_prob":1.0"#) && stdout.contains(r#""hue":0.4"#),
+        "the v1 recipe fills in what the file leaves out: {stdout}"
+    );
+    let png = image::open(out.join("grey.png")).unwrap().to_rgb8();
+    // A row: the stored image (36 px), a 4-px gap, the first view (32 px), the second.
+    let grey_tile = (36 + 4..36 + 4 + 32)
+        .flat_map(|x| (0..32).map(move |y| (x, y)))
+        .all(|(x, y)| {
+            let p = png.get_pixel(x, y).0;
+            p[0].abs_diff(p[1]) <= 1 && p[1].abs_diff(p[2]) <= 1
+        });
+    assert!(grey_tile, "the first view is grey");
+    for (config, message) in [
+        (r#"{"hue": 2}"#, "hue is 2; allowed: from 0 up to 0.5"),
+        (
+            r#"{"crop_min_scale": 0}"#,
+            "crop_min_scale is 0; allowed: above 0",
+        ),
+        (
+            r#"{"crop_min_scale": 0.9, "crop_max_scale": 0.5}"#,
+            "above crop_max_scale",
+        ),
+        (r#"{"flip": "sometimes"}"#, "not valid settings"),
+        (r#"{"blur_probs": 0.5}"#, "did you mean 'blur_prob'"),
+    ] {
+        let r = views(config, "bad");
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{config}: {stderr}");
+        assert!(stderr.contains(message), "{config}: {stderr}");
+    }
+    // `pcl train --config` reads them the same way and refuses the same values.
+    let bad = out.join("bad-train.json");
+    std::fs::write(&bad, r#"{"jitter_prob": -0.1}"#).unwrap();
+    let r = Command::new(env!("CARGO_BIN_EXE_pcl"))
+        .args(["train", "--images"])
+        .arg(&root)
+        .arg("--out")
+        .arg(out.join("run"))
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("jitter_prob is -0.1"), "{stderr}");
 }

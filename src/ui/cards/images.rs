@@ -266,7 +266,7 @@ pub fn Webcam() -> impl IntoView {
         let Ok(img) = ctx.get_image_data(0.0, 0.0, w as f64, h as f64) else {
             return;
         };
-        let side = 36;
+        let side = crate::engine::PclConfig::stored_size(crate::protocol::TRAIN_SIZE);
         let rgb =
             crate::engine::data::resize_rgba_square(&img.data().0, w as usize, h as usize, side);
         let g = group.get_untracked();

@@ -8,6 +8,7 @@ mod guide;
 mod images;
 mod keep;
 mod train;
+mod views;
 
 pub use backend::BackendCard;
 pub use explore::ExploreCard;
@@ -15,3 +16,4 @@ pub use guide::GuideCard;
 pub use images::ImagesCard;
 pub use keep::KeepCard;
 pub use train::TrainCard;
+pub use views::ViewsCard;

@@ -10,8 +10,13 @@ use crate::ui::state::{PageState, Preset};
 use crate::ui::view::send;
 
 /// A setting's input: checked against its bounds as the user types (the message shows at
-/// once), taken into the settings when the input is left.
-fn setting_input(state: RwSignal<PageState>, key: &'static str) -> impl IntoView {
+/// once), taken into the settings when the input is left; `placeholder`: what an empty input
+/// stands for.
+pub(super) fn setting_input(
+    state: RwSignal<PageState>,
+    key: &'static str,
+    placeholder: Option<Signal<String>>,
+) -> impl IntoView {
     // A memo: the input is rewritten when its setting changes, not when a message about what
     // the user is typing appears (that would put the old value back under their fingers).
     let value = Memo::new(move |_| state.with(|s| setting_text(&s.settings, key)));
@@ -40,7 +45,7 @@ fn setting_input(state: RwSignal<PageState>, key: &'static str) -> impl IntoView
     view! {
         <input id=format!("setting-{key}") name=key prop:value=value on:input=typing
             on:change=on_change size="10" aria-describedby=format!("range-{key}")
-            aria-invalid=invalid />
+            aria-invalid=invalid placeholder=move || placeholder.map(|p| p.get()) />
     }
 }
 
@@ -125,7 +130,7 @@ fn Settings(state: RwSignal<PageState>) -> impl IntoView {
                 <tr>
                     <td><label for=format!("setting-{}", d.key)>{d.key}</label></td>
                     <td class="symbol">{d.symbol}</td>
-                    <td>{setting_input(state, d.key)}</td>
+                    <td>{setting_input(state, d.key, None)}</td>
                     <td class="hint">
                         {d.help}
                         <span class="range" id=format!("range-{}", d.key)>
