@@ -89,6 +89,12 @@ pub enum ToWorker {
     PartKeys {
         id: u64,
     },
+    /// To a helper: embed images (`engine::parallel::EmbedJob`: `header` its JSON; payload:
+    /// its floats).
+    Embed {
+        id: u64,
+        header: String,
+    },
     /// Test hook: make the worker panic, to prove that the page recovers from a crash
     /// (development builds only; a release worker answers with an error).
     SimulateCrash,
@@ -160,6 +166,12 @@ pub enum FromWorker {
     /// From a helper worker to the worker: the part `id` computed (`SliceResult`: `header`
     /// its JSON; payload: its floats).
     PartDone {
+        id: u64,
+        header: String,
+    },
+    /// From a helper: the embeddings of job `id` (`EmbedResult`: `header` its JSON; payload:
+    /// its floats).
+    Embedded {
         id: u64,
         header: String,
     },

@@ -13,6 +13,12 @@ use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
 
+mod embed;
+pub use embed::{
+    AfterChunk, EMBED_CHUNK, EmbedHeader, EmbedJob, EmbedResult, EmbeddedHeader, embed_images,
+    run_embed,
+};
+
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +32,8 @@ use super::params::{flat_grads, flat_params, load_params, read_all};
 pub type Reply = Pin<Box<dyn Future<Output = Result<SliceResult, String>>>>;
 /// A helper's keys, when they come.
 pub type KeysReply = Pin<Box<dyn Future<Output = Result<KeysResult, String>>>>;
+/// A helper's embeddings, when they come.
+pub type EmbedReply = Pin<Box<dyn Future<Output = Result<EmbedResult, String>>>>;
 
 /// A job handed to a helper: its keys come first, its result after [`Helpers::send_keys`].
 pub struct Submitted {
@@ -41,6 +49,11 @@ pub trait Helpers {
     fn submit(&self, index: usize, job: SliceJob) -> Submitted;
     /// Sends helper `index` the keys of its query rows ([rows, dim], batch order).
     fn send_keys(&self, index: usize, keys: Vec<f32>);
+    /// Sends helper `index` (below `ready()`) images to embed; helpers that cannot, answer
+    /// with an error and the trainer embeds their images itself.
+    fn embed(&self, _index: usize, _job: EmbedJob) -> EmbedReply {
+        Box::pin(async { Err("this helper does not embed".to_string()) })
+    }
 }
 
 /// The batch rows `0..b` cut into `parts` ranges of whole chunks (of `b / chunks` rows, as the

@@ -10,7 +10,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::EngineError;
-use super::augment::{ViewParams, augment, center_view, upload};
+use super::augment::{ViewParams, augment, upload};
 use super::config::{PclConfig, ProtoMode};
 use super::data::Dataset;
 use super::kmeans::{Level, Points, cluster_level};
@@ -28,6 +28,7 @@ use super::rng::Rng;
 pub use super::records::{LevelSummary, Phase, StepRecord};
 
 mod checkpoint;
+mod embed;
 pub use checkpoint::{CheckpointHeader, read_checkpoint};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -437,63 +438,6 @@ impl Trainer {
         }
         progress(Phase::Training);
         self.train_step(data).await.map(Event::Step)
-    }
-
-    /// Embeddings of every image by `encoder`, centre crop, no augmentation, in one pass; with
-    /// `with_backbone` also the (L2-normalised) backbone features of the same pass.
-    pub async fn embed_all(
-        &self,
-        encoder: &Encoder,
-        data: &Dataset,
-        with_backbone: bool,
-        progress: &mut dyn FnMut(Phase),
-    ) -> Result<Embedded, EngineError> {
-        self.embed(encoder, data, with_backbone, progress, false)
-            .await
-    }
-
-    /// [`Trainer::embed_all`]; `interruptible`: a command may stop it between chunks.
-    async fn embed(
-        &self,
-        encoder: &Encoder,
-        data: &Dataset,
-        with_backbone: bool,
-        progress: &mut dyn FnMut(Phase),
-        interruptible: bool,
-    ) -> Result<Embedded, EngineError> {
-        let n = data.len();
-        let chunk = 256;
-        let (mut heads, mut backbones) = (Vec::new(), Vec::new());
-        for start in (0..n).step_by(chunk) {
-            let end = (start + chunk).min(n);
-            let imgs: Vec<&[u8]> = (start..end).map(|i| data.image(i)).collect();
-            let x = center_view(
-                upload(&imgs, data.side, &self.device),
-                self.config.image_size,
-            );
-            let f = encoder.backbone(x); // f: [b, 8w]
-            if with_backbone {
-                backbones.push(l2_normalize(f.clone()));
-            }
-            heads.push(encoder.head(f)); // [b, feature_dim]
-            progress(Phase::Embedding {
-                done: end,
-                total: n,
-            });
-            if interruptible {
-                self.interrupted().await?;
-            }
-        }
-        let head = Tensor::cat(heads, 0); // head: [n, feature_dim]
-        let backbone = with_backbone.then(|| Tensor::cat(backbones, 0)); // [n, 8w]
-        let mut reads = vec![head.clone().reshape([-1])];
-        reads.extend(backbone.iter().map(|b| b.clone().reshape([-1])));
-        let mut host = read_all(reads).await?.into_iter();
-        let head_host = host.next().unwrap_or_default();
-        Ok(Embedded {
-            head: (head, head_host),
-            backbone: backbone.map(|b| (b, host.next().unwrap_or_default())),
-        })
     }
 
     async fn e_step(

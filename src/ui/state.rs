@@ -261,6 +261,7 @@ impl PageState {
             // between the worker and its helpers only
             FromWorker::PartKeys { .. }
             | FromWorker::PartDone { .. }
+            | FromWorker::Embedded { .. }
             | FromWorker::PartFailed { .. } => {}
             // Recorded by the view once the bytes are stored.
             FromWorker::Autosave { .. } => {}

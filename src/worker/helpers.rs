@@ -14,7 +14,8 @@ use web_sys::{MessageEvent, Worker};
 
 use super::{post, scope};
 use crate::engine::parallel::{
-    HelperModels, Helpers, KeysResult, SliceJob, SliceResult, Submitted, run_keys, run_part,
+    EmbedJob, EmbedReply, EmbedResult, HelperModels, Helpers, KeysResult, SliceJob, SliceResult,
+    Submitted, run_embed, run_keys, run_part,
 };
 use crate::protocol::{BUILD_ID, FromWorker, ToWorker};
 
@@ -117,7 +118,9 @@ fn start_helper() -> Result<Helper, JsValue> {
                 Ok(FromWorker::Ready { build }) if build == BUILD_ID => ready.set(true),
                 Ok(FromWorker::Ready { .. }) => dead.set(true),
                 Ok(FromWorker::PartKeys { id, .. }) => settle(&keys, id, Ok(&data)),
-                Ok(FromWorker::PartDone { id, .. }) => settle(&pending, id, Ok(&data)),
+                Ok(FromWorker::PartDone { id, .. } | FromWorker::Embedded { id, .. }) => {
+                    settle(&pending, id, Ok(&data))
+                }
                 Ok(FromWorker::PartFailed { id, error }) => {
                     dead.set(true);
                     settle(&keys, id, Err(error.clone().into()));
@@ -237,6 +240,45 @@ impl Helpers for Pool {
         }
     }
 
+    fn embed(&self, index: usize, job: EmbedJob) -> EmbedReply {
+        let Some(at) = self.usable().nth(index) else {
+            return Box::pin(async { Err("no such helper".to_string()) });
+        };
+        let helper = &self.helpers[at];
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let (result, on_result) = promise(id);
+        *helper.pending.borrow_mut() = Some(on_result);
+        let asked = (
+            job.header.rows,
+            job.header.encoder.feature_dim,
+            if job.header.with_backbone {
+                job.header.encoder.backbone_dim()
+            } else {
+                0
+            },
+        );
+        let (header, floats) = job.to_parts();
+        if post_floats(
+            &helper.worker,
+            ToWorker::Embed { id, header }.to_json(),
+            floats,
+        )
+        .is_err()
+        {
+            helper.dead.set(true);
+            return Box::pin(async { Err("the helper could not be reached".to_string()) });
+        }
+        Box::pin(async move {
+            match answer(result).await? {
+                (FromWorker::Embedded { header, .. }, floats) => {
+                    EmbedResult::from_parts(&header, floats, asked).map_err(|e| e.to_string())
+                }
+                _ => Err("the helper's answer is not embeddings".to_string()),
+            }
+        })
+    }
+
     fn send_keys(&self, index: usize, keys: Vec<f32>) {
         let Some(&(at, id)) = self.assigned.borrow().get(index) else {
             return;
@@ -273,6 +315,27 @@ pub(super) async fn compute_part(id: u64, header: String, payload: JsValue) {
             let _ = post_to_parent(FromWorker::PartDone { id, header }, floats);
         }
         Err(e) => post(FromWorker::PartFailed { id, error: e }),
+    }
+}
+
+/// A helper's side of an embedding job.
+pub(super) async fn compute_embed(id: u64, header: String, payload: JsValue) {
+    let floats = js_sys::Float32Array::new(&payload).to_vec();
+    let mut models = MODELS.take();
+    let result = match EmbedJob::from_parts(&header, floats) {
+        Ok(job) => run_embed(&job, &Device::flex(), &mut models).await,
+        Err(e) => Err(e),
+    };
+    MODELS.set(models);
+    match result {
+        Ok(out) => {
+            let (header, floats) = out.to_parts();
+            let _ = post_to_parent(FromWorker::Embedded { id, header }, floats);
+        }
+        Err(e) => post(FromWorker::PartFailed {
+            id,
+            error: e.to_string(),
+        }),
     }
 }
 

@@ -191,6 +191,7 @@ async fn handle(msg: ToWorker, payload: JsValue) {
         ToWorker::Start { force_cpu, workers } => start_device(force_cpu, workers).await,
         ToWorker::Part { id, header } => helpers::compute_part(id, header, payload).await,
         ToWorker::PartKeys { id } => helpers::keys_arrived(id, payload),
+        ToWorker::Embed { id, header } => helpers::compute_embed(id, header, payload).await,
         ToWorker::AddFiles { paths } => {
             let files: Vec<web_sys::Blob> = js_sys::Array::from(&payload)
                 .iter()

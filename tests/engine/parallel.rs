@@ -9,8 +9,8 @@ use burn::prelude::*;
 use futures_lite::future::block_on;
 use pcl_studio::engine::data::planted_groups;
 use pcl_studio::engine::parallel::{
-    HelperModels, Helpers, KeysResult, SliceJob, SliceResult, Submitted, run_keys, run_part,
-    split_rows,
+    EmbedJob, EmbedReply, EmbedResult, HelperModels, Helpers, KeysResult, SliceJob, SliceResult,
+    Submitted, run_embed, run_keys, run_part, split_rows,
 };
 use pcl_studio::engine::{Dataset, Event, NormKind, PclConfig, ProtoMode, Trainer};
 
@@ -26,6 +26,9 @@ struct Local {
     fail_from: usize,
     in_keys: bool,
     rows: Rc<std::cell::RefCell<Vec<Option<Vec<f32>>>>>,
+    /// Embedding jobs asked of these helpers, and whether they fail.
+    embeds: Rc<Cell<usize>>,
+    embed_fails: bool,
 }
 
 impl Local {
@@ -36,6 +39,8 @@ impl Local {
             fail_from,
             in_keys,
             rows: Default::default(),
+            embeds: Default::default(),
+            embed_fails: false,
         }
     }
 }
@@ -89,6 +94,30 @@ impl Helpers for Local {
     }
     fn send_keys(&self, index: usize, keys: Vec<f32>) {
         self.rows.borrow_mut()[index] = Some(keys);
+    }
+    fn embed(&self, _index: usize, job: EmbedJob) -> EmbedReply {
+        self.embeds.set(self.embeds.get() + 1);
+        let fails = self.embed_fails;
+        // Through the message format, both ways.
+        let (json, floats) = job.to_parts();
+        let job = EmbedJob::from_parts(&json, floats.to_vec());
+        Box::pin(async move {
+            if fails {
+                return Err("helper stopped".to_string());
+            }
+            let job = job.map_err(|e| e.to_string())?;
+            let asked = (job.header.rows, job.header.encoder.feature_dim, 0);
+            let asked = if job.header.with_backbone {
+                (asked.0, asked.1, job.header.encoder.backbone_dim())
+            } else {
+                asked
+            };
+            let out = run_embed(&job, &Device::flex(), &mut HelperModels::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let (json, floats) = out.to_parts();
+            EmbedResult::from_parts(&json, floats.to_vec(), asked).map_err(|e| e.to_string())
+        })
     }
 }
 
@@ -209,6 +238,68 @@ fn a_helper_failing_in_its_part_is_let_go_and_the_trainer_does_the_part() {
 #[test]
 fn a_helper_failing_in_the_key_pass_is_let_go_and_the_trainer_does_the_step() {
     failing_helper(true);
+}
+
+#[test]
+fn helpers_embed_their_share_of_the_images_as_the_trainer_would() {
+    // 50 images: the trainer embeds 17, each helper 17 and 16 (a part that is not a multiple
+    // of anything); the explorer's pass with backbone features, the E-step's without.
+    let data = planted_groups(2, 5, 5, 36, 2);
+    assert_eq!(data.len(), 50);
+    let config = tiny(4);
+    let saved = trained(&config, &data);
+    let alone = Trainer::load(&saved, &data, &Device::flex()).expect("load");
+    let encoder = alone.encoder();
+    for backbone in [true, false] {
+        let solo = block_on(alone.embed_all(&encoder, &data, backbone, &mut |_| {})).unwrap();
+        let local = Rc::new(Local::new(2, Rc::new(Cell::new(0)), usize::MAX, false));
+        let mut shared = Trainer::load(&saved, &data, &Device::flex()).expect("load");
+        shared.set_helpers(Some(local.clone()));
+        let both = block_on(shared.embed_all(&encoder, &data, backbone, &mut |_| {})).unwrap();
+        assert_eq!(local.embeds.get(), 2, "one job a helper");
+        assert_eq!(both.head.1.len(), 50 * config.feature_dim);
+        assert_close(&solo.head.1, &both.head.1, 1e-5, "head embeddings");
+        let device_rows: Vec<f32> = both.head.0.clone().into_data().try_to_vec().unwrap();
+        assert_eq!(
+            device_rows, both.head.1,
+            "the device tensor holds the host rows"
+        );
+        match (&solo.backbone, &both.backbone) {
+            (Some(a), Some(b)) => assert_close(&a.1, &b.1, 1e-5, "backbone features"),
+            (None, None) => assert!(!backbone),
+            _ => panic!("backbone asked: {backbone}"),
+        }
+        // A helper that fails: its images are embedded here instead.
+        let failing = Rc::new(Local {
+            embed_fails: true,
+            ..Local::new(2, Rc::new(Cell::new(0)), usize::MAX, false)
+        });
+        shared.set_helpers(Some(failing.clone()));
+        let again = block_on(shared.embed_all(&encoder, &data, backbone, &mut |_| {})).unwrap();
+        assert_eq!(failing.embeds.get(), 2);
+        assert_close(&solo.head.1, &again.head.1, 1e-5, "head embeddings");
+    }
+}
+
+#[test]
+fn embedding_messages_that_do_not_add_up_are_refused() {
+    let encoder = tiny(4).encoder();
+    let params = vec![vec![0.5f32; 3]; 2];
+    let pixels = vec![7u8; 36 * 36 * 3];
+    let job = EmbedJob::new(encoder, &params, &[&pixels, &pixels], 36, 32, false);
+    let (json, floats) = job.to_parts();
+    assert!(EmbedJob::from_parts(&json, floats.to_vec()).is_ok());
+    let e = EmbedJob::from_parts(&json, floats[1..].to_vec()).unwrap_err();
+    assert!(e.to_string().contains("needs"), "{e}");
+    let cropped = json.replace("\"image_size\":32", "\"image_size\":64");
+    let e = EmbedJob::from_parts(&cropped, floats.to_vec()).unwrap_err();
+    assert!(e.to_string().contains("cropped to 64 px"), "{e}");
+    let answer = r#"{"rows": 2, "dim": 8, "backbone": 0}"#;
+    assert!(EmbedResult::from_parts(answer, vec![0.0; 16], (2, 8, 0)).is_ok());
+    let e = EmbedResult::from_parts(answer, vec![0.0; 16], (3, 8, 0)).unwrap_err();
+    assert!(e.to_string().contains("asked for 3"), "{e}");
+    let e = EmbedResult::from_parts(answer, vec![0.0; 15], (2, 8, 0)).unwrap_err();
+    assert!(e.to_string().contains("need 16 values, 15 came"), "{e}");
 }
 
 #[test]
