@@ -50,6 +50,65 @@ pub struct LevelSummary {
     pub max_size: usize,
     pub phi_min: f32,
     pub phi_max: f32,
+    /// The coarsest level only: its clusters, largest first, each with its most typical images
+    /// (the page's picture of what an E-step found).
+    #[serde(default)]
+    pub prototypes: Vec<Prototype>,
+}
+
+/// A cluster of an E-step: its size, concentration and the images nearest its prototype.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Prototype {
+    pub cluster: u32,
+    pub size: usize,
+    pub phi: f32,
+    /// Image indices, nearest the prototype first.
+    pub typical: Vec<u32>,
+}
+
+/// Images shown per prototype.
+pub const TYPICAL_IMAGES: usize = 4;
+
+/// `level`'s clusters, largest first, each with the [`TYPICAL_IMAGES`] members whose unit
+/// embeddings (`features`, [n, d] row-major) lie nearest its prototype (highest dot product).
+pub fn prototypes(
+    assignments: &[u32],
+    centroids: &[f32],
+    phi: &[f32],
+    sizes: &[usize],
+    features: &[f32],
+    d: usize,
+) -> Vec<Prototype> {
+    let k = sizes.len();
+    let mut best: Vec<Vec<(f32, u32)>> = vec![Vec::new(); k];
+    for (i, &c) in assignments.iter().enumerate() {
+        let (c, row) = (c as usize, &features[i * d..(i + 1) * d]);
+        let Some(centre) = centroids.get(c * d..(c + 1) * d) else {
+            continue;
+        };
+        let score: f32 = row.iter().zip(centre).map(|(a, b)| a * b).sum();
+        let list = &mut best[c];
+        list.push((score, i as u32));
+        if list.len() > TYPICAL_IMAGES {
+            list.sort_by(|a, b| b.0.total_cmp(&a.0));
+            list.truncate(TYPICAL_IMAGES);
+        }
+    }
+    let mut out: Vec<Prototype> = best
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut list)| {
+            list.sort_by(|a, b| b.0.total_cmp(&a.0));
+            Prototype {
+                cluster: c as u32,
+                size: sizes[c],
+                phi: phi.get(c).copied().unwrap_or(0.0),
+                typical: list.into_iter().map(|(_, i)| i).collect(),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.size.cmp(&a.size).then(a.cluster.cmp(&b.cluster)));
+    out
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -290,6 +349,26 @@ impl EpochRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prototypes_come_largest_first_with_their_nearest_members() {
+        // 2-d unit vectors: cluster 0 around (1, 0) with 3 members, cluster 1 around (0, 1) with
+        // 6; image 4 sits right on cluster 1's prototype, image 0 on cluster 0's.
+        let f = |a: f32| [a.cos(), a.sin()];
+        let angles = [0.0, 0.3, -0.2, 1.2, 1.5708, 1.0, 1.4, 1.3, 0.9];
+        let features: Vec<f32> = angles.iter().flat_map(|&a| f(a)).collect();
+        let assignments = [0, 0, 0, 1, 1, 1, 1, 1, 1];
+        let centroids = [1.0, 0.0, 0.0, 1.0];
+        let p = prototypes(&assignments, &centroids, &[0.1, 0.2], &[3, 6], &features, 2);
+        assert_eq!(p.len(), 2);
+        assert_eq!((p[0].cluster, p[0].size, p[0].phi), (1, 6, 0.2));
+        assert_eq!(
+            p[0].typical,
+            vec![4, 6, 7, 3],
+            "nearest the prototype first, at most 4"
+        );
+        assert_eq!(p[1].typical, vec![0, 2, 1]);
+    }
 
     #[test]
     fn history_stays_bounded_and_keeps_the_latest_steps() {

@@ -25,6 +25,7 @@ use super::parallel::{
 use super::params::{Sgd, ema_update, flat_grads, flat_params, read_all};
 use super::rng::Rng;
 
+use super::records::prototypes;
 pub use super::records::{LevelSummary, Phase, StepRecord};
 
 mod checkpoint;
@@ -481,15 +482,22 @@ impl Trainer {
             .await?;
             levels.push(level);
         }
+        let d = self.config.feature_dim;
         let summaries = levels
             .iter()
-            .map(|l| LevelSummary {
+            .enumerate()
+            .map(|(m, l)| LevelSummary {
                 k: l.k,
                 inertia: l.inertia,
                 min_size: l.sizes.iter().copied().min().unwrap_or(0),
                 max_size: l.sizes.iter().copied().max().unwrap_or(0),
                 phi_min: l.phi.iter().cloned().fold(f32::INFINITY, f32::min),
                 phi_max: l.phi.iter().cloned().fold(0.0, f32::max),
+                prototypes: if m == 0 {
+                    prototypes(&l.assignments, &l.centroids, &l.phi, &l.sizes, &host, d)
+                } else {
+                    Vec::new()
+                },
             })
             .collect();
         self.clustering = Some(Clustering::new(

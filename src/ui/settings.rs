@@ -177,6 +177,26 @@ pub fn recipe_text(config: &PclConfig, key: &str) -> String {
     }
 }
 
+/// The settings a teacher varies in a lesson, shown beside the presets; the rest are under
+/// "Advanced".
+pub const LESSON_KEYS: [&str; 4] = ["minutes", "proto_weight", "num_clusters", "tau"];
+
+/// A preset in plain words: what it does and how long it takes.
+pub fn preset_words(p: crate::engine::config::Preset) -> &'static str {
+    use crate::engine::config::Preset;
+    match p {
+        Preset::Quick => {
+            "2 minutes. A small encoder learns from two views of every image; after a short warm-up, k-means at three granularities gives it prototypes to pull towards. What a workshop sees first."
+        }
+        Preset::Thorough => {
+            "10 minutes. A wider encoder and five times the training: clusters that match the folders better."
+        }
+        Preset::InfoNce => {
+            "2 minutes. The quick demo without prototypes (InfoNCE only, as MoCo): the baseline that shows what the clusters add."
+        }
+    }
+}
+
 /// The setting `key` of `config` as the text of its input.
 pub fn setting_text(config: &PclConfig, key: &str) -> String {
     let value = serde_json::to_value(config).expect("plain data");
@@ -315,6 +335,18 @@ mod tests {
         for s in SETTINGS.iter().chain(AUG_SETTINGS) {
             let text = setting_text(&c, s.key);
             assert!(with_setting(&c, s.key, &text).is_ok(), "{}", s.key);
+        }
+    }
+
+    #[test]
+    fn the_lesson_settings_exist_and_each_preset_says_how_long_it_takes() {
+        for key in LESSON_KEYS {
+            assert!(SETTINGS.iter().any(|s| s.key == key), "{key}");
+        }
+        for p in crate::engine::config::Preset::ALL {
+            let minutes = p.config().minutes.expect("presets have a budget");
+            let words = preset_words(p);
+            assert!(words.starts_with(&format!("{minutes} minutes")), "{words}");
         }
     }
 

@@ -10,7 +10,7 @@ use wasm_bindgen::prelude::*;
 use web_sys::{MessageEvent, Worker};
 
 use super::cards::{
-    BackendCard, ExploreCard, GuideCard, ImagesCard, KeepCard, TrainCard, ViewsCard,
+    BackendCard, ExploreCard, GuideCard, ImagesCard, KeepCard, LiveCard, TrainCard, ViewsCard,
 };
 use super::lesson::{Lesson, MAX_LESSON_BYTES};
 use super::state::{PageState, Recovery};
@@ -397,25 +397,46 @@ fn App() -> impl IntoView {
         }
     });
 
+    // Projector mode (`?present`, or the header's button): larger type, the essentials only.
+    let present = RwSignal::new(js::query_flag("present"));
+    Effect::new(move |_| {
+        let class = if present.get() { "present" } else { "" };
+        if let Some(body) = web_sys::window()
+            .and_then(|w| w.document())
+            .and_then(|d| d.body())
+        {
+            body.set_class_name(class);
+        }
+    });
     view! {
         <header>
             <h1>"pcl-studio"</h1>
+            <button class="present-toggle" data-testid="present" aria-pressed=move || present.get().to_string()
+                on:click=move |_| present.update(|p| *p = !*p)
+                title="Larger type and only the essentials, for a projector">"Projector mode"</button>
             <p class="lede">
                 "Prototypical Contrastive Learning in your browser: a small image encoder learns "
                 "from your own pictures without labels, clustering them at several granularities "
                 "as it goes. Everything runs on this machine; no image leaves it."
             </p>
         </header>
-        <main>
-            <AutosaveOffer state />
-            <LessonNotice state />
-            <BackendCard state />
-            <ImagesCard state version />
-            <ViewsCard state />
-            <TrainCard state />
-            <GuideCard state version />
-            <ExploreCard state version />
-            <KeepCard state />
+        // Two columns on a laptop or a projector: what the user does on the left, what the run
+        // shows on the right (one column on narrow screens).
+        <main class="dashboard">
+            <div class="controls">
+                <AutosaveOffer state />
+                <LessonNotice state />
+                <ImagesCard state version />
+                <TrainCard state />
+                <KeepCard state />
+                <BackendCard state />
+            </div>
+            <div class="shows">
+                <LiveCard state version />
+                <ViewsCard state />
+                <GuideCard state version />
+                <ExploreCard state version />
+            </div>
         </main>
     }
 }

@@ -72,8 +72,14 @@ export async function loadSample(page, count, timeout = 60_000) {
 // The browser benchmarks' training setting (the issue's): width 32, batch 64, no E-step.
 export const BENCH_SETTINGS = { width: '32', batch_size: '64', feature_dim: '128', epochs: '1000', warmup_epochs: '1000', minutes: '' };
 
+// Opens the train card's "Advanced settings" (most settings live there).
+export async function openAdvanced(page) {
+  await page.$eval('details.advanced', (d) => { d.open = true; });
+}
+
 // Types each setting into its input and commits it, as a user leaving the input does.
 export async function fillSettings(page, settings) {
+  await openAdvanced(page);
   for (const [key, value] of Object.entries(settings)) {
     await page.fill(`input[name=${key}]`, String(value));
     await page.dispatchEvent(`input[name=${key}]`, 'change');

@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import fs from 'node:fs';
-import { openApp, startServer, stopServer, artifacts, loadSample, fillSettings, waitForProbe } from './harness.mjs';
+import { openApp, startServer, stopServer, artifacts, loadSample, fillSettings, openAdvanced, waitForProbe } from './harness.mjs';
 
 before(startServer);
 after(stopServer);
@@ -102,6 +102,7 @@ test('an opened session that fails on its first step leaves the last autosave as
     assert.equal(await page.getAttribute('[data-testid=autosave]', 'data-epoch'), '3');
     // A learning rate that explodes at once: the run fails on its first step and keeps its
     // state before it, which exports as a session (the page's own format).
+    await openAdvanced(page);
     await page.fill('input[name=lr]', '1000000000');
     await page.dispatchEvent('input[name=lr]', 'change');
     await page.click('[data-testid=train]');

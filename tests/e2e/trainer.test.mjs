@@ -89,8 +89,11 @@ async function runFlow({ webgpu, name, epochs }) {
     await page.waitForFunction(() => Number(document.querySelector('[data-testid=autosave]').dataset.epoch) >= 2,
       null, { timeout: LONG, polling: 50 });
     const savedAt = Number(await page.getAttribute('[data-testid=autosave]', 'data-epoch'));
-    // An E-step ran before the second epoch: its table says how long it took.
-    await page.waitForSelector('[data-testid=estep][data-seconds]', { timeout: 30_000 });
+    // An E-step ran before the second epoch: what it found shows as the coarsest clusters'
+    // images, and its table (under "Every level in numbers") says how long it took.
+    await page.waitForSelector('[data-testid=prototypes]', { timeout: 30_000 });
+    assert.ok(Number(await page.getAttribute('[data-testid=prototypes]', 'data-count')) >= 2, 'the coarsest level\'s clusters are shown');
+    await page.waitForSelector('[data-testid=estep][data-seconds]', { state: 'attached', timeout: 30_000 });
     const estepSeconds = Number(await page.getAttribute('[data-testid=estep]', 'data-seconds'));
     assert.ok(estepSeconds > 0 && estepSeconds < (Date.now() - t0) / 1000, `the last E-step took ${estepSeconds} s`);
     assert.match(await page.textContent('[data-testid=estep] caption'), /\(\d+\.\d s\)/);
@@ -113,6 +116,15 @@ async function runFlow({ webgpu, name, epochs }) {
     assert.ok(points > 0, 'losses are plotted');
     const legend = await page.textContent('.legend');
     assert.doesNotMatch(legend, /NaN|inf/, legend);
+    // Hover a chart: the readout gives the values of the step under the pointer, all finite.
+    const chartBox = await page.locator("[data-testid=loss-chart]").boundingBox();
+    await page.mouse.move(chartBox.x + chartBox.width * 0.6, chartBox.y + chartBox.height * 0.5);
+    const readout = await page.textContent('[data-testid=chart-readout]');
+    assert.match(readout, /^epoch [0-9.]+: loss [0-9.]+ · InfoNCE [0-9.]+/, readout);
+    assert.doesNotMatch(readout, /NaN|inf/, readout);
+    // The slider goes back to the first E-step's clusters.
+    await page.fill('[data-testid=estep-slider]', '1');
+    await page.waitForSelector('[data-testid=prototypes][data-estep="1"]', { timeout: 10_000 });
     for (const level of [0, 1]) {
       const n = await page.locator(`[data-testid=cluster][data-level="${level}"]`).count();
       assert.ok(n > 0, `clusters at level ${level}`);

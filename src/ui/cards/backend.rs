@@ -41,7 +41,7 @@ pub fn BackendCard(state: RwSignal<PageState>) -> impl IntoView {
     let probe_loss =
         move || state.with(|s| s.probe.map(|(l, _)| l.to_string()).unwrap_or_default());
     view! {
-        <section class="card">
+        <section class="card backend">
             <h2>"Compute backend"</h2>
             <p>
                 <span data-testid="backend" data-backend=move || state.with(|s| s.backend_attr()) class="badge">

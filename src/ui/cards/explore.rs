@@ -18,7 +18,7 @@ pub fn ExploreCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl
     let open = RwSignal::new(None::<(usize, usize)>);
     view! {
         <section class="card" class:hidden=move || explore.with(|e| e.is_none())>
-            <h2>"3. Explore"</h2>
+            <h2>"4. Explore"</h2>
             <Galleries explore open version />
             <Members explore open version />
             <Hierarchy state explore version />

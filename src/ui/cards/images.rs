@@ -36,6 +36,9 @@ fn send_files(files: web_sys::FileList, folder: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// The latest images shown as thumbnails: four rows, so the settings below stay in sight.
+const THUMBNAILS: usize = 96;
+
 #[component]
 pub fn ImagesCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl IntoView {
     let on_drop = move |ev: web_sys::DragEvent| {
@@ -62,25 +65,26 @@ pub fn ImagesCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl 
     let thumbs = move || {
         version.track();
         let n = state.with_untracked(|s| s.images.count);
-        let shown: Vec<usize> = (n.saturating_sub(240)..n).collect();
+        let shown: Vec<usize> = (n.saturating_sub(THUMBNAILS)..n).collect();
         view! { <Tiles indices=shown cols=24 version testid="thumbnails" /> }
     };
     view! {
         <section class="card" on:dragover=|ev: web_sys::DragEvent| ev.prevent_default() on:drop=on_drop>
             <h2>"1. Images"</h2>
-            <Pickers state />
             <SampleSet />
+            <Pickers state />
             <Webcam />
             <ImageCount state />
             {thumbs}
-            <p class="hint">
+            <details class="hint">
+                <summary>"Formats and limits"</summary>
                 {format!(
-                    "Limits: {MAX_IMAGES} images; {} MB and {} megapixels per file (larger files \
-                     are refused before decoding). PNG, JPEG, GIF (first frame), WebP, BMP.",
+                    "PNG, JPEG, GIF (first frame), WebP, BMP. At most {MAX_IMAGES} images; {} MB \
+                     and {} megapixels per file (larger files are refused before decoding).",
                     MAX_FILE_BYTES / 1048576,
                     MAX_PIXELS / 1_000_000
                 )}
-            </p>
+            </details>
         </section>
     }
 }
@@ -108,13 +112,12 @@ fn Pickers(state: RwSignal<PageState>) -> impl IntoView {
     };
     view! {
         <div class="dropzone">
-            <p>"Drop image files or folders here, or pick them:"</p>
-            <label>"Files " <input type="file" multiple accept="image/*" data-testid="image-input" on:change=picked(false) /></label>
-            " "
-            <label>"A folder " <input type="file" node_ref=folder data-testid="folder-input" on:change=picked(true) /></label>
+            <p>"Or your own: drop files or folders here, or pick them."</p>
+            <label class="picker">"Files " <input type="file" multiple accept="image/*" data-testid="image-input" on:change=picked(false) /></label>
+            <label class="picker">"A folder " <input type="file" node_ref=folder data-testid="folder-input" on:change=picked(true) /></label>
             <p class="hint">
-                "Subfolder names become labels, used only to measure how good the "
-                "representation is, never to train (a second level, coarse/fine, is kept too)."
+                "Subfolder names become labels (coarse/fine for two levels), used only to measure "
+                "the result, never to train."
             </p>
         </div>
     }
@@ -130,8 +133,7 @@ fn SampleSet() -> impl IntoView {
     };
     view! {
         <p>
-            "Or the built-in sample set: 1,870 emoji in 9 groups and 99 subgroups "
-            "(Noto Color Emoji, SIL Open Font License) "
+            "Built-in sample: 1,870 emoji in 9 groups, 99 subgroups (Noto Color Emoji, SIL OFL) "
             <select on:change=move |ev| sample_size.set(event_target_value(&ev)) name="sample-size" aria-label="how many sample images">
                 <option value="all">"all"</option>
                 <option value="500">"500"</option>

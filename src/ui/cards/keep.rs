@@ -36,8 +36,8 @@ pub fn KeepCard(state: RwSignal<PageState>) -> impl IntoView {
     };
     let export = move |kind| move |_| send(ToWorker::Export(kind));
     view! {
-        <section class="card">
-            <h2>"4. Keep and share"</h2>
+        <section class="card keep">
+            <h2>"5. Keep and share"</h2>
             <p>
                 <button data-testid="export-model" on:click=export(ExportKind::Model) disabled=move || !has_run()>"Encoder weights"</button>
                 " "

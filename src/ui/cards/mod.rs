@@ -7,6 +7,7 @@ mod explore;
 mod guide;
 mod images;
 mod keep;
+mod live;
 mod train;
 mod views;
 
@@ -15,5 +16,6 @@ pub use explore::ExploreCard;
 pub use guide::GuideCard;
 pub use images::ImagesCard;
 pub use keep::KeepCard;
+pub use live::LiveCard;
 pub use train::TrainCard;
 pub use views::ViewsCard;

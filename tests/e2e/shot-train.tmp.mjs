@@ -1,0 +1,13 @@
+import { openApp, startServer, stopServer, loadSample, waitForProbe } from './harness.mjs';
+await startServer();
+const size = (process.env.SIZE || '1366x768').split('x').map(Number);
+const { browser, page } = await openApp({ webgpu: false, query: '?cpu' + (process.env.Q || '') });
+await page.setViewportSize({ width: size[0], height: size[1] });
+await waitForProbe(page, 120_000);
+await loadSample(page, 500, 180_000);
+await page.click('[data-testid=train]');
+await page.waitForTimeout(Number(process.env.WAIT || 40000));
+await page.evaluate(() => window.scrollTo(0, 0)); await page.screenshot({ path: `/tmp/train-${size[0]}.png` });
+await page.screenshot({ path: `/tmp/train-${size[0]}-full.png`, fullPage: true });
+await browser.close();
+stopServer();
