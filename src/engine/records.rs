@@ -355,7 +355,17 @@ mod tests {
         // 2-d unit vectors: cluster 0 around (1, 0) with 3 members, cluster 1 around (0, 1) with
         // 6; image 4 sits right on cluster 1's prototype, image 0 on cluster 0's.
         let f = |a: f32| [a.cos(), a.sin()];
-        let angles = [0.0, 0.3, -0.2, 1.2, 1.5708, 1.0, 1.4, 1.3, 0.9];
+        let angles = [
+            0.0,
+            0.3,
+            -0.2,
+            1.2,
+            std::f32::consts::FRAC_PI_2,
+            1.0,
+            1.4,
+            1.3,
+            0.9,
+        ];
         let features: Vec<f32> = angles.iter().flat_map(|&a| f(a)).collect();
         let assignments = [0, 0, 0, 1, 1, 1, 1, 1, 1];
         let centroids = [1.0, 0.0, 0.0, 1.0];
