@@ -435,6 +435,8 @@ fn App() -> impl IntoView {
                 <LiveCard state version />
                 <ViewsCard state />
                 <GuideCard state version />
+            </div>
+            <div class="wide">
                 <ExploreCard state version />
             </div>
         </main>

@@ -17,13 +17,20 @@ pub fn ExploreCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl
     let explore = Memo::new(move |_| state.with(|s| s.explore.clone()));
     let open = RwSignal::new(None::<(usize, usize)>);
     view! {
-        <section class="card" class:hidden=move || explore.with(|e| e.is_none())>
+        <section class="card explore" class:hidden=move || explore.with(|e| e.is_none())>
             <h2>"4. Explore"</h2>
-            <Galleries explore open version />
-            <Members explore open version />
-            <Hierarchy state explore version />
-            <EmbeddingMap state explore version />
-            <Neighbours state version />
+            // Side by side where the screen allows: the clusters, the hierarchy, the map.
+            <div class="explore-grid">
+                <div>
+                    <Galleries explore open version />
+                    <Members explore open version />
+                </div>
+                <div><Hierarchy state explore version /></div>
+                <div>
+                    <EmbeddingMap state explore version />
+                    <Neighbours state version />
+                </div>
+            </div>
             <Metrics state />
         </section>
     }
@@ -85,6 +92,8 @@ fn Members(
     }
 }
 
+/// The seed's Figure 6 on the user's images: each coarse cluster as a box of its most typical
+/// images, holding the finer clusters its images fall in, each as its own typical images.
 #[component]
 fn Hierarchy(
     state: RwSignal<PageState>,
@@ -97,22 +106,41 @@ fn Hierarchy(
             let ex = s.explore.as_ref()?;
             let fine = ex.levels.len().checked_sub(1).filter(|&f| f > 0)?;
             let rows = s.hierarchy(fine);
+            let typical = |level: usize, c: usize, n: usize| -> Vec<usize> {
+                ex.levels[level].clusters.get(c).map_or(Vec::new(), |card| {
+                    card.members.iter().take(n).map(|&i| i as usize).collect()
+                })
+            };
+            let shown = rows.len().min(12);
             Some(view! {
                 <div data-testid="hierarchy" class="hierarchy">
-                    <h3>{format!("Hierarchy: level 1 clusters and the level {} clusters their images fall in", fine + 1)}</h3>
-                    {rows.into_iter().enumerate().take(30).map(|(c, fines)| {
-                        let top: Vec<usize> = ex.levels[0].clusters[c].members.iter().take(3).map(|&i| i as usize).collect();
-                        view! {
-                            <div class="branch">
-                                <Tiles indices=top cols=3 version />
-                                {format!(" cluster {} → ", c + 1)}
-                                {fines.iter().take(8).map(|&(f, n)| {
-                                    let t: Vec<usize> = ex.levels[fine].clusters[f].members.iter().take(1).map(|&i| i as usize).collect();
-                                    view! { <span class="leaf"><Tiles indices=t cols=1 version />{format!("#{} ×{n}", f + 1)}</span> }
-                                }).collect_view()}
-                            </div>
-                        }
-                    }).collect_view()}
+                    <h3>{format!(
+                        "Hierarchy: each level 1 cluster holds the level {} clusters its images fall in",
+                        fine + 1
+                    )}</h3>
+                    <div class="nest">
+                        {rows.into_iter().enumerate().take(shown).map(|(c, fines)| {
+                            let size = ex.levels[0].clusters.get(c).map_or(0, |k| k.size);
+                            let more = fines.len().saturating_sub(6);
+                            view! {
+                                <div class="coarse" data-testid="coarse-cluster">
+                                    <div class="coarse-head">
+                                        <Tiles indices=typical(0, c, 4) cols=4 version />
+                                        <span>{format!("cluster {}: {size} images", c + 1)}</span>
+                                    </div>
+                                    <div class="fines">
+                                        {fines.into_iter().take(6).map(|(f, n)| view! {
+                                            <div class="fine">
+                                                <Tiles indices=typical(fine, f, 3) cols=3 version />
+                                                <span>{format!("{n} of its images")}</span>
+                                            </div>
+                                        }).collect_view()}
+                                        {(more > 0).then(|| view! { <span class="hint">{format!("+ {more} more")}</span> })}
+                                    </div>
+                                </div>
+                            }
+                        }).collect_view()}
+                    </div>
                 </div>
             })
         })
