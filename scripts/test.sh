@@ -37,6 +37,7 @@ phase "browser end-to-end tests (headless Chromium, WebGPU on SwiftShader and CP
 # The image tests compare the browser's pixels with the CLI's (the binary cargo test built).
 export PCL_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/pcl"
 (cd tests/e2e && node --test --test-concurrency=1 --test-reporter=spec \
-  app.test.mjs images.test.mjs trainer.test.mjs recovery.test.mjs site.test.mjs a11y.test.mjs)
+  app.test.mjs images.test.mjs trainer.test.mjs dashboard.test.mjs recovery.test.mjs site.test.mjs \
+  a11y.test.mjs)
 
 phase "all checks passed"

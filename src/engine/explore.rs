@@ -1,9 +1,12 @@
 //! What the explorer shows after an E-step or at the end of a run, computed from one pass of
 //! the query encoder over every image: clusters per level sorted by size with their members
-//! ordered by closeness to the prototype, a 2-D PCA map, and label metrics where labels exist.
+//! ordered by closeness to the prototype (a run without prototypes: k-means at the same K), a
+//! 2-D PCA map, and label metrics where labels exist.
 
 use super::data::Dataset;
 use super::eval::{ami, nmi, pca_2d};
+use super::kmeans::{Points, cluster_level};
+use super::rng::Rng;
 use super::trainer::{Phase, Trainer};
 use super::{EngineError, label_metrics};
 
@@ -29,11 +32,22 @@ pub async fn explore(
                 .into(),
         ));
     }
-    let levels: Vec<LevelView> = trainer
-        .clustering
-        .as_ref()
-        .map(|c| c.levels.iter().map(|l| level_view(l, &host, d)).collect())
-        .unwrap_or_default();
+    let levels: Vec<LevelView> = match trainer.clustering.as_ref() {
+        Some(c) => c.levels.iter().map(|l| level_view(l, &host, d)).collect(),
+        // No prototypes yet, or ever (the InfoNCE-only baseline): k-means at the settings' K
+        // on this embedding, so that two runs can be set side by side cluster for cluster.
+        None => {
+            let points = Points::new(&embedded.head.0, &host)?;
+            let c = &trainer.config;
+            let mut out = Vec::new();
+            for (m, &k) in c.num_clusters.iter().enumerate() {
+                let mut rng = Rng::new(c.seed ^ m as u64);
+                let level = cluster_level(&points, k, c.kmeans_iters, 1, c.tau, &mut rng).await?;
+                out.push(level_view(&level, &host, d));
+            }
+            out
+        }
+    };
     let metrics = match (labels, &embedded.backbone) {
         (Some(labels), Some((b, b_host))) => {
             let report = label_metrics(

@@ -148,6 +148,16 @@ pub struct PageState {
     pub views: Option<ViewPairs>,
     /// "New views" presses: the panel draws with the settings' seed plus this.
     pub views_draw: u64,
+    /// The last run's final explorer view and its label, kept when a new run starts (to set
+    /// PCL and the InfoNCE-only baseline side by side).
+    pub previous: Option<(String, ExploreReport)>,
+}
+
+/// Two finished runs side by side: PCL's and the InfoNCE-only baseline's explorer views.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Comparison {
+    pub pcl: ExploreReport,
+    pub baseline: ExploreReport,
 }
 
 /// What the page does after its worker crashed.
@@ -355,6 +365,9 @@ impl PageState {
 
     /// A new run begins: keep the last run's curve for comparison and clear the charts.
     fn start_new_curve(&mut self, status: &RunStatus) {
+        if let Some(ex) = self.explore.take() {
+            self.previous = Some((self.curve.label.clone(), ex));
+        }
         if !self.curve.metrics.is_empty() {
             self.earlier.push(std::mem::take(&mut self.curve));
         }
@@ -368,6 +381,27 @@ impl PageState {
         self.explore = None;
         self.neighbours = None;
         self.error = None;
+    }
+
+    /// PCL beside the InfoNCE-only baseline, once the later of the two has finished: the
+    /// last two runs, one of each kind, both with their final views.
+    pub fn comparison(&self) -> Option<Comparison> {
+        if self.busy() || self.run.state == RunState::Idle {
+            return None;
+        }
+        let (label, before) = self.previous.as_ref()?;
+        let now = self.explore.as_ref()?;
+        match (label.as_str(), self.curve.label.as_str()) {
+            ("PCL", "InfoNCE only") => Some(Comparison {
+                pcl: before.clone(),
+                baseline: now.clone(),
+            }),
+            ("InfoNCE only", "PCL") => Some(Comparison {
+                pcl: now.clone(),
+                baseline: before.clone(),
+            }),
+            _ => None,
+        }
     }
 
     /// `data-backend` of the backend badge.
@@ -732,11 +766,39 @@ mod tests {
             state: RunState::Done,
             ..Default::default()
         }));
+        let view = |epoch| ExploreReport {
+            epoch,
+            levels: Vec::new(),
+            map: Vec::new(),
+            metrics: None,
+        };
+        s.apply(FromWorker::Explore(Box::new(view(4))));
+        assert_eq!(s.comparison(), None, "one run: nothing to compare");
         s.apply(FromWorker::Status(training(0.0)));
         assert_eq!(s.earlier.len(), 1);
         assert_eq!(s.earlier[0].label, "PCL");
         assert_eq!(s.curve.label, "InfoNCE only");
         assert!(s.progress_line().starts_with("Epoch 1 of 4, step 0 of 2"));
+        assert_eq!(s.previous.as_ref().map(|p| p.0.as_str()), Some("PCL"));
+        s.apply(FromWorker::Explore(Box::new(view(7))));
+        assert_eq!(s.comparison(), None, "the baseline is still training");
+        s.apply(FromWorker::Status(RunStatus {
+            state: RunState::Done,
+            ..Default::default()
+        }));
+        let c = s
+            .comparison()
+            .expect("PCL beside the baseline once it is done");
+        assert_eq!((c.pcl.epoch, c.baseline.epoch), (4, 7));
+        // A third run, PCL again: the pair is the baseline and the new run.
+        s.apply(FromWorker::Status(training(1.0)));
+        s.apply(FromWorker::Explore(Box::new(view(9))));
+        s.apply(FromWorker::Status(RunStatus {
+            state: RunState::Done,
+            ..Default::default()
+        }));
+        let c = s.comparison().expect("the baseline beside the new PCL run");
+        assert_eq!((c.pcl.epoch, c.baseline.epoch), (9, 7));
     }
 
     #[test]

@@ -10,7 +10,8 @@ use wasm_bindgen::prelude::*;
 use web_sys::{MessageEvent, Worker};
 
 use super::cards::{
-    BackendCard, ExploreCard, GuideCard, ImagesCard, KeepCard, LiveCard, TrainCard, ViewsCard,
+    BackendCard, CompareCard, ExploreCard, GuideCard, ImagesCard, KeepCard, LiveCard, TrainCard,
+    ViewsCard,
 };
 use super::lesson::{Lesson, MAX_LESSON_BYTES};
 use super::state::{PageState, Recovery};
@@ -437,6 +438,7 @@ fn App() -> impl IntoView {
                 <GuideCard state version />
             </div>
             <div class="wide">
+                <CompareCard state version />
                 <ExploreCard state version />
             </div>
         </main>

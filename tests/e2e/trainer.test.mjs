@@ -333,6 +333,11 @@ test('one click runs the InfoNCE-only baseline and both curves are shown', async
     assert.match(legend, /PCL/);
     assert.match(legend, /InfoNCE only/);
     assert.equal(await page.locator('[data-testid=metrics] polyline').count(), 2);
+    // PCL and the baseline side by side: each run's coarsest clusters and map, with its AMI.
+    await page.waitForSelector('[data-testid=compare]', { timeout: 30_000 });
+    const sides = await page.$$eval('[data-testid=compare] .side', (els) => els.map((e) => [e.dataset.run, e.querySelectorAll('.cluster').length]));
+    assert.deepEqual(sides.map((s) => s[0]), ['PCL', 'InfoNCE only']);
+    assert.ok(sides.every((s) => s[1] >= 2), JSON.stringify(sides));
     await page.screenshot({ path: path.join(artifacts, 'trainer-baseline.png'), fullPage: true });
     assert.deepEqual(errors, []);
   } finally {

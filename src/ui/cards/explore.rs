@@ -331,7 +331,7 @@ fn map_points(map: &[[f32; 2]]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-fn draw_map(canvas: &HtmlCanvasElement, map: &[[f32; 2]], clusters: Option<&[u32]>) {
+pub(super) fn draw_map(canvas: &HtmlCanvasElement, map: &[[f32; 2]], clusters: Option<&[u32]>) {
     let Some(ctx) = context_2d(canvas) else {
         return;
     };

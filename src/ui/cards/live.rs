@@ -66,7 +66,7 @@ fn axes(
             let py = f.sy(y);
             view! {
                 <line class="grid" x1=f.left x2=f.w - f.right y1=py y2=py />
-                <text class="tick" x=f.left - 4.0 y=py + 4.0 text-anchor="end">{tick_label(y, y_ticks)}</text>
+                <text class="tick" data-testid="tick" x=f.left - 4.0 y=py + 4.0 text-anchor="end">{tick_label(y, y_ticks)}</text>
             }
         })
         .collect_view();
@@ -77,7 +77,7 @@ fn axes(
             let px = f.sx(x);
             view! {
                 <line class="axis" x1=px x2=px y1=f.h - f.bottom y2=f.h - f.bottom + 4.0 />
-                <text class="tick" x=px y=f.h - f.bottom + 15.0 text-anchor="middle">{tick_label(x, x_ticks)}</text>
+                <text class="tick" data-testid="tick" x=px y=f.h - f.bottom + 15.0 text-anchor="middle">{tick_label(x, x_ticks)}</text>
             }
         })
         .collect_view();
@@ -85,7 +85,7 @@ fn axes(
         .iter()
         .map(|&e| {
             let px = f.sx(e);
-            view! { <line class="estep" x1=px x2=px y1=f.top y2=f.h - f.bottom /> }
+            view! { <line class="estep" data-testid="estep-mark" x1=px x2=px y1=f.top y2=f.h - f.bottom /> }
         })
         .collect_view();
     view! {

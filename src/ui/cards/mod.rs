@@ -3,6 +3,7 @@
 
 mod backend;
 mod charts;
+mod compare;
 mod explore;
 mod guide;
 mod images;
@@ -12,6 +13,7 @@ mod train;
 mod views;
 
 pub use backend::BackendCard;
+pub use compare::CompareCard;
 pub use explore::ExploreCard;
 pub use guide::GuideCard;
 pub use images::ImagesCard;
