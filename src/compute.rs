@@ -19,8 +19,15 @@ fn info_from_setup(kind: BackendKind, setup: &burn::tensor::wgpu::WgpuSetup) -> 
     } else {
         info.name.clone()
     };
+    // A software adapter (lavapipe, SwiftShader) says so: the CPU emulating a GPU.
+    let name = if info.device_type == wgpu::DeviceType::Cpu {
+        format!("{name} (software: the CPU emulating a GPU)")
+    } else {
+        name
+    };
     BackendInfo {
         workers: 1,
+        choice: None,
         kind,
         adapter: name,
         api: match kind {
@@ -76,6 +83,46 @@ pub async fn init_or_cpu(prefer_gpu: bool, gpu_kind: BackendKind) -> (Device, Ba
             (Device::flex(), info)
         }
     }
+}
+
+/// Images per second of the quick demo's training step on `device` (width 16, 64-d features,
+/// `batch` images of 32 px, BatchNorm over 4 ghost batches, the key batch shuffled, InfoNCE,
+/// backward, SGD): one step first to build its kernels, then `timed` steps timed by `now_ms`.
+pub async fn step_rate(
+    device: &Device,
+    batch: usize,
+    timed: usize,
+    now_ms: &dyn Fn() -> f64,
+) -> Result<f64, EngineError> {
+    device.seed(1);
+    let ad = device.clone().autodiff();
+    let mut model = EncoderConfig::new(16, 64).init(&ad);
+    let mut sgd = Sgd::new(0.9, 1e-4);
+    let dist = burn::tensor::Distribution::Default;
+    let queue = l2_normalize(Tensor::<2>::random([64, 64], dist, device));
+    let perm: Vec<usize> = (0..batch).rev().collect();
+    let mut t0 = 0.0;
+    for step in 0..=timed {
+        if step == 1 {
+            t0 = now_ms();
+        }
+        let x1 = Tensor::<4>::random([batch, 3, 32, 32], dist, device);
+        let x2 = Tensor::<4>::random([batch, 3, 32, 32], dist, device);
+        let (q, _) = model.forward_train(x1.autodiff(), 4); // q: [batch, 64]
+        let (k, _) = model.valid().forward_shuffled(x2, 4, &perm); // k: [batch, 64]
+        let (loss, _) = info_nce(q, k, queue.clone(), 0.2, None);
+        let grads = loss.backward();
+        model = sgd.step(model, &grads, 0.03);
+        let mut read = vec![loss.without_autodiff()];
+        read.extend(
+            crate::engine::params::flat_params(&model)
+                .into_iter()
+                .take(1),
+        );
+        read_all(read).await?;
+    }
+    let seconds = (now_ms() - t0) / 1000.0;
+    Ok((batch * timed) as f64 / seconds.max(1e-6))
 }
 
 /// One real training step of a small encoder on `device` (forward, InfoNCE, backward, SGD),

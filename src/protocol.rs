@@ -38,6 +38,10 @@ pub enum ToWorker {
         /// one per core, at most four (the page's `?workers=N`).
         #[serde(default)]
         workers: Option<usize>,
+        /// Train on WebGPU wherever it initialises, without timing it against the CPU
+        /// (`?backend=webgpu`).
+        #[serde(default)]
+        force_webgpu: bool,
     },
     /// Decode files; payload: an array of `File`/`Blob`, one per path (relative to the chosen
     /// or dropped folder, `/`-separated).
@@ -272,6 +276,7 @@ mod tests {
             ToWorker::Start {
                 force_cpu: true,
                 workers: None,
+                force_webgpu: false,
             },
             ToWorker::Train {
                 config: PclConfig::default(),

@@ -104,6 +104,9 @@ pub struct PageState {
     pub force_cpu: bool,
     /// Workers to train with on the CPU fallback (`?workers=N`; None: the worker decides).
     pub workers: Option<usize>,
+    /// Train on WebGPU where it initialises, without timing it against the CPU
+    /// (`?backend=webgpu`).
+    pub force_webgpu: bool,
     pub images: ImagesInfo,
     pub run: RunStatus,
     pub steps: Vec<StepRecord>,
@@ -213,6 +216,7 @@ impl PageState {
                 return Some(ToWorker::Start {
                     force_cpu: self.force_cpu,
                     workers: self.workers,
+                    force_webgpu: self.force_webgpu && !self.force_cpu,
                 });
             }
             FromWorker::Backend(info) => self.backend = Some(info),
@@ -543,7 +547,8 @@ mod tests {
             }),
             Some(ToWorker::Start {
                 force_cpu: true,
-                workers: None
+                workers: None,
+                force_webgpu: false,
             })
         );
         assert!(

@@ -375,7 +375,9 @@ fn start_worker(state: RwSignal<PageState>, version: RwSignal<usize>) {
 
 #[component]
 fn App() -> impl IntoView {
-    let mut page = PageState::new(js::query_flag("cpu"));
+    let backend = js::query_param("backend");
+    let mut page = PageState::new(js::query_flag("cpu") || backend.as_deref() == Some("cpu"));
+    page.force_webgpu = backend.as_deref() == Some("webgpu");
     page.workers = js::query_param("workers").and_then(|w| w.parse().ok());
     let state = RwSignal::new(page);
     let version = RwSignal::new(0usize);

@@ -19,7 +19,8 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
-use crate::compute::{BackendInfo, BackendKind, init_or_cpu, probe_step};
+use crate::backend::{Choice, ChoiceKind};
+use crate::compute::{BackendInfo, BackendKind, init_or_cpu, probe_step, step_rate};
 use crate::engine::augment;
 use crate::engine::session::Command;
 use crate::engine::{Dataset, PclConfig};
@@ -127,6 +128,14 @@ async fn browser_adapter_name() -> Option<String> {
     if let Some(d) = field("description") {
         name.push(format!("({d})"));
     }
+    let fallback = get(&info, "isFallbackAdapter")
+        .or_else(|| get(&adapter, "isFallbackAdapter"))
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    let joined = name.join(" ");
+    if fallback || joined.to_lowercase().contains("swiftshader") {
+        name.push("(software: the CPU emulating a GPU)".into());
+    }
     (!name.is_empty()).then(|| name.join(" "))
 }
 
@@ -188,7 +197,11 @@ fn busy_training() -> bool {
 
 async fn handle(msg: ToWorker, payload: JsValue) {
     match msg {
-        ToWorker::Start { force_cpu, workers } => start_device(force_cpu, workers).await,
+        ToWorker::Start {
+            force_cpu,
+            workers,
+            force_webgpu,
+        } => start_device(force_cpu, workers, force_webgpu).await,
         ToWorker::Part { id, header } => helpers::compute_part(id, header, payload).await,
         ToWorker::PartKeys { id } => helpers::keys_arrived(id, payload),
         ToWorker::Embed { id, header } => helpers::compute_embed(id, header, payload).await,
@@ -277,8 +290,12 @@ async fn views(mut config: PclConfig, count: usize) {
     }
 }
 
-async fn start_device(force_cpu: bool, workers: Option<usize>) {
-    let (device, mut info) = if force_cpu {
+/// Images a step of the device-choosing measurement trains (small: a software adapter trains a
+/// few images a second).
+const CHOICE_BATCH: usize = 16;
+
+async fn start_device(force_cpu: bool, workers: Option<usize>, force_webgpu: bool) {
+    let (mut device, mut info) = if force_cpu {
         init_or_cpu(false, BackendKind::Webgpu).await
     } else if !has_webgpu() {
         (
@@ -297,6 +314,42 @@ async fn start_device(force_cpu: bool, workers: Option<usize>) {
     {
         info.adapter = name;
     }
+    let workers_wanted = helpers::workers_for(workers);
+    info.choice = Some(if force_cpu || force_webgpu {
+        Choice {
+            how: ChoiceKind::Forced,
+            webgpu_img_s: None,
+            cpu_img_s: None,
+        }
+    } else if info.kind != BackendKind::Webgpu {
+        Choice {
+            how: ChoiceKind::Only,
+            webgpu_img_s: None,
+            cpu_img_s: None,
+        }
+    } else {
+        // Both are here: a few steps of the quick demo's training on each, the faster kept.
+        // A software adapter (the CPU emulating a GPU) loses to the CPU fallback by far.
+        let webgpu = step_rate(&device, CHOICE_BATCH, 1, &now_ms).await.ok();
+        let one = step_rate(&Device::flex(), CHOICE_BATCH, 3, &now_ms)
+            .await
+            .ok();
+        // The helpers share the steps: about four fifths of a worker's rate each.
+        let cpu = one.map(|r| r * (1.0 + 0.8 * (workers_wanted - 1) as f64));
+        if Choice::cpu_is_faster(webgpu, cpu) {
+            device = Device::flex();
+            let adapter = info.adapter.clone();
+            info = BackendInfo::cpu(Some(format!(
+                "WebGPU is here ({adapter}) but trains slower than the CPU on this machine, so \
+                 training runs on the CPU."
+            )));
+        }
+        Choice {
+            how: ChoiceKind::Measured,
+            webgpu_img_s: webgpu,
+            cpu_img_s: cpu,
+        }
+    });
     // The CPU fallback shares steps with helper workers, started now so their wasm loads
     // while the images do.
     let pool = (info.kind == BackendKind::Cpu)

@@ -26,7 +26,7 @@ function assertOwnOrigin(requests) {
 }
 
 test('WebGPU: the worker reports the adapter and a finite loss from a real training step', async () => {
-  const { browser, page, errors, requests } = await openApp({ webgpu: true });
+  const { browser, page, errors, requests } = await openApp({ webgpu: true, query: '?backend=webgpu' });
   try {
     await page.waitForSelector('[data-testid=backend][data-backend=webgpu]', { timeout: 60_000 });
     const adapter = (await page.textContent('[data-testid=backend]')).trim();
@@ -39,9 +39,29 @@ test('WebGPU: the worker reports the adapter and a finite loss from a real train
     assert.ok(Number.isFinite(loss) && loss > 0, `loss ${loss}`);
     await page.screenshot({ path: path.join(artifacts, 'backend-webgpu.png'), fullPage: true });
     assert.equal(await page.locator('[data-testid=backend-notice]').count(), 0);
+    assert.equal(await page.getAttribute('[data-testid=backend]', 'data-choice'), 'forced');
+    // SwiftShader is named for what it is.
+    assert.match(adapter, /software/, adapter);
     assert.deepEqual(errors, []);
     assertOwnOrigin(requests);
     console.log(`webgpu adapter "${adapter}", probe loss ${loss}`);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('WebGPU on a software adapter: the page times both and trains on the faster CPU by itself', async () => {
+  const { browser, page, errors } = await openApp({ webgpu: true });
+  try {
+    await page.waitForSelector('[data-testid=backend][data-choice=measured]', { timeout: 120_000 });
+    const d = await page.$eval('[data-testid=backend]', (e) => ({ ...e.dataset }));
+    const [gpu, cpu] = [Number(d.webgpuImgS), Number(d.cpuImgS)];
+    console.log(`measured: WebGPU (SwiftShader) ${gpu} images/s, CPU ${cpu} images/s`);
+    assert.ok(gpu > 0 && cpu > gpu, `WebGPU ${gpu}, CPU ${cpu}`);
+    assert.equal(d.backend, 'cpu');
+    assert.match(await page.textContent('[data-testid=backend-choice]'), /Measured: WebGPU [0-9.]+ images\/s, the CPU with \d+ workers? about [0-9.]+ images\/s: training on the CPU/);
+    assert.ok(Number.isFinite(await probeLoss(page)), 'the chosen device trains');
+    assert.deepEqual(errors, []);
   } finally {
     await browser.close();
   }

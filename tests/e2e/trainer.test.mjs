@@ -57,7 +57,7 @@ async function waitState(page, s, timeout = LONG) {
 
 async function runFlow({ webgpu, name, epochs }) {
   // On the CPU fallback two workers share each step (the helper path), whatever the cores.
-  const { browser, context, page, errors, requests } = await openApp({ webgpu, query: webgpu ? '' : '?cpu&workers=2' });
+  const { browser, context, page, errors, requests } = await openApp({ webgpu, query: webgpu ? '?backend=webgpu' : '?cpu&workers=2' });
   const shot = (what) => page.screenshot({ path: path.join(artifacts, `trainer-${name}-${what}.png`), fullPage: true });
   try {
     await page.waitForSelector(`[data-testid=backend][data-backend=${webgpu ? 'webgpu' : 'cpu'}]`, { timeout: 60_000 });

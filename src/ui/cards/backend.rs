@@ -2,6 +2,7 @@
 
 use leptos::prelude::*;
 
+use crate::backend::{Choice, ChoiceKind};
 use crate::ui::state::PageState;
 
 #[component]
@@ -40,11 +41,47 @@ pub fn BackendCard(state: RwSignal<PageState>) -> impl IntoView {
     };
     let probe_loss =
         move || state.with(|s| s.probe.map(|(l, _)| l.to_string()).unwrap_or_default());
+    let choice = move || backend.with(|b| b.as_ref().and_then(|b| b.choice));
+    let how = move || {
+        choice().map_or("", |c| match c.how {
+            ChoiceKind::Measured => "measured",
+            ChoiceKind::Forced => "forced",
+            ChoiceKind::Only => "only",
+        })
+    };
+    let rate = move |f: fn(&Choice) -> Option<f64>| {
+        move || {
+            choice()
+                .and_then(|c| f(&c))
+                .map_or(String::new(), |r| format!("{r:.1}"))
+        }
+    };
+    let words = move || {
+        backend.with(|b| {
+            b.as_ref().and_then(|b| {
+                b.choice
+                    .map(|c| c.words(b.workers, b.kind == crate::backend::BackendKind::Cpu))
+            })
+        })
+    };
+    // The user's override: the page again with `?backend=…` (or without, to measure).
+    let choose = move |ev: web_sys::Event| {
+        let value = event_target_value(&ev);
+        if let Some(w) = web_sys::window() {
+            let query = if value == "auto" {
+                String::new()
+            } else {
+                format!("?backend={value}")
+            };
+            let _ = w.location().set_search(&query);
+        }
+    };
     view! {
         <section class="card backend">
             <h2>"Compute backend"</h2>
             <p>
-                <span data-testid="backend" data-backend=move || state.with(|s| s.backend_attr()) class="badge">
+                <span data-testid="backend" data-backend=move || state.with(|s| s.backend_attr()) class="badge"
+                    data-choice=how data-webgpu-img-s=rate(|c| c.webgpu_img_s) data-cpu-img-s=rate(|c| c.cpu_img_s)>
                     {backend_name}
                 </span>
                 " "
@@ -52,6 +89,15 @@ pub fn BackendCard(state: RwSignal<PageState>) -> impl IntoView {
                     {move || state.with(|s| s.backend.as_ref().map(workers_text).unwrap_or_default())}
                 </span>
             </p>
+            <p data-testid="backend-choice">{words}</p>
+            <label>"Train on "
+                <select data-testid="backend-select" on:change=choose
+                    prop:value=crate::ui::js::query_param("backend").unwrap_or_else(|| "auto".into())>
+                    <option value="auto">"the faster, measured"</option>
+                    <option value="cpu">"the CPU"</option>
+                    <option value="webgpu">"WebGPU"</option>
+                </select>
+            </label>
             {notice}
             <details><summary>"Device limits"</summary><ul class="limits">{limits}</ul></details>
             <p data-testid="probe" data-loss=probe_loss>{move || state.with(|s| s.status_line())}</p>
