@@ -11,7 +11,7 @@ use web_sys::{
     OffscreenCanvasRenderingContext2d, PremultiplyAlpha,
 };
 
-use super::load::Batch;
+use super::batch::Batch;
 use super::{now_ms, scope};
 use crate::engine::data::{SampleIndex, resize_rgba_square};
 use crate::intake::Label;

@@ -2,11 +2,11 @@
 //! page's own copy after a reload; added to the store in batches the page hears about.
 
 use std::collections::VecDeque;
-use std::rc::Rc;
 
-use super::{STATE, STORE_SIDE, busy_training, decode, error, now_ms, post, post_bytes};
+use super::batch::Batch;
+use super::{STATE, STORE_SIDE, busy_training, decode, error, now_ms, post};
 use crate::intake::{Label, MAX_IMAGES, Skipped, eta_seconds, may_start_decoding};
-use crate::protocol::{FromWorker, ImagesAdded};
+use crate::protocol::FromWorker;
 
 pub(super) enum Source {
     Files(Vec<(String, web_sys::Blob)>),
@@ -38,7 +38,7 @@ pub(super) async fn load(source: Source) {
             // their pixels as well as their count (`may_start_decoding`).
             let mut in_flight: VecDeque<Decoding> = VecDeque::new();
             for (path, blob) in files {
-                let checked = if count() + batch.names.len() + in_flight.len() >= MAX_IMAGES {
+                let checked = if count() + batch.len() + in_flight.len() >= MAX_IMAGES {
                     Err(format!("over the limit of {MAX_IMAGES} images"))
                 } else {
                     decode::check_file(&blob).await
@@ -111,7 +111,7 @@ impl Decoding {
                 let label = Label::of_path(&self.path);
                 batch.add(self.path, label, rgb);
             }
-            Err(reason) => batch.skipped.push(Skipped {
+            Err(reason) => batch.skip(Skipped {
                 file: self.path,
                 reason,
             }),
@@ -138,7 +138,7 @@ impl Shown {
                 eta_s: eta_seconds(self.done, self.total, (now_ms() - self.t0) / 1000.0),
             });
             // Thumbnails appear while the rest decodes.
-            if batch.names.len() >= 256 {
+            if batch.len() >= 256 {
                 batch.flush(self.t0, false);
             }
         }
@@ -147,48 +147,4 @@ impl Shown {
 
 fn count() -> usize {
     STATE.with_borrow(|s| s.data.len())
-}
-
-/// Decoded images not yet added to the store and announced to the page.
-#[derive(Default)]
-pub(crate) struct Batch {
-    names: Vec<String>,
-    labels: Vec<Label>,
-    pixels: Vec<u8>,
-    skipped: Vec<Skipped>,
-}
-
-impl Batch {
-    pub(crate) fn add(&mut self, name: String, label: Label, rgb: Vec<u8>) {
-        self.names.push(name);
-        self.labels.push(label);
-        self.pixels.extend_from_slice(&rgb);
-    }
-
-    /// Adds the batch to the store and sends it (with its pixels, for thumbnails) to the page.
-    fn flush(&mut self, t0: f64, last: bool) {
-        let batch = std::mem::take(self);
-        let per = STORE_SIDE * STORE_SIDE * 3;
-        let (total, memory) = STATE.with_borrow_mut(|s| {
-            let data = Rc::make_mut(&mut s.data);
-            for (i, (name, label)) in batch.names.iter().zip(&batch.labels).enumerate() {
-                let rgb = &batch.pixels[i * per..(i + 1) * per];
-                let (coarse, fine) = (label.coarse.as_deref(), label.fine.as_deref());
-                data.push_labelled(name.clone(), rgb, coarse, fine)
-                    .expect("decoded at the store size");
-            }
-            (data.len(), data.memory_bytes())
-        });
-        let msg = FromWorker::Images(ImagesAdded {
-            side: STORE_SIDE,
-            names: batch.names,
-            labels: batch.labels,
-            skipped: batch.skipped,
-            total,
-            memory_bytes: memory,
-            seconds: (now_ms() - t0) / 1000.0,
-            last,
-        });
-        post_bytes(msg, &batch.pixels);
-    }
 }

@@ -3,6 +3,7 @@
 //! [`Session`](crate::engine::session::Session); its driver here passes the page's requests
 //! (pause, export, neighbours) to it between units of work and posts what it reports.
 
+mod batch;
 mod decode;
 mod helpers;
 mod load;
