@@ -64,13 +64,23 @@ test('while training, the controls, the live chart and the E-step\'s clusters sh
     await page.click('[data-testid=present]');
     await page.evaluate(() => window.scrollTo(0, 0));
     assert.equal(await page.getAttribute('[data-testid=present]', 'aria-pressed'), 'true');
-    const big = await onScreen(page, ['[data-testid=loss-chart]', '[data-testid=prototypes]', '[data-testid=stop]']);
+    const big = await onScreen(page, ['[data-testid=loss-chart]', '[data-testid=prototypes]', '[data-testid=live-map]', '[data-testid=stop]']);
     await page.screenshot({ path: path.join(artifacts, 'dashboard-projector-1920.png') });
     assert.ok(Object.values(big).every(Boolean), `projector: ${JSON.stringify(big)}`);
     const font = await page.$eval('body', (b) => parseFloat(getComputedStyle(b).fontSize));
     assert.ok(font >= 18, `projector type ${font}px`);
+    await page.click('[data-testid=present]');
     await page.click('[data-testid=stop]');
     await page.waitForSelector('[data-testid=status][data-state=done]', { timeout: 120_000 });
+
+    // Linked views: pointing at a gallery's cluster shows its images on the map (the others
+    // faded, its most typical image ringed).
+    const cluster = page.locator('[data-testid=cluster][data-level="1"]').nth(1);
+    await cluster.scrollIntoViewIfNeeded();
+    await cluster.hover();
+    await page.waitForSelector('[data-testid=map][data-focus="1"]', { timeout: 10_000 });
+    await page.mouse.move(0, 0);
+    await page.waitForSelector('[data-testid=map][data-focus=""]', { timeout: 10_000 });
     assert.deepEqual(errors, []);
   } finally {
     await browser.close();

@@ -332,7 +332,8 @@ test('one click runs the InfoNCE-only baseline and both curves are shown', async
     const legend = await page.textContent('[data-testid=metrics] .legend');
     assert.match(legend, /PCL/);
     assert.match(legend, /InfoNCE only/);
-    assert.equal(await page.locator('[data-testid=metrics] polyline').count(), 2);
+    // One kNN line per run (the AMI chart beside it has the baseline's k-means levels too).
+    assert.equal(await page.locator('[data-testid=metrics] > svg:not([data-testid=ami-chart]) polyline').count(), 2);
     // PCL and the baseline side by side: each run's coarsest clusters and map, with its AMI.
     await page.waitForSelector('[data-testid=compare]', { timeout: 30_000 });
     const sides = await page.$$eval('[data-testid=compare] .side', (els) => els.map((e) => [e.dataset.run, e.querySelectorAll('.cluster').length]));

@@ -4,7 +4,7 @@
 
 use leptos::prelude::*;
 
-use super::explore::draw_map;
+use super::explore::{draw_map, prototype_images};
 use crate::engine::records::ExploreReport;
 use crate::ui::state::PageState;
 use crate::ui::tiles::Tiles;
@@ -56,9 +56,10 @@ fn side(name: &'static str, ex: ExploreReport, version: RwSignal<usize>) -> impl
         ex.map.clone(),
         level.as_ref().map(|l| l.assignments.clone()),
     );
+    let marks = level.as_ref().map(prototype_images).unwrap_or_default();
     Effect::new(move |_| {
         if let Some(c) = node.get() {
-            draw_map(&c, &map, assignments.as_deref());
+            draw_map(&c, &map, assignments.as_deref(), &marks, None);
         }
     });
     let clusters = level.map_or(Vec::new(), |l| l.clusters);

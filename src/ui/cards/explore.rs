@@ -16,18 +16,20 @@ use crate::ui::view::send;
 pub fn ExploreCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl IntoView {
     let explore = Memo::new(move |_| state.with(|s| s.explore.clone()));
     let open = RwSignal::new(None::<(usize, usize)>);
+    // The cluster under the pointer (or keyboard focus) in a gallery: the map shows its images.
+    let hovered = RwSignal::new(None::<(usize, usize)>);
     view! {
         <section class="card explore" class:hidden=move || explore.with(|e| e.is_none())>
             <h2>"4. Explore"</h2>
             // Side by side where the screen allows: the clusters, the hierarchy, the map.
             <div class="explore-grid">
                 <div>
-                    <Galleries explore open version />
+                    <Galleries explore open hovered version />
                     <Members explore open version />
                 </div>
                 <div><Hierarchy state explore version /></div>
                 <div>
-                    <EmbeddingMap state explore version />
+                    <EmbeddingMap state explore hovered version />
                     <Neighbours state version />
                 </div>
             </div>
@@ -40,12 +42,18 @@ pub fn ExploreCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl
 fn Galleries(
     explore: Memo<Option<ExploreReport>>,
     open: RwSignal<Option<(usize, usize)>>,
+    hovered: RwSignal<Option<(usize, usize)>>,
     version: RwSignal<usize>,
 ) -> impl IntoView {
     move || {
         explore.with(|ex| {
             let ex = ex.as_ref()?;
             Some(view! {
+                <p class="hint">
+                    "Each box is a cluster of an E-step's k-means, largest first; its first images "
+                    "are those nearest its prototype. Coarse levels group broadly, fine ones "
+                    "narrowly. Hover a box to find its images on the map; click it for all of them."
+                </p>
                 <div data-testid="cluster-gallery">
                     {ex.levels.iter().enumerate().map(|(m, l)| view! {
                         <h3>{level_heading(m, l.k, l.inertia, ex.metrics.as_ref())}</h3>
@@ -55,7 +63,9 @@ fn Galleries(
                                 let top: Vec<usize> = card.members.iter().take(6).map(|&i| i as usize).collect();
                                 view! {
                                     <button class="cluster" data-testid="cluster" data-level=m.to_string()
-                                        data-size=card.size.to_string() on:click=move |_| open.set(Some((m, c)))>
+                                        data-size=card.size.to_string() on:click=move |_| open.set(Some((m, c)))
+                                        on:mouseenter=move |_| hovered.set(Some((m, c))) on:mouseleave=move |_| hovered.set(None)
+                                        on:focus=move |_| hovered.set(Some((m, c))) on:blur=move |_| hovered.set(None)>
                                         <Tiles indices=top cols=6 version />
                                         <span>{format!("{} images, φ {:.3}", card.size, card.phi)}</span>
                                     </button>
@@ -151,6 +161,7 @@ fn Hierarchy(
 fn EmbeddingMap(
     state: RwSignal<PageState>,
     explore: Memo<Option<ExploreReport>>,
+    hovered: RwSignal<Option<(usize, usize)>>,
     version: RwSignal<usize>,
 ) -> impl IntoView {
     let level = RwSignal::new(0usize);
@@ -166,17 +177,28 @@ fn EmbeddingMap(
     });
     let map = NodeRef::<leptos::html::Canvas>::new();
     Effect::new(move |_| {
-        let lv = level.get();
+        // A hovered gallery cluster colours the map by its level and fades the other images.
+        let (lv, focus) = match hovered.get() {
+            Some((m, c)) => (m, Some(c as u32)),
+            None => (level.get(), None),
+        };
         let Some(canvas) = map.get() else { return };
         shown.with(|points| {
             explore.with(|ex| {
                 let (Some(ex), Some(points)) = (ex, points) else {
                     return;
                 };
+                let lvl = ex.levels.get(lv);
                 draw_map(
                     &canvas,
                     points,
-                    ex.levels.get(lv).map(|l| &l.assignments[..]),
+                    lvl.map(|l| &l.assignments[..]),
+                    &lvl.map(prototype_images).unwrap_or_default(),
+                    focus,
+                );
+                let _ = canvas.set_attribute(
+                    "data-focus",
+                    &focus.map_or(String::new(), |c| c.to_string()),
                 );
             })
         });
@@ -223,7 +245,8 @@ fn EmbeddingMap(
                 <option value="tsne">"t-SNE"</option>
             </select></label>
             " · " <label>"colour by " <select on:change=move |ev| level.set(event_target_value(&ev).parse().unwrap_or(0))><LevelOptions explore /></select></label>
-            " — hover a point to see it, click it for its nearest neighbours. "
+            " — one point per image, near where its embedding is near; rings mark each cluster's "
+            "most typical image. Hover a point to see it, click it for its nearest neighbours. "
             <span data-testid="tsne-progress">{progress}</span>
         </p>
         <div class="map">
@@ -331,14 +354,47 @@ fn map_points(map: &[[f32; 2]]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-pub(super) fn draw_map(canvas: &HtmlCanvasElement, map: &[[f32; 2]], clusters: Option<&[u32]>) {
+pub(super) fn draw_map(
+    canvas: &HtmlCanvasElement,
+    map: &[[f32; 2]],
+    clusters: Option<&[u32]>,
+    prototypes: &[usize],
+    focus: Option<u32>,
+) {
     let Some(ctx) = context_2d(canvas) else {
         return;
     };
     ctx.clear_rect(0.0, 0.0, 400.0, 400.0);
-    for (i, (x, y)) in map_points(map).into_iter().enumerate() {
-        let c = clusters.and_then(|a| a.get(i)).copied().unwrap_or(0) as usize;
-        ctx.set_fill_style_str(PALETTE[c % PALETTE.len()]);
+    let points = map_points(map);
+    let cluster = |i: usize| clusters.and_then(|a| a.get(i)).copied().unwrap_or(0);
+    for (i, &(x, y)) in points.iter().enumerate() {
+        let c = cluster(i);
+        let faded = focus.is_some_and(|f| f != c);
+        ctx.set_global_alpha(if faded { 0.12 } else { 1.0 });
+        ctx.set_fill_style_str(PALETTE[c as usize % PALETTE.len()]);
         ctx.fill_rect(x - 2.0, y - 2.0, 4.0, 4.0);
     }
+    // Each cluster's most typical image, ringed: where its prototype sits.
+    ctx.set_global_alpha(1.0);
+    ctx.set_stroke_style_str("#1d2330");
+    ctx.set_line_width(1.5);
+    for &i in prototypes {
+        if let Some(&(x, y)) = points.get(i)
+            && focus.is_none_or(|f| f == cluster(i))
+        {
+            ctx.begin_path();
+            let _ = ctx.arc(x, y, 6.0, 0.0, std::f64::consts::TAU);
+            ctx.stroke();
+        }
+    }
+}
+
+/// The most typical image of each cluster of a level (its first member): the prototype's place
+/// on a map.
+pub(super) fn prototype_images(level: &crate::engine::records::LevelView) -> Vec<usize> {
+    level
+        .clusters
+        .iter()
+        .filter_map(|c| c.members.first().map(|&i| i as usize))
+        .collect()
 }

@@ -4,6 +4,7 @@
 
 use leptos::prelude::*;
 
+use super::explore::{draw_map, prototype_images};
 use super::train::RunButtons;
 use crate::engine::StepRecord;
 use crate::protocol::RunState;
@@ -301,6 +302,25 @@ fn EStepPanel(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl Into
             })
         })
     };
+    // The latest explorer view's map beside the clusters: the same images as points.
+    let node = NodeRef::<leptos::html::Canvas>::new();
+    let view_epoch = Memo::new(move |_| state.with(|s| s.explore.as_ref().map(|e| e.epoch)));
+    Effect::new(move |_| {
+        let _ = view_epoch.get();
+        let Some(c) = node.get() else { return };
+        state.with_untracked(|s| {
+            if let Some(ex) = &s.explore {
+                let level = ex.levels.first();
+                draw_map(
+                    &c,
+                    &ex.map,
+                    level.map(|l| &l.assignments[..]),
+                    &level.map(prototype_images).unwrap_or_default(),
+                    None,
+                );
+            }
+        });
+    });
     view! {
         <div class="estep-panel" class:hidden=move || count.get() == 0>
             <h3>
@@ -308,7 +328,14 @@ fn EStepPanel(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl Into
                 <input type="range" min="1" max=move || count.get().max(1).to_string() prop:value=move || shown().to_string()
                     on:input=on_slide data-testid="estep-slider" aria-label="which E-step to show" />
             </h3>
-            {body}
+            <div class="estep-row">
+                <div class="estep-body">{body}</div>
+                <figure class="live-map" class:hidden=move || view_epoch.get().is_none()>
+                    <canvas data-testid="live-map" node_ref=node width="400" height="400" role="img"
+                        aria-label="the map of the latest clusters view: one point per image, coloured by the coarsest clusters"></canvas>
+                    <figcaption>{move || view_epoch.get().map(|e| format!("Map after epoch {e}: one point per image, coloured by the coarsest clusters; rings: their most typical images"))}</figcaption>
+                </figure>
+            </div>
         </div>
     }
 }

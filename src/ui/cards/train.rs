@@ -152,6 +152,11 @@ fn Settings(state: RwSignal<PageState>) -> impl IntoView {
         .collect_view();
     view! {
         <div class="presets" role="group" aria-label="Presets">{presets}</div>
+        <p class="hint">
+            "A preset is a time budget: the run measures its own speed and plans its epochs to "
+            "end in time. The prototype weight sets how hard each image is pulled towards its "
+            "clusters' prototypes (0: InfoNCE alone); more clusters per level, finer groups."
+        </p>
         <table class="settings">{lesson}</table>
         <details class="advanced">
             <summary>"Advanced settings and the formula"</summary>
