@@ -20,11 +20,11 @@ pcl-studio command-line trainer
 
 USAGE:
   pcl train --images DIR --out OUT [--preset quick|thorough|infonce] [--minutes M]
-            [--epochs N] [--backend cpu|wgpu] [--config FILE] [--seed S] [--eval-every N]
+            [--epochs N] [--backend cpu|wgpu|auto] [--config FILE] [--seed S] [--eval-every N]
             [--info-nce-only]
   pcl train --resume OUT [--images DIR] [--epochs N] [--backend cpu|wgpu]
   pcl train --resume SESSION_FILE --images DIR --out OUT [--epochs N]   (a page's session)
-  pcl probe [--backend cpu|wgpu]
+  pcl probe [--backend cpu|wgpu|auto]      (auto: the faster of the two, timed)
   pcl pixels --images DIR [--size 32]       metrics of raw pixels: the floor to beat
   pcl synth --out DIR [--per-group N]       write a labelled synthetic folder (2 x 3 groups)
   pcl sample --out DIR [--limit N]          write the built-in sample set (www/sample) as a
@@ -134,8 +134,52 @@ fn device_for(backend: Option<&str>) -> Result<(Device, crate::compute::BackendI
             }
             Ok((d, info))
         }
-        other => Err(format!("--backend is cpu or wgpu, not '{other}'")),
+        "auto" => Ok(futures_lite::future::block_on(auto_device())),
+        other => Err(format!("--backend is cpu, wgpu or auto, not '{other}'")),
     }
+}
+
+/// `--backend auto`: the GPU where one initialises and trains faster than the CPU, timed as
+/// the page times them (a few steps of the quick demo's training on each); else the CPU.
+async fn auto_device() -> (Device, crate::compute::BackendInfo) {
+    use crate::backend::{Choice, ChoiceKind};
+    let (gpu, mut info) = init_or_cpu(true, BackendKind::Wgpu).await;
+    if info.kind == BackendKind::Cpu {
+        eprintln!("auto: no usable GPU adapter; training on the CPU");
+        info.choice = Some(Choice {
+            how: ChoiceKind::Only,
+            webgpu_img_s: None,
+            cpu_img_s: None,
+        });
+        return (gpu, info);
+    }
+    let start = std::time::Instant::now();
+    let now = move || start.elapsed().as_secs_f64() * 1000.0;
+    let on_gpu = crate::compute::step_rate(&gpu, 32, 2, &now).await.ok();
+    let on_cpu = crate::compute::step_rate(&Device::flex(), 32, 2, &now)
+        .await
+        .ok();
+    let choice = Choice {
+        how: ChoiceKind::Measured,
+        webgpu_img_s: on_gpu,
+        cpu_img_s: on_cpu,
+    };
+    let rate = |r: Option<f64>| r.map_or("failed".into(), |r| format!("{r:.0} images/s"));
+    let cpu_wins = Choice::cpu_is_faster(on_gpu, on_cpu);
+    eprintln!(
+        "auto: wgpu on {} {}, the CPU {}: training on {}",
+        info.adapter,
+        rate(on_gpu),
+        rate(on_cpu),
+        if cpu_wins { "the CPU" } else { "the GPU" }
+    );
+    if cpu_wins {
+        let mut cpu = crate::compute::BackendInfo::cpu(None);
+        cpu.choice = Some(choice);
+        return (Device::flex(), cpu);
+    }
+    info.choice = Some(choice);
+    (gpu, info)
 }
 
 /// Entry point of the binary: returns the process exit code.

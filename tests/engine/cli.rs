@@ -368,3 +368,24 @@ fn augmentation_settings_are_taken_by_config_and_bad_ones_refused() {
     assert_eq!(r.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("jitter_prob is -0.1"), "{stderr}");
 }
+
+#[test]
+fn backend_auto_times_both_devices_and_says_which_trains() {
+    let r = Command::new(env!("CARGO_BIN_EXE_pcl"))
+        .args(["probe", "--backend", "auto"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{stderr}");
+    // With a GPU adapter (lavapipe here): both rates and the choice; without: the CPU.
+    assert!(
+        stderr.contains("auto: no usable GPU adapter; training on the CPU")
+            || (stderr.contains("images/s, the CPU") && stderr.contains("training on the")),
+        "{stderr}"
+    );
+    let bad = Command::new(env!("CARGO_BIN_EXE_pcl"))
+        .args(["probe", "--backend", "fastest"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cpu, wgpu or auto"));
+}
