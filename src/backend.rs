@@ -45,6 +45,8 @@ pub enum ChoiceKind {
     Forced,
     /// The only one there is (no WebGPU).
     Only,
+    /// An earlier measurement in this browser, remembered until the user measures again.
+    Remembered,
 }
 
 /// The device choice: how, and the rates of the quick demo's training step on each device
@@ -54,6 +56,13 @@ pub struct Choice {
     pub how: ChoiceKind,
     pub webgpu_img_s: Option<f64>,
     pub cpu_img_s: Option<f64>,
+}
+
+/// What a browser remembers of a measured choice: the device and the rates.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Remembered {
+    pub cpu: bool,
+    pub choice: Choice,
 }
 
 impl Choice {
@@ -76,6 +85,12 @@ impl Choice {
                 "Measured: WebGPU {}, the CPU with {workers} worker{} about {}: training on {on}.",
                 rate(self.webgpu_img_s),
                 if workers == 1 { "" } else { "s" },
+                rate(self.cpu_img_s)
+            ),
+            ChoiceKind::Remembered => format!(
+                "Measured earlier in this browser: WebGPU {}, the CPU about {}: training on {on} \
+                 (choose \"the faster, measured\" below to measure again).",
+                rate(self.webgpu_img_s),
                 rate(self.cpu_img_s)
             ),
             ChoiceKind::Forced => format!("Training on {on}, as the address asks."),

@@ -220,3 +220,38 @@ pub fn download(bytes: &js_sys::Uint8Array, name: &str) {
         let _ = f.2.call2(&JsValue::NULL, bytes, &name.into());
     });
 }
+
+/// The browser's `localStorage` item `key` (small settings this browser remembers).
+pub fn stored(key: &str) -> Option<String> {
+    let window: JsValue = web_sys::window()?.into();
+    let storage = js_sys::Reflect::get(&window, &"localStorage".into()).ok()?;
+    let get: js_sys::Function = js_sys::Reflect::get(&storage, &"getItem".into())
+        .ok()?
+        .dyn_into()
+        .ok()?;
+    get.call1(&storage, &key.into()).ok()?.as_string()
+}
+
+/// Sets (`Some`) or removes (`None`) the `localStorage` item `key`; a browser that refuses
+/// (private mode, storage off) just does not remember.
+pub fn store(key: &str, value: Option<&str>) {
+    let Some(storage) =
+        web_sys::window().and_then(|w| js_sys::Reflect::get(&w, &"localStorage".into()).ok())
+    else {
+        return;
+    };
+    let method = if value.is_some() {
+        "setItem"
+    } else {
+        "removeItem"
+    };
+    if let Some(f) = js_sys::Reflect::get(&storage, &method.into())
+        .ok()
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+    {
+        let _ = match value {
+            Some(v) => f.call2(&storage, &key.into(), &v.into()),
+            None => f.call1(&storage, &key.into()),
+        };
+    }
+}

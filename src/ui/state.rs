@@ -107,6 +107,8 @@ pub struct PageState {
     /// Train on WebGPU where it initialises, without timing it against the CPU
     /// (`?backend=webgpu`).
     pub force_webgpu: bool,
+    /// The device this browser measured before (`localStorage`), used without measuring again.
+    pub remembered: Option<crate::backend::Remembered>,
     pub images: ImagesInfo,
     pub run: RunStatus,
     pub steps: Vec<StepRecord>,
@@ -219,7 +221,15 @@ impl PageState {
                     force_webgpu: self.force_webgpu && !self.force_cpu,
                 });
             }
-            FromWorker::Backend(info) => self.backend = Some(info),
+            FromWorker::Backend(mut info) => {
+                if let Some(r) = self.remembered {
+                    info.choice = Some(crate::backend::Choice {
+                        how: crate::backend::ChoiceKind::Remembered,
+                        ..r.choice
+                    });
+                }
+                self.backend = Some(info)
+            }
             FromWorker::ProbeStep { loss, millis } => self.probe = Some((loss, millis)),
             FromWorker::Loading { done, total, eta_s } => {
                 self.images.loading = Some((done, total, eta_s))
@@ -611,6 +621,43 @@ mod tests {
         };
         s.apply(FromWorker::Views(v.clone()));
         assert_eq!(s.views, Some(v));
+    }
+
+    #[test]
+    fn a_remembered_device_is_shown_with_the_rates_it_was_chosen_by() {
+        use crate::backend::{Choice, ChoiceKind, Remembered};
+        let measured = Choice {
+            how: ChoiceKind::Measured,
+            webgpu_img_s: Some(9.0),
+            cpu_img_s: Some(350.0),
+        };
+        let mut s = PageState::new(true);
+        s.remembered = Some(Remembered {
+            cpu: true,
+            choice: measured,
+        });
+        let mut info = BackendInfo::cpu(None);
+        info.choice = Some(Choice {
+            how: ChoiceKind::Forced,
+            webgpu_img_s: None,
+            cpu_img_s: None,
+        });
+        s.apply(FromWorker::Backend(info));
+        let c = s.backend.as_ref().unwrap().choice.unwrap();
+        assert_eq!(
+            (c.how, c.webgpu_img_s, c.cpu_img_s),
+            (ChoiceKind::Remembered, Some(9.0), Some(350.0))
+        );
+        assert!(
+            c.words(2, true)
+                .starts_with("Measured earlier in this browser: WebGPU 9.0 images/s")
+        );
+        assert!(Choice::cpu_is_faster(Some(9.0), Some(350.0)));
+        assert!(!Choice::cpu_is_faster(Some(900.0), Some(350.0)));
+        assert!(
+            !Choice::cpu_is_faster(Some(9.0), None),
+            "a failed CPU measurement keeps WebGPU"
+        );
     }
 
     #[test]

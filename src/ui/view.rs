@@ -19,6 +19,9 @@ use super::{js, storage};
 use crate::intake::Label;
 use crate::protocol::{FromWorker, ToWorker};
 
+/// Where this browser remembers the measured device (`localStorage`).
+pub(crate) const DEVICE_KEY: &str = "pcl-studio-device";
+
 /// trunk emits the worker's loader under this fixed name (Trunk.toml: filehash = false).
 const WORKER_URL: &str = "./worker_loader.js";
 
@@ -236,6 +239,17 @@ fn on_worker_message(state: RwSignal<PageState>, version: RwSignal<usize>, e: Me
         }
         _ => {}
     }
+    if let FromWorker::Backend(info) = &msg
+        && let Some(choice) = info
+            .choice
+            .filter(|c| c.how == crate::backend::ChoiceKind::Measured)
+    {
+        let cpu = info.kind == crate::backend::BackendKind::Cpu;
+        let remember = crate::backend::Remembered { cpu, choice };
+        if let Ok(text) = serde_json::to_string(&remember) {
+            js::store(DEVICE_KEY, Some(&text));
+        }
+    }
     let ready = matches!(&msg, FromWorker::Ready { build } if build == crate::protocol::BUILD_ID);
     let device_ready = matches!(msg, FromWorker::ProbeStep { .. });
     let mut reply = None;
@@ -376,8 +390,16 @@ fn start_worker(state: RwSignal<PageState>, version: RwSignal<usize>) {
 #[component]
 fn App() -> impl IntoView {
     let backend = js::query_param("backend");
+    // A device this browser measured before is used again without measuring (until the user
+    // asks for a new measurement); the address's choice comes first.
+    let remembered = js::stored(DEVICE_KEY)
+        .and_then(|t| serde_json::from_str::<crate::backend::Remembered>(&t).ok())
+        .filter(|_| backend.is_none() && !js::query_flag("cpu"));
+    let backend =
+        backend.or_else(|| remembered.map(|r| if r.cpu { "cpu" } else { "webgpu" }.to_string()));
     let mut page = PageState::new(js::query_flag("cpu") || backend.as_deref() == Some("cpu"));
     page.force_webgpu = backend.as_deref() == Some("webgpu");
+    page.remembered = remembered;
     page.workers = js::query_param("workers").and_then(|w| w.parse().ok());
     let state = RwSignal::new(page);
     let version = RwSignal::new(0usize);

@@ -61,6 +61,16 @@ test('WebGPU on a software adapter: the page times both and trains on the faster
     assert.equal(d.backend, 'cpu');
     assert.match(await page.textContent('[data-testid=backend-choice]'), /Measured: WebGPU [0-9.]+ images\/s, the CPU with \d+ workers? about [0-9.]+ images\/s: training on the CPU/);
     assert.ok(Number.isFinite(await probeLoss(page)), 'the chosen device trains');
+    // The browser remembers the choice: a reload trains on the CPU without measuring again.
+    await page.reload();
+    await page.waitForSelector('[data-testid=backend][data-choice=remembered]', { timeout: 60_000 });
+    assert.equal(await page.getAttribute('[data-testid=backend]', 'data-backend'), 'cpu');
+    assert.match(await page.textContent('[data-testid=backend-choice]'), /Measured earlier in this browser: WebGPU [0-9.]+ images\/s/);
+    // "The faster, measured" forgets it and measures again.
+    await page.selectOption('[data-testid=backend-select]', 'webgpu');
+    await page.waitForSelector('[data-testid=backend][data-choice=forced][data-backend=webgpu]', { timeout: 60_000 });
+    await page.selectOption('[data-testid=backend-select]', 'auto');
+    await page.waitForSelector('[data-testid=backend][data-choice=measured]', { timeout: 120_000 });
     assert.deepEqual(errors, []);
   } finally {
     await browser.close();

@@ -47,6 +47,7 @@ pub fn BackendCard(state: RwSignal<PageState>) -> impl IntoView {
             ChoiceKind::Measured => "measured",
             ChoiceKind::Forced => "forced",
             ChoiceKind::Only => "only",
+            ChoiceKind::Remembered => "remembered",
         })
     };
     let rate = move |f: fn(&Choice) -> Option<f64>| {
@@ -67,6 +68,10 @@ pub fn BackendCard(state: RwSignal<PageState>) -> impl IntoView {
     // The user's override: the page again with `?backend=…` (or without, to measure).
     let choose = move |ev: web_sys::Event| {
         let value = event_target_value(&ev);
+        // Measuring again forgets what this browser remembered.
+        if value == "auto" {
+            crate::ui::js::store(crate::ui::view::DEVICE_KEY, None);
+        }
         if let Some(w) = web_sys::window() {
             let query = if value == "auto" {
                 String::new()
