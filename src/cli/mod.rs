@@ -40,7 +40,9 @@ USAGE:
                                             stored pixels as JSON (to compare with the browser)
   pcl views --images DIR [--config FILE] [--seed S] [--count N] [--out FILE.png] [--dump FILE]
                                             the two training views of N images (default 6)
-                                            that the settings' augmentation draws for seed S:
+                                            that the settings' augmentation (the quick demo's,
+                                            as the page's, where --config says nothing) draws
+                                            for seed S:
                                             a PNG of rows image | view 1 | view 2; --dump
                                             writes their pixels as JSON
 

@@ -127,15 +127,16 @@ pub(super) fn views(args: &[String]) -> Result<(), String> {
         ],
     )?;
     let images = f.get("--images").ok_or("views needs --images")?;
+    // The page's settings until the user changes them: the quick demo's.
+    let base = engine::config::Preset::Quick.config();
     let mut config = match f.get("--config") {
         Some(file) => {
             let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
             let json: serde_json::Value =
                 serde_json::from_str(&text).map_err(|e| format!("{file}: not valid JSON: {e}"))?;
-            PclConfig::from_json(&PclConfig::default(), &json)
-                .map_err(|e| format!("{file}: {e}"))?
+            PclConfig::from_json(&base, &json).map_err(|e| format!("{file}: {e}"))?
         }
-        None => PclConfig::default(),
+        None => base,
     };
     if let Some(seed) = f.get("--seed") {
         config.seed = seed.parse().map_err(|_| "--seed: a whole number")?;
