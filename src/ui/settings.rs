@@ -181,19 +181,26 @@ pub fn recipe_text(config: &PclConfig, key: &str) -> String {
 /// "Advanced".
 pub const LESSON_KEYS: [&str; 4] = ["minutes", "proto_weight", "num_clusters", "tau"];
 
+/// The plain name of a setting a lesson varies (the key stays the input's name).
+pub fn plain_label(key: &str) -> &'static str {
+    match key {
+        "minutes" => "Minutes",
+        "proto_weight" => "Prototype weight",
+        "num_clusters" => "Clusters per level",
+        "tau" => "Temperature",
+        _ => "",
+    }
+}
+
 /// A preset in plain words: what it does and how long it takes.
 pub fn preset_words(p: crate::engine::config::Preset) -> &'static str {
     use crate::engine::config::Preset;
     match p {
         Preset::Quick => {
-            "2 minutes. A small encoder learns from two views of every image; after a short warm-up, k-means at three granularities gives it prototypes to pull towards. What a workshop sees first."
+            "2 minutes: a small encoder and three levels of clusters. What a workshop sees first."
         }
-        Preset::Thorough => {
-            "10 minutes. A wider encoder and five times the training: clusters that match the folders better."
-        }
-        Preset::InfoNce => {
-            "2 minutes. The quick demo without prototypes (InfoNCE only, as MoCo): the baseline that shows what the clusters add."
-        }
+        Preset::Thorough => "10 minutes: a wider encoder, five times the training.",
+        Preset::InfoNce => "2 minutes: the quick demo without prototypes, the baseline (MoCo).",
     }
 }
 
@@ -342,11 +349,12 @@ mod tests {
     fn the_lesson_settings_exist_and_each_preset_says_how_long_it_takes() {
         for key in LESSON_KEYS {
             assert!(SETTINGS.iter().any(|s| s.key == key), "{key}");
+            assert!(!plain_label(key).is_empty(), "{key} has a plain name");
         }
         for p in crate::engine::config::Preset::ALL {
             let minutes = p.config().minutes.expect("presets have a budget");
             let words = preset_words(p);
-            assert!(words.starts_with(&format!("{minutes} minutes")), "{words}");
+            assert!(words.starts_with(&format!("{minutes} minutes:")), "{words}");
         }
     }
 

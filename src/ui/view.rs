@@ -446,24 +446,29 @@ fn App() -> impl IntoView {
             </p>
         </header>
         // Two columns on a laptop or a projector: what the user does on the left, what the run
-        // shows on the right (one column on narrow screens).
+        // shows on the right; after a run its clusters across the width, right below them; the
+        // rest after that (one column on narrow screens).
         <main class="dashboard">
             <div class="controls">
                 <AutosaveOffer state />
                 <LessonNotice state />
                 <ImagesCard state version />
                 <TrainCard state />
-                <KeepCard state />
-                <BackendCard state />
             </div>
             <div class="shows">
                 <LiveCard state version />
-                <ViewsCard state />
-                <GuideCard state version />
             </div>
             <div class="wide">
                 <CompareCard state version />
                 <ExploreCard state version />
+            </div>
+            <div class="controls">
+                <KeepCard state />
+                <BackendCard state />
+            </div>
+            <div class="shows">
+                <ViewsCard state />
+                <GuideCard state version />
             </div>
         </main>
     }

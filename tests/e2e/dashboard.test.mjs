@@ -73,6 +73,18 @@ test('while training, the controls, the live chart and the E-step\'s clusters sh
     await page.click('[data-testid=stop]');
     await page.waitForSelector('[data-testid=status][data-state=done]', { timeout: 120_000 });
 
+    // After the run its clusters, hierarchy and map start within the first two screens.
+    for (const [w, h] of [[1366, 768], [1920, 1080]]) {
+      await page.setViewportSize({ width: w, height: h });
+      await page.evaluate(() => window.scrollTo(0, 0));
+      const tops = await page.$$eval('[data-testid=cluster-gallery], [data-testid=hierarchy], [data-testid=map]',
+        (els) => els.map((e) => e.getBoundingClientRect().top + window.scrollY));
+      assert.equal(tops.length, 3);
+      assert.ok(tops.every((t) => t < 2 * h), `${w} x ${h}: tops ${tops}`);
+      await page.evaluate(() => document.querySelector('.explore').scrollIntoView());
+      await page.screenshot({ path: path.join(artifacts, `dashboard-explore-${w}.png`) });
+    }
+
     // Linked views: pointing at a gallery's cluster shows its images on the map (the others
     // faded, its most typical image ringed).
     const cluster = page.locator('[data-testid=cluster][data-level="1"]').nth(1);

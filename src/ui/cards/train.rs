@@ -5,7 +5,8 @@ use leptos::prelude::*;
 
 use crate::protocol::{RunState, ToWorker};
 use crate::ui::settings::{
-    LESSON_KEYS, SETTINGS, SettingDoc, checked_setting, preset_words, range_words, setting_text,
+    LESSON_KEYS, SETTINGS, SettingDoc, checked_setting, plain_label, preset_words, range_words,
+    setting_text,
 };
 use crate::ui::state::{PageState, Preset};
 use crate::ui::view::send;
@@ -121,6 +122,21 @@ fn setting_row(state: RwSignal<PageState>, d: &'static SettingDoc) -> impl IntoV
     }
 }
 
+/// A setting a lesson varies, on one line: its plain name and symbol, its input, its range; what
+/// it does in the name's tooltip (and in the Advanced table's words).
+fn lesson_row(state: RwSignal<PageState>, d: &'static SettingDoc) -> impl IntoView {
+    view! {
+        <tr class="lesson">
+            <td><label for=format!("setting-{}", d.key)
+                title=format!("{}: {} ({})", d.key, d.help, range_words(d.key).unwrap_or_default())>
+                {plain_label(d.key)}</label></td>
+            <td class="symbol">{d.symbol}</td>
+            <td>{setting_input(state, d.key, None)}</td>
+            <td class="range" id=format!("range-{}", d.key)>{range_words(d.key)}</td>
+        </tr>
+    }
+}
+
 /// The presets in plain words as the main choice, the settings a lesson varies, and the rest
 /// with the formula under "Advanced".
 #[component]
@@ -143,7 +159,7 @@ fn Settings(state: RwSignal<PageState>) -> impl IntoView {
     let lesson = SETTINGS
         .iter()
         .filter(|d| LESSON_KEYS.contains(&d.key))
-        .map(|d| setting_row(state, d))
+        .map(|d| lesson_row(state, d))
         .collect_view();
     let advanced = SETTINGS
         .iter()
@@ -153,11 +169,10 @@ fn Settings(state: RwSignal<PageState>) -> impl IntoView {
     view! {
         <div class="presets" role="group" aria-label="Presets">{presets}</div>
         <p class="hint">
-            "A preset is a time budget: the run measures its own speed and plans its epochs to "
-            "end in time. The prototype weight sets how hard each image is pulled towards its "
-            "clusters' prototypes (0: InfoNCE alone); more clusters per level, finer groups."
+            "A preset is a time budget: the run plans its epochs to end in time. Below, what a "
+            "lesson varies; the rest under Advanced."
         </p>
-        <table class="settings">{lesson}</table>
+        <table class="settings lesson">{lesson}</table>
         <details class="advanced">
             <summary>"Advanced settings and the formula"</summary>
             <p class="formula">
