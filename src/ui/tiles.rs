@@ -42,21 +42,26 @@ pub(crate) fn draw_tiles(canvas: &HtmlCanvasElement, indices: &[usize], cols: us
                 }
             }
         }
-        canvas.set_width(w as u32);
-        canvas.set_height(h as u32);
+        put_rgba(canvas, &rgba, w, h);
         // One CSS pixel per stored pixel, whatever the number of tiles.
         let _ = canvas.set_attribute("style", &format!("width: {w}px"));
-        if let (Some(ctx), Ok(img)) = (
-            context_2d(canvas),
-            web_sys::ImageData::new_with_u8_clamped_array_and_sh(
-                wasm_bindgen::Clamped(&rgba),
-                w as u32,
-                h as u32,
-            ),
-        ) {
-            let _ = ctx.put_image_data(&img, 0.0, 0.0);
-        }
     });
+}
+
+/// Sizes `canvas` to `w` x `h` and draws the RGBA pixels `rgba` on it.
+pub(crate) fn put_rgba(canvas: &HtmlCanvasElement, rgba: &[u8], w: usize, h: usize) {
+    canvas.set_width(w as u32);
+    canvas.set_height(h as u32);
+    if let (Some(ctx), Ok(img)) = (
+        context_2d(canvas),
+        web_sys::ImageData::new_with_u8_clamped_array_and_sh(
+            wasm_bindgen::Clamped(rgba),
+            w as u32,
+            h as u32,
+        ),
+    ) {
+        let _ = ctx.put_image_data(&img, 0.0, 0.0);
+    }
 }
 
 /// A canvas showing `indices` as thumbnails; `pick` gets the image index of a clicked tile. A

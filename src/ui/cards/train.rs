@@ -14,7 +14,7 @@ use crate::ui::view::send;
 /// A setting's input: checked against its bounds as the user types (the message shows at
 /// once), taken into the settings when the input is left; `placeholder`: what an empty input
 /// stands for.
-pub(super) fn setting_input(
+fn setting_input(
     state: RwSignal<PageState>,
     key: &'static str,
     placeholder: Option<Signal<String>>,
@@ -105,13 +105,18 @@ pub fn RunButtons(state: RwSignal<PageState>) -> impl IntoView {
     }
 }
 
-/// One setting's row: its name, the formula symbol, its input, what it does and its range.
-fn setting_row(state: RwSignal<PageState>, d: &'static SettingDoc) -> impl IntoView {
+/// One setting's row: its name, the formula symbol, its input (`placeholder`: what an empty one
+/// stands for), what it does and its range.
+pub(super) fn setting_row(
+    state: RwSignal<PageState>,
+    d: &'static SettingDoc,
+    placeholder: Option<Signal<String>>,
+) -> impl IntoView {
     view! {
         <tr>
             <td><label for=format!("setting-{}", d.key)>{d.key}</label></td>
             <td class="symbol">{d.symbol}</td>
-            <td>{setting_input(state, d.key, None)}</td>
+            <td>{setting_input(state, d.key, placeholder)}</td>
             <td class="hint">
                 {d.help}
                 <span class="range" id=format!("range-{}", d.key)>
@@ -164,7 +169,7 @@ fn Settings(state: RwSignal<PageState>) -> impl IntoView {
     let advanced = SETTINGS
         .iter()
         .filter(|d| !LESSON_KEYS.contains(&d.key))
-        .map(|d| setting_row(state, d))
+        .map(|d| setting_row(state, d, None))
         .collect_view();
     view! {
         <div class="presets" role="group" aria-label="Presets">{presets}</div>

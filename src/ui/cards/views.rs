@@ -4,11 +4,11 @@
 
 use leptos::prelude::*;
 
-use super::train::setting_input;
+use super::train::setting_row;
 use crate::protocol::ViewPairs;
-use crate::ui::settings::{AUG_SETTINGS, range_words, recipe_text};
+use crate::ui::settings::{AUG_SETTINGS, recipe_text};
 use crate::ui::state::PageState;
-use crate::ui::tiles::context_2d;
+use crate::ui::tiles::put_rgba;
 use crate::ui::view::{STORE, send};
 
 /// Images the panel shows.
@@ -43,18 +43,7 @@ pub fn ViewsCard(state: RwSignal<PageState>) -> impl IntoView {
         .iter()
         .map(|d| {
             let placeholder = move || state.with(|s| recipe_text(&s.settings, d.key));
-            view! {
-                <tr>
-                    <td><label for=format!("setting-{}", d.key)>{d.key}</label></td>
-                    <td>{setting_input(state, d.key, Some(Signal::derive(placeholder)))}</td>
-                    <td class="hint">
-                        {d.help}
-                        <span class="range" id=format!("range-{}", d.key)>
-                            {range_words(d.key).map(|r| format!(" ({r})"))}
-                        </span>
-                    </td>
-                </tr>
-            }
+            setting_row(state, d, Some(Signal::derive(placeholder)))
         })
         .collect_view();
     view! {
@@ -119,17 +108,6 @@ fn draw(canvas: &web_sys::HtmlCanvasElement, v: &ViewPairs) {
                 blit(&v.pixels[at..at + view], size, x, oy);
             }
         }
-        canvas.set_width(w as u32);
-        canvas.set_height(h as u32);
-        if let (Some(ctx), Ok(img)) = (
-            context_2d(canvas),
-            web_sys::ImageData::new_with_u8_clamped_array_and_sh(
-                wasm_bindgen::Clamped(&rgba),
-                w as u32,
-                h as u32,
-            ),
-        ) {
-            let _ = ctx.put_image_data(&img, 0.0, 0.0);
-        }
+        put_rgba(canvas, &rgba, w, h);
     });
 }
