@@ -14,7 +14,7 @@ use crate::ui::tiles::Tiles;
 
 /// A chart's SVG box: its text stays legible at the half-width a chart gets beside the other.
 const W: f64 = 460.0;
-const H: f64 = 230.0;
+const H: f64 = 215.0;
 
 #[component]
 pub fn LiveCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl IntoView {
@@ -31,6 +31,7 @@ pub fn LiveCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl In
                 data-epoch=move || state.with(|s| s.run.epoch.to_string())
                 data-images-per-s=move || state.with(|s| format!("{:.1}", s.run.images_per_s))
                 data-memory-bytes=move || state.with(|s| s.run.memory_bytes.map(|b| b.to_string()).unwrap_or_default())
+                title=move || state.with(|s| s.progress_line())
             >
                 {move || state.with(|s| s.progress_line())}
             </p>
