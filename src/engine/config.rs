@@ -231,6 +231,18 @@ pub fn too_few_images(n: usize) -> String {
     )
 }
 
+/// The augmentation settings that may be empty (then the recipe's value, [`PclConfig::aug`]).
+pub const AUGMENTATION_KEYS: [&str; 8] = [
+    "crop_min_scale",
+    "crop_max_scale",
+    "flip",
+    "jitter_strength",
+    "jitter_prob",
+    "hue",
+    "grayscale_prob",
+    "blur_prob",
+];
+
 /// The allowed range of a numeric setting, and why where it is not obvious.
 pub struct Limit {
     pub key: &'static str,

@@ -8,6 +8,10 @@
 //! part's. Every loss term is a mean of per-row terms and each chunk's statistics stay inside one
 //! part, so the sum is the whole batch's gradient up to the order of float additions
 //! (tests/engine/parallel.rs: a step with helpers against the same step alone).
+//!
+//! (Over 500 lines: one wire format per message, each with the checks that refuse a message
+//! that does not add up, beside the helper's side that reads it; the embedding pass is in
+//! `parallel/embed.rs`.)
 
 use std::future::Future;
 use std::ops::Range;

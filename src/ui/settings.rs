@@ -150,16 +150,7 @@ pub const AUG_SETTINGS: &[SettingDoc] = &[
 ];
 
 /// The keys of the augmentation that may be empty (the recipe's value).
-const AUG_OPTIONAL: [&str; 8] = [
-    "crop_min_scale",
-    "crop_max_scale",
-    "flip",
-    "jitter_strength",
-    "jitter_prob",
-    "hue",
-    "grayscale_prob",
-    "blur_prob",
-];
+use crate::engine::config::AUGMENTATION_KEYS as AUG_OPTIONAL;
 
 /// What an empty augmentation setting stands for: the recipe's value, shown greyed in the
 /// empty input.

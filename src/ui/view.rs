@@ -1,6 +1,9 @@
 //! The Leptos view: spawns the worker, forwards its messages to [`PageState`], renders it.
 //! Image pixels (thumbnails: the very pixels the worker trains on) live in a plain store here,
 //! outside the reactive state; a version signal says when they changed.
+//!
+//! (Over 500 lines by its development-build test hooks; the worker link, lesson loading and the
+//! App are still one shell: splitting them is issue 34's page-shell item.)
 
 use std::cell::RefCell;
 
