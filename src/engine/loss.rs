@@ -5,6 +5,9 @@
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
+use super::config::ProtoMode;
+use super::model::{BatchStats, Encoder};
+
 /// Mean cross-entropy of `logits` [n, c] against class indices `labels` [n].
 pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
     let n = labels.dims()[0];
@@ -138,6 +141,106 @@ pub fn sample_negatives(
     }
     pool.truncate(take);
     pool
+}
+
+/// One prototype level in the loss of a batch (or of a part of one), on the device.
+pub struct ProtoLevel {
+    pub centroids: Tensor<2>, // [K, d]
+    pub phi: Tensor<1>,       // [K]
+    /// The whole batch's clusters, [b].
+    pub assign: Tensor<1, Int>,
+    /// Sampled mode's negative prototypes [r'], shared by the batch.
+    pub neg: Option<Tensor<1, Int>>,
+}
+
+/// What the loss of a batch, or of one part of it (a helper's), needs beyond the query
+/// encoder, on the device.
+pub struct LossInputs {
+    pub views: Tensor<4>,                // [n, 3, s, s]
+    pub keys: Tensor<2>,                 // [n, d]
+    pub queue: Tensor<2>,                // [r, d]
+    pub masked: Option<Tensor<2, Bool>>, // [n, r]
+    pub levels: Vec<ProtoLevel>,
+    pub chunks: usize,
+    pub tau: f64,
+    pub proto_weight: f64,
+    pub mode: ProtoMode,
+    /// This part's rows over the batch's: its share of every mean.
+    pub share: f64,
+    /// The part's first row in the batch.
+    pub first: usize,
+}
+
+/// The loss: `total` tracked for the backward pass; `values` (total, InfoNCE, instance
+/// accuracy, one prototype term per level) detached; both already scaled by the part's share.
+pub struct PclLoss {
+    pub total: Tensor<1>,
+    pub values: Vec<Tensor<1>>,
+    pub stats: BatchStats,
+}
+
+/// PCL's loss (eq. 11 of the paper) in training mode: the queries q = f_q(views), InfoNCE
+/// against their keys and the queue, plus `proto_weight` times the mean of the levels'
+/// ProtoNCE terms; of one part of a batch (the whole batch when `share` is 1).
+pub fn pcl_loss(model: &Encoder, p: LossInputs) -> PclLoss {
+    let n = p.views.dims()[0];
+    let (q, stats) = model.forward_train(p.views.autodiff(), p.chunks); // q: [n, d], tracked
+    let (info, logits) = info_nce(
+        q.clone(),
+        p.keys,
+        p.queue,
+        p.tau,
+        p.masked.map(|m| m.autodiff()),
+    );
+    let protos: Vec<Tensor<1>> = p
+        .levels
+        .into_iter()
+        .map(|l| {
+            let (cent, phi) = (l.centroids.autodiff(), l.phi.autodiff());
+            match p.mode {
+                ProtoMode::Full => {
+                    let assign = l.assign.narrow(0, p.first, n).autodiff(); // [n]
+                    proto_full(q.clone(), cent, phi, assign)
+                }
+                ProtoMode::Sampled => {
+                    let neg = l.neg.map(|t| t.autodiff());
+                    proto_sampled_rows(q.clone(), cent, phi, l.assign.autodiff(), neg, p.first)
+                }
+            }
+        })
+        .collect();
+    let mut total = info.clone();
+    if !protos.is_empty() {
+        let m = protos.len() as f64;
+        let sum = protos
+            .iter()
+            .cloned()
+            .reduce(|a, b| a + b)
+            .expect("non-empty");
+        total = total + sum.mul_scalar(p.proto_weight / m);
+    }
+    // instance accuracy: positive (column 0) scored highest
+    let acc = logits
+        .without_autodiff()
+        .argmax(1)
+        .equal_elem(0)
+        .float()
+        .mean(); // acc: [1]
+    let mut values = vec![
+        total.clone().without_autodiff(),
+        info.without_autodiff(),
+        acc,
+    ];
+    values.extend(protos.iter().map(|t| t.clone().without_autodiff()));
+    if p.share != 1.0 {
+        total = total.mul_scalar(p.share);
+        values = values.into_iter().map(|v| v.mul_scalar(p.share)).collect();
+    }
+    PclLoss {
+        total,
+        values,
+        stats,
+    }
 }
 
 #[cfg(test)]

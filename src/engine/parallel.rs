@@ -9,28 +9,35 @@
 //! part, so the sum is the whole batch's gradient up to the order of float additions
 //! (tests/engine/parallel.rs: a step with helpers against the same step alone).
 //!
-//! (Over 500 lines: one wire format per message, each with the checks that refuse a message
-//! that does not add up, beside the helper's side that reads it; the embedding pass is in
-//! `parallel/embed.rs`.)
+//! This file is the trainer's side ([`gradients`]: split, send, sum); the messages are in
+//! `parallel/wire.rs`, the helper's side in `parallel/helper.rs`, the embedding pass in
+//! `parallel/embed.rs`.
 
 use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
+use std::rc::Rc;
+
+use burn::prelude::*;
 
 mod embed;
+mod helper;
+mod wire;
 pub use embed::{
     AfterChunk, EMBED_CHUNK, EmbedHeader, EmbedJob, EmbedResult, EmbeddedHeader, embed_images,
     run_embed,
 };
-
-use burn::prelude::*;
-use serde::{Deserialize, Serialize};
+pub use helper::{HelperModels, run_keys, run_part};
+pub use wire::{
+    JobHeader, JobLevel, KeysHeader, KeysResult, ResultHeader, SliceJob, SliceResult, param_sizes,
+};
 
 use super::EngineError;
-use super::config::ProtoMode;
-use super::loss::{info_nce, proto_full, proto_sampled_rows};
-use super::model::{BatchStats, Encoder, EncoderConfig};
-use super::params::{flat_grads, flat_params, load_params, read_all};
+use super::config::PclConfig;
+use super::kmeans::Level;
+use super::loss::{LossInputs, ProtoLevel, pcl_loss};
+use super::model::{BatchStats, Encoder, mean_stats, shuffled, unshuffled};
+use super::params::{flat_grads, flat_params, read_all};
 
 /// A helper's answer, when it comes.
 pub type Reply = Pin<Box<dyn Future<Output = Result<SliceResult, String>>>>;
@@ -86,580 +93,284 @@ pub fn chunks_in(b: usize, chunks: usize, rows: usize) -> usize {
     super::model::chunks_for(b, chunks) * rows / b.max(1)
 }
 
-/// One prototype level of a part, on the device.
-pub struct PartLevel {
-    pub centroids: Tensor<2>, // [K, d]
-    pub phi: Tensor<1>,       // [K]
-    /// The whole batch's clusters, [b].
-    pub assign: Tensor<1, Int>,
-    /// Sampled mode's negative prototypes [r'], shared by the batch.
-    pub neg: Option<Tensor<1, Int>>,
+/// A training batch as the loss needs it, on the device.
+pub struct Batch {
+    pub views: Tensor<4>,                // [b, 3, s, s]: the queries' views
+    pub key_views: Tensor<4>,            // [b, 3, s, s]: the keys' views
+    pub perm: Vec<usize>,                // [b]: the key batch's shuffle across BatchNorm chunks
+    pub masked: Option<Tensor<2, Bool>>, // [b, r]: queue rows that are no negative of a row
+    /// Per prototype level in use: the batch's clusters [b] and (sampled mode) the negative
+    /// prototypes shared by the batch.
+    pub levels: Vec<(Vec<u32>, Vec<u32>)>,
 }
 
-/// What a part's loss needs beyond the encoder, on the device.
-pub struct PartInputs {
-    pub views: Tensor<4>,                // [n, 3, s, s]
-    pub keys: Tensor<2>,                 // [n, d]
-    pub queue: Tensor<2>,                // [r, d]
-    pub masked: Option<Tensor<2, Bool>>, // [n, r]
-    pub levels: Vec<PartLevel>,
-    pub chunks: usize,
-    pub tau: f64,
-    pub proto_weight: f64,
-    pub mode: ProtoMode,
-    /// This part's rows over the batch's: its share of every mean.
-    pub share: f64,
-    /// The part's first row in the batch.
-    pub first: usize,
+/// What a step reads of the trainer's state.
+pub struct StepModels<'a> {
+    /// The query encoder (autodiff).
+    pub query: &'a Encoder,
+    pub key: &'a Encoder,
+    pub queue: &'a Tensor<2>, // [r, d]
+    /// Per level of the latest clustering: its host values, centroids [K, d], phi [K].
+    pub prototypes: Vec<(&'a Level, &'a Tensor<2>, &'a Tensor<1>)>,
+    pub config: &'a PclConfig,
 }
 
-/// A part's loss: `total` tracked for the backward pass; `values` (total, InfoNCE, instance
-/// accuracy, one prototype term per level) detached; both already scaled by the part's share.
-pub struct PartLoss {
-    pub total: Tensor<1>,
-    pub values: Vec<Tensor<1>>,
-    pub stats: BatchStats,
-}
-
-/// The loss of one part of a batch in training mode (the whole batch when `share` is 1).
-pub fn part_loss(model: &Encoder, p: PartInputs) -> PartLoss {
-    let n = p.views.dims()[0];
-    let (q, stats) = model.forward_train(p.views.autodiff(), p.chunks); // q: [n, d], tracked
-    let (info, logits) = info_nce(
-        q.clone(),
-        p.keys,
-        p.queue,
-        p.tau,
-        p.masked.map(|m| m.autodiff()),
-    );
-    let protos: Vec<Tensor<1>> = p
-        .levels
-        .into_iter()
-        .map(|l| {
-            let (cent, phi) = (l.centroids.autodiff(), l.phi.autodiff());
-            match p.mode {
-                ProtoMode::Full => {
-                    let assign = l.assign.narrow(0, p.first, n).autodiff(); // [n]
-                    proto_full(q.clone(), cent, phi, assign)
-                }
-                ProtoMode::Sampled => {
-                    let neg = l.neg.map(|t| t.autodiff());
-                    proto_sampled_rows(q.clone(), cent, phi, l.assign.autodiff(), neg, p.first)
-                }
-            }
-        })
-        .collect();
-    let mut total = info.clone();
-    if !protos.is_empty() {
-        let m = protos.len() as f64;
-        let sum = protos
-            .iter()
-            .cloned()
-            .reduce(|a, b| a + b)
-            .expect("non-empty");
-        total = total + sum.mul_scalar(p.proto_weight / m);
-    }
-    // instance accuracy: positive (column 0) scored highest
-    let acc = logits
-        .without_autodiff()
-        .argmax(1)
-        .equal_elem(0)
-        .float()
-        .mean(); // acc: [1]
-    let mut values = vec![
-        total.clone().without_autodiff(),
-        info.without_autodiff(),
-        acc,
-    ];
-    values.extend(protos.iter().map(|t| t.clone().without_autodiff()));
-    if p.share != 1.0 {
-        total = total.mul_scalar(p.share);
-        values = values.into_iter().map(|v| v.mul_scalar(p.share)).collect();
-    }
-    PartLoss {
-        total,
-        values,
-        stats,
-    }
-}
-
-/// The small fields of a job; the floats travel beside it in one array (see [`SliceJob`]).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct JobHeader {
-    pub encoder: EncoderConfig,
-    /// Values of each parameter tensor, in visiting order.
-    pub params: Vec<usize>,
-    pub rows: usize,
-    pub side: usize,
-    pub dim: usize,
-    pub queue_rows: usize,
-    pub batch: usize,
-    pub first: usize,
-    pub chunks: usize,
-    pub tau: f64,
-    pub proto_weight: f64,
-    pub mode: ProtoMode,
-    /// (row of the part, queue row) pairs masked out of the negatives.
-    pub masked: Vec<(u32, u32)>,
-    pub levels: Vec<JobLevel>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct JobLevel {
-    pub k: usize,
-    pub assign: Vec<u32>,
-    pub neg: Vec<u32>,
-}
-
-/// A part of a step for a helper: both encoders' parameters, the part's views, its chunks of
-/// the shuffled batch for the key encoder (the same rows of the shuffled order), the queue and
-/// the prototypes, as host values. `floats`: the query encoder's parameters in visiting order,
-/// the key encoder's, views [rows, 3, side, side], key views [rows, 3, side, side], queue
-/// [queue_rows, dim], then per level its centroids [k, dim] and concentrations [k].
-#[derive(Clone, Debug, PartialEq)]
-pub struct SliceJob {
-    pub header: JobHeader,
-    pub floats: Vec<f32>,
-}
-
-/// A helper's answer: its part's values (scaled like [`PartLoss::values`]), the gradient of
-/// each parameter (0 values: none) and the part's batch statistics (channels per layer);
-/// `floats`: the gradients in order, then each layer's mean and variance.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct ResultHeader {
+/// A step's keys and the gradient of its loss.
+pub struct Gradients {
+    pub keys: Tensor<2>, // [b, d], batch order, no gradient
+    pub key_stats: BatchStats,
+    /// Total, InfoNCE, instance accuracy, then ProtoNCE per level.
     pub values: Vec<f32>,
-    pub grads: Vec<usize>,
-    pub stats: Vec<usize>,
+    /// Per parameter of the query encoder, in visiting order (None: no gradient).
+    pub grads: Vec<Option<Tensor<1>>>,
+    pub query_stats: BatchStats,
+    /// Why a helper failed, if one did: its part was done here, and none should be asked again.
+    pub helper_failure: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct SliceResult {
-    pub header: ResultHeader,
-    pub floats: Vec<f32>,
-}
-
-fn bad(what: impl std::fmt::Display) -> EngineError {
-    EngineError::Shape(format!("helper message: {what}"))
-}
-
-fn total(sizes: impl IntoIterator<Item = Option<usize>>) -> Result<usize, EngineError> {
-    sizes
-        .into_iter()
-        .try_fold(0usize, |acc, s| s.and_then(|s| acc.checked_add(s)))
-        .ok_or_else(|| bad("sizes overflow"))
-}
-
-impl SliceJob {
-    /// The job's float sections in order: both encoders' parameters, views, key views, queue,
-    /// then per level centroids and concentrations. Checks every size against the floats.
-    fn sections(&self) -> Result<Vec<Range<usize>>, EngineError> {
-        let h = &self.header;
-        let mut sizes: Vec<Option<usize>> = h.params.iter().map(|&p| Some(p)).collect();
-        sizes.extend(h.params.iter().map(|&p| Some(p)));
-        let views = h
-            .rows
-            .checked_mul(3)
-            .and_then(|v| v.checked_mul(h.side))
-            .and_then(|v| v.checked_mul(h.side));
-        sizes.push(views);
-        sizes.push(views);
-        sizes.push(h.queue_rows.checked_mul(h.dim));
-        for l in &h.levels {
-            sizes.push(l.k.checked_mul(h.dim));
-            sizes.push(Some(l.k));
-        }
-        let want = total(sizes.iter().copied())?;
-        if want != self.floats.len() {
-            return Err(bad(format!(
-                "the header needs {want} values, {} came",
-                self.floats.len()
-            )));
-        }
-        let mut start = 0;
-        Ok(sizes
-            .into_iter()
-            .map(|s| {
-                let end = start + s.unwrap_or(0);
-                let r = start..end;
-                start = end;
-                r
-            })
-            .collect())
-    }
-
-    /// Checks what plain values can say before any tensor is made; returns the float
-    /// sections (see `sections`).
-    pub fn check(&self) -> Result<Vec<Range<usize>>, EngineError> {
-        let h = &self.header;
-        let sections = self.sections()?;
-        if h.rows == 0 || h.dim == 0 || h.queue_rows == 0 || h.side == 0 {
-            return Err(bad("an empty part, embedding, queue or image"));
-        }
-        if h.first.checked_add(h.rows).is_none_or(|end| end > h.batch) {
-            return Err(bad(format!(
-                "rows {}..{} of a batch of {}",
-                h.first,
-                h.first.saturating_add(h.rows),
-                h.batch
-            )));
-        }
-        if h.chunks == 0 || !h.rows.is_multiple_of(h.chunks) {
-            return Err(bad(format!("{} rows in {} chunks", h.rows, h.chunks)));
-        }
-        if let Some(&(r, c)) = h
-            .masked
-            .iter()
-            .find(|&&(r, c)| r as usize >= h.rows || c as usize >= h.queue_rows)
-        {
-            return Err(bad(format!(
-                "masked ({r}, {c}) outside {} x {}",
-                h.rows, h.queue_rows
-            )));
-        }
-        for l in &h.levels {
-            if l.assign.len() != h.batch {
-                return Err(bad(format!(
-                    "{} cluster ids for a batch of {}",
-                    l.assign.len(),
-                    h.batch
-                )));
-            }
-            if l.assign.iter().chain(&l.neg).any(|&a| a as usize >= l.k) {
-                return Err(bad(format!("a cluster id outside 0..{}", l.k)));
-            }
-        }
-        Ok(sections)
-    }
-
-    /// The job as `(json header, floats)` for a message.
-    pub fn to_parts(&self) -> (String, &[f32]) {
-        let json = serde_json::to_string(&self.header).expect("plain values");
-        (json, &self.floats)
-    }
-
-    pub fn from_parts(json: &str, floats: Vec<f32>) -> Result<Self, EngineError> {
-        let header = serde_json::from_str(json).map_err(|e| bad(format!("header: {e}")))?;
-        let job = Self { header, floats };
-        job.check()?;
-        Ok(job)
-    }
-}
-
-impl SliceResult {
-    pub fn to_parts(&self) -> (String, &[f32]) {
-        let json = serde_json::to_string(&self.header).expect("plain values");
-        (json, &self.floats)
-    }
-
-    pub fn from_parts(json: &str, floats: Vec<f32>) -> Result<Self, EngineError> {
-        let header: ResultHeader =
-            serde_json::from_str(json).map_err(|e| bad(format!("header: {e}")))?;
-        let stats = header.stats.iter().map(|&c| c.checked_mul(2));
-        let want = total(header.grads.iter().map(|&g| Some(g)).chain(stats))?;
-        if want != floats.len() {
-            return Err(bad(format!(
-                "the answer needs {want} values, {} came",
-                floats.len()
-            )));
-        }
-        Ok(Self { header, floats })
-    }
-
-    /// Gradients (None: the parameter had none) and batch statistics, on `device`; checked
-    /// against the parameters' sizes `params` and the trainer's layers `layers` (channels).
-    #[allow(clippy::type_complexity)]
-    pub fn tensors(
-        &self,
-        params: &[usize],
-        layers: &[usize],
-        device: &Device,
-    ) -> Result<(Vec<Option<Tensor<1>>>, BatchStats), EngineError> {
-        let h = &self.header;
-        if h.grads.len() != params.len()
-            || h.grads.iter().zip(params).any(|(&g, &p)| g != 0 && g != p)
-        {
-            return Err(bad(format!(
-                "gradients for {} parameters of sizes {:?}, the model has {}",
-                h.grads.len(),
-                &h.grads[..h.grads.len().min(4)],
-                params.len()
-            )));
-        }
-        if h.stats != layers {
-            return Err(bad(format!(
-                "statistics of {} layers, the model has {}",
-                h.stats.len(),
-                layers.len()
-            )));
-        }
-        let mut floats = Floats::new(&self.floats, device);
-        let grads = h
-            .grads
-            .iter()
-            .map(|&g| (g > 0).then(|| floats.take(g)))
-            .collect();
-        Ok((grads, floats.stats(&h.stats)))
-    }
-}
-
-/// The encoders a helper keeps between jobs, so only their values are replaced.
-#[derive(Default)]
-pub struct HelperModels {
-    query: Option<(EncoderConfig, Encoder)>,
-    key: Option<(EncoderConfig, Encoder)>,
-}
-
-/// `slot`'s encoder of `config` on `device` (kept or made), with `values` loaded.
-fn loaded(
-    slot: &mut Option<(EncoderConfig, Encoder)>,
-    config: &EncoderConfig,
-    values: Vec<Vec<f32>>,
-    device: &Device,
-) -> Result<Encoder, EngineError> {
-    let model = match slot.take() {
-        Some((c, m)) if c == *config => m,
-        _ => config.init_zeros(device),
+/// The keys k = f_k(key views) and the gradient of the loss of q = f_q(views): on the
+/// trainer alone, or (on a CPU back end with helpers ready) in parts of whole BatchNorm chunks,
+/// one per worker, summed here.
+pub async fn gradients(
+    m: &StepModels<'_>,
+    batch: &Batch,
+    helpers: Option<&Rc<dyn Helpers>>,
+) -> Result<Gradients, EngineError> {
+    let b = batch.perm.len();
+    let chunks = m.config.bn_chunks;
+    let helpers = helpers.filter(|h| h.ready() > 0 && m.query.runs_on_cpu());
+    let parts = match helpers {
+        Some(h) => split_rows(b, chunks, 1 + h.ready()),
+        None => std::iter::once(0..b).collect(),
     };
-    let model = load_params(model, &values, device)?;
-    *slot = Some((config.clone(), model.clone()));
-    Ok(model)
-}
-
-/// A helper's keys: the key encoder's output for its chunks of the shuffled batch, in shuffled
-/// order ([rows, dim]), then those chunks' batch statistics (channels per layer: mean, var).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct KeysHeader {
-    pub rows: usize,
-    pub dim: usize,
-    pub stats: Vec<usize>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct KeysResult {
-    pub header: KeysHeader,
-    pub floats: Vec<f32>,
-}
-
-impl KeysResult {
-    pub fn to_parts(&self) -> (String, &[f32]) {
-        let json = serde_json::to_string(&self.header).expect("plain values");
-        (json, &self.floats)
-    }
-
-    pub fn from_parts(json: &str, floats: Vec<f32>) -> Result<Self, EngineError> {
-        let header: KeysHeader =
-            serde_json::from_str(json).map_err(|e| bad(format!("header: {e}")))?;
-        let stats = header.stats.iter().map(|&c| c.checked_mul(2));
-        let want = total(std::iter::once(header.rows.checked_mul(header.dim)).chain(stats))?;
-        if want != floats.len() {
-            return Err(bad(format!(
-                "the keys need {want} values, {} came",
-                floats.len()
-            )));
-        }
-        Ok(Self { header, floats })
-    }
-
-    /// The keys [rows, dim] and statistics on `device`, checked against what the trainer
-    /// expects (`rows`, `dim`, channels per layer `layers`).
-    pub fn tensors(
-        &self,
-        rows: usize,
-        dim: usize,
-        layers: &[usize],
-        device: &Device,
-    ) -> Result<(Tensor<2>, BatchStats), EngineError> {
-        let h = &self.header;
-        if (h.rows, h.dim) != (rows, dim) || h.stats != layers {
-            return Err(bad(format!(
-                "keys [{}, {}] with {} layers of statistics, expected [{rows}, {dim}] with {}",
-                h.rows,
-                h.dim,
-                h.stats.len(),
-                layers.len()
-            )));
-        }
-        let mut floats = Floats::new(&self.floats, device);
-        let keys = floats.take(rows * dim).reshape([rows, dim]);
-        Ok((keys, floats.stats(&h.stats)))
-    }
-}
-
-/// A helper's first half of a job: the key encoder on its chunks of the shuffled batch.
-pub async fn run_keys(
-    job: &SliceJob,
-    device: &Device,
-    models: &mut HelperModels,
-) -> Result<KeysResult, EngineError> {
-    let s = job.check()?;
-    let h = &job.header;
-    let np = h.params.len();
-    let values: Vec<Vec<f32>> = s[np..2 * np]
-        .iter()
-        .map(|r| job.floats[r.clone()].to_vec())
-        .collect();
-    let key = loaded(&mut models.key, &h.encoder, values, device)?;
-    let views = job.floats[s[2 * np + 1].clone()].to_vec();
-    let views = Tensor::from_data(TensorData::new(views, [h.rows, 3, h.side, h.side]), device);
-    let (keys, stats) = key.forward_train(views, h.chunks); // keys: [rows, d]
-    let mut reads = vec![keys.reshape([-1])];
-    let channels = push_stats(stats, &mut reads);
-    let floats = read_all(reads).await?.concat();
-    Ok(KeysResult {
-        header: KeysHeader {
-            rows: h.rows,
-            dim: h.dim,
-            stats: channels,
+    let mut helper_failure = None;
+    let shared = match helpers {
+        Some(h) if parts.len() > 1 => match shared_keys(m, h, &parts, batch).await? {
+            Ok(shared) => Some(shared),
+            Err(e) => {
+                helper_failure = Some(e);
+                None
+            }
         },
-        floats,
-    })
-}
-
-/// A helper's second half: the part's loss and gradients, given the keys of its query rows
-/// ([rows, dim], batch order).
-pub async fn run_part(
-    job: &SliceJob,
-    keys: Vec<f32>,
-    device: &Device,
-    models: &mut HelperModels,
-) -> Result<SliceResult, EngineError> {
-    let s = job.check()?;
-    let h = &job.header;
-    let (rows, d, r) = (h.rows, h.dim, h.queue_rows);
-    if keys.len() != rows * d {
-        return Err(bad(format!(
-            "{} key values for {rows} rows of {d}",
-            keys.len()
-        )));
-    }
-    let np = h.params.len();
-    let values: Vec<Vec<f32>> = s[..np]
-        .iter()
-        .map(|r| job.floats[r.clone()].to_vec())
-        .collect();
-    let model = loaded(
-        &mut models.query,
-        &h.encoder,
-        values,
-        &device.clone().autodiff(),
-    )?;
-    let floats = |i: usize| job.floats[s[i].clone()].to_vec();
-    let views = Tensor::from_data(
-        TensorData::new(floats(2 * np), [rows, 3, h.side, h.side]),
-        device,
-    );
-    let keys = Tensor::from_data(TensorData::new(keys, [rows, d]), device);
-    let queue = Tensor::from_data(TensorData::new(floats(2 * np + 2), [r, d]), device);
-    let masked = (!h.masked.is_empty()).then(|| {
-        let mut m = vec![false; rows * r];
-        for &(i, j) in &h.masked {
-            m[i as usize * r + j as usize] = true;
-        }
-        Tensor::<2, Bool>::from_data(TensorData::new(m, [rows, r]), device)
+        _ => None,
+    };
+    let (keys, key_stats, pending) = shared.unwrap_or_else(|| {
+        // No helpers, or one failed in the key pass: the whole step runs here.
+        let (k, stats) = m
+            .key
+            .forward_shuffled(batch.key_views.clone(), chunks, &batch.perm); // k: [b, d], no gradient
+        (k, stats, Vec::new())
     });
-    let ints = |v: &[u32]| {
-        let v: Vec<i32> = v.iter().map(|&x| x as i32).collect();
-        let n = v.len();
-        Tensor::<1, Int>::from_data(TensorData::new(v, [n]), device)
+    let parts = if pending.is_empty() {
+        std::iter::once(0..b).collect()
+    } else {
+        parts
     };
-    let levels = h
-        .levels
-        .iter()
-        .enumerate()
-        .map(|(m, l)| PartLevel {
-            centroids: Tensor::from_data(
-                TensorData::new(floats(2 * np + 3 + 2 * m), [l.k, d]),
-                device,
-            ),
-            phi: Tensor::from_data(TensorData::new(floats(2 * np + 4 + 2 * m), [l.k]), device),
-            assign: ints(&l.assign),
-            neg: (!l.neg.is_empty()).then(|| ints(&l.neg)),
-        })
-        .collect();
-    let part = part_loss(
-        &model,
-        PartInputs {
-            views,
-            keys,
-            queue,
-            masked,
-            levels,
-            chunks: h.chunks,
-            tau: h.tau,
-            proto_weight: h.proto_weight,
-            mode: h.mode,
-            share: h.rows as f64 / h.batch as f64,
-            first: h.first,
-        },
-    );
-    let grads = flat_grads(&model, &part.total.backward());
-    let nv = part.values.len();
-    let mut reads = part.values;
-    let mut sizes = Vec::new();
-    for g in grads.iter() {
-        sizes.push(g.as_ref().map_or(0, |g| g.dims()[0]));
-        reads.extend(g.clone());
+    let device = keys.device();
+    let inputs = |rows: Range<usize>| -> LossInputs {
+        let n = rows.len();
+        LossInputs {
+            views: batch.views.clone().narrow(0, rows.start, n),
+            keys: keys.clone().narrow(0, rows.start, n),
+            queue: m.queue.clone(),
+            masked: batch.masked.clone().map(|x| x.narrow(0, rows.start, n)),
+            levels: batch
+                .levels
+                .iter()
+                .zip(&m.prototypes)
+                .map(|((pos, neg), (_, centroids, phi))| ProtoLevel {
+                    centroids: (*centroids).clone(),
+                    phi: (*phi).clone(),
+                    assign: ints(pos, &device),
+                    neg: (!neg.is_empty()).then(|| ints(neg, &device)),
+                })
+                .collect(),
+            chunks: chunks_in(b, chunks, n),
+            tau: m.config.tau,
+            proto_weight: m.config.proto_weight,
+            mode: m.config.proto_mode,
+            share: n as f64 / b as f64,
+            first: rows.start,
+        }
+    };
+    let own = pcl_loss(m.query, inputs(parts[0].clone()));
+    let mut values: Vec<f32> = read_all(own.values).await?.into_iter().flatten().collect();
+    let mut grads = flat_grads(m.query, &own.total.backward());
+    let mut stats = vec![(parts[0].len(), own.stats)];
+    let (sizes, layers) = if pending.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        let layers = stats[0].1.iter().map(|(mean, _)| mean.dims()[0]).collect();
+        (param_sizes(m.query), layers)
+    };
+    for (reply, rows) in pending.into_iter().zip(&parts[1..]) {
+        let answer = reply.await.map_err(EngineError::Device).and_then(|r| {
+            let (g, st) = r.tensors(&sizes, &layers, &device)?;
+            Ok((r.header.values, g, st))
+        });
+        let (v, g, st) = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                // A helper that failed is not asked again; its part is done here.
+                helper_failure = Some(e.to_string());
+                let part = pcl_loss(m.query, inputs(rows.clone()));
+                let v = read_all(part.values).await?.into_iter().flatten().collect();
+                (v, flat_grads(m.query, &part.total.backward()), part.stats)
+            }
+        };
+        if v.len() != values.len() {
+            return Err(EngineError::Shape(format!(
+                "a part of the step gave {} loss values, another {}",
+                v.len(),
+                values.len()
+            )));
+        }
+        values.iter_mut().zip(&v).for_each(|(a, b)| *a += b);
+        for (a, b) in grads.iter_mut().zip(g) {
+            *a = match (a.take(), b) {
+                (Some(x), Some(y)) => Some(x + y),
+                (x, y) => x.or(y),
+            };
+        }
+        stats.push((rows.len(), st));
     }
-    let channels = push_stats(part.stats, &mut reads);
-    let host = read_all(reads).await?;
-    let values = host[..nv].iter().map(|v| v[0]).collect();
-    Ok(SliceResult {
-        header: ResultHeader {
-            values,
-            grads: sizes,
-            stats: channels,
-        },
-        floats: host[nv..].concat(),
+    Ok(Gradients {
+        keys,
+        key_stats,
+        values,
+        grads,
+        query_stats: mean_stats(stats),
+        helper_failure,
     })
 }
 
-/// Batch statistics appended to `reads` as each layer's mean then variance, the order
-/// [`Floats::stats`] reads them back in; returns the channels per layer.
-fn push_stats(stats: BatchStats, reads: &mut Vec<Tensor<1>>) -> Vec<usize> {
-    stats
+/// Indices as a device tensor.
+fn ints(values: &[u32], device: &Device) -> Tensor<1, Int> {
+    let v: Vec<i32> = values.iter().map(|&x| x as i32).collect();
+    Tensor::from_data(TensorData::new(v, [values.len()]), device)
+}
+
+/// Keys, their statistics and the helpers' pending answers.
+type SharedKeys = (Tensor<2>, BatchStats, Vec<Reply>);
+
+/// The key pass with the helpers: each gets its job (the batch rows `parts[i + 1]` for its
+/// queries, the same rows of the shuffled batch for the key encoder) and sends its keys; the
+/// trainer runs the key encoder on its own rows, puts the keys in batch order and sends each
+/// helper those of its query rows. `Err(why)` when a helper failed.
+async fn shared_keys(
+    m: &StepModels<'_>,
+    helpers: &Rc<dyn Helpers>,
+    parts: &[Range<usize>],
+    batch: &Batch,
+) -> Result<Result<SharedKeys, String>, EngineError> {
+    let b = batch.perm.len();
+    let d = m.config.feature_dim;
+    let device = batch.views.device();
+    let key_views = shuffled(batch.key_views.clone(), &batch.perm); // [b, 3, s, s]
+    let jobs = jobs(m, batch, &parts[1..], &key_views).await?;
+    let submitted: Vec<_> = jobs
         .into_iter()
-        .map(|(m, v)| {
-            let c = m.dims()[0];
-            reads.push(m);
-            reads.push(v);
-            c
-        })
-        .collect()
-}
-
-/// Reads an answer's floats in order, as device tensors.
-struct Floats<'a> {
-    floats: &'a [f32],
-    at: usize,
-    device: &'a Device,
-}
-
-impl<'a> Floats<'a> {
-    fn new(floats: &'a [f32], device: &'a Device) -> Self {
-        Self {
-            floats,
-            at: 0,
-            device,
+        .enumerate()
+        .map(|(i, job)| helpers.submit(i, job))
+        .collect();
+    let own = parts[0].clone();
+    let chunks = chunks_in(b, m.config.bn_chunks, own.len());
+    let (k_own, s_own) = m
+        .key
+        .forward_train(key_views.narrow(0, own.start, own.len()), chunks); // [rows, d]
+    let layers: Vec<usize> = s_own.iter().map(|(mean, _)| mean.dims()[0]).collect();
+    let (mut keys, mut stats) = (vec![k_own], vec![(own.len(), s_own)]);
+    let mut results = Vec::new();
+    for (job, rows) in submitted.into_iter().zip(&parts[1..]) {
+        let got = job
+            .keys
+            .await
+            .map_err(EngineError::Device)
+            .and_then(|r| r.tensors(rows.len(), d, &layers, &device));
+        match got {
+            Ok((k, st)) => {
+                keys.push(k);
+                stats.push((rows.len(), st));
+                results.push(job.result);
+            }
+            Err(e) => return Ok(Err(e.to_string())),
         }
     }
-
-    /// The next `n` values as a tensor [n] (sizes were checked against the floats).
-    fn take(&mut self, n: usize) -> Tensor<1> {
-        let v = self.floats[self.at..self.at + n].to_vec();
-        self.at += n;
-        Tensor::from_data(TensorData::new(v, [n]), self.device)
+    let k = unshuffled(Tensor::cat(keys, 0), &batch.perm); // [b, d], batch order
+    let host = read_all(vec![k.clone().reshape([-1])]).await?.remove(0);
+    for (i, rows) in parts[1..].iter().enumerate() {
+        helpers.send_keys(i, host[rows.start * d..rows.end * d].to_vec());
     }
-
-    /// A mean and a variance per layer of `channels`.
-    fn stats(&mut self, channels: &[usize]) -> BatchStats {
-        channels
-            .iter()
-            .map(|&c| (self.take(c), self.take(c)))
-            .collect()
-    }
+    Ok(Ok((k, mean_stats(stats), results)))
 }
 
-/// The sizes of a module's parameters in visiting order (checks a helper's gradients).
-pub fn param_sizes(model: &Encoder) -> Vec<usize> {
-    flat_params(model).iter().map(|p| p.dims()[0]).collect()
+/// Host copies of what the helpers need for the batch rows `parts`; `key_views`: the key
+/// encoder's views in shuffled order.
+async fn jobs(
+    m: &StepModels<'_>,
+    batch: &Batch,
+    parts: &[Range<usize>],
+    key_views: &Tensor<4>,
+) -> Result<Vec<SliceJob>, EngineError> {
+    let [b, _, side, _] = batch.views.dims();
+    let [r, d] = m.queue.dims();
+    let params = flat_params(m.query);
+    let np = params.len();
+    let mut reads = params;
+    reads.extend(flat_params(m.key));
+    reads.push(batch.views.clone().reshape([-1]));
+    reads.push(key_views.clone().reshape([-1]));
+    reads.push(m.queue.clone().reshape([-1]));
+    if let Some(x) = &batch.masked {
+        reads.push(x.clone().int().float().reshape([-1]));
+    }
+    let host = read_all(reads).await?;
+    let (views, key_views, queue) = (&host[2 * np], &host[2 * np + 1], &host[2 * np + 2]);
+    let mask = host.get(2 * np + 3);
+    let image = 3 * side * side;
+    Ok(parts
+        .iter()
+        .map(|rows| {
+            let mut floats: Vec<f32> = host[..2 * np].concat();
+            floats.extend_from_slice(&views[rows.start * image..rows.end * image]);
+            floats.extend_from_slice(&key_views[rows.start * image..rows.end * image]);
+            floats.extend_from_slice(queue);
+            let mut job_levels = Vec::new();
+            for ((pos, neg), (level, _, _)) in batch.levels.iter().zip(&m.prototypes) {
+                floats.extend_from_slice(&level.centroids);
+                floats.extend_from_slice(&level.phi);
+                job_levels.push(JobLevel {
+                    k: level.k,
+                    assign: pos.clone(),
+                    neg: neg.clone(),
+                });
+            }
+            let masked = mask.map_or(Vec::new(), |x| {
+                (rows.start..rows.end)
+                    .flat_map(|i| (0..r).map(move |j| (i, j)))
+                    .filter(|&(i, j)| x[i * r + j] != 0.0)
+                    .map(|(i, j)| ((i - rows.start) as u32, j as u32))
+                    .collect()
+            });
+            SliceJob {
+                header: JobHeader {
+                    encoder: m.config.encoder(),
+                    params: host[..np].iter().map(Vec::len).collect(),
+                    rows: rows.len(),
+                    side,
+                    dim: d,
+                    queue_rows: r,
+                    batch: b,
+                    first: rows.start,
+                    chunks: chunks_in(b, m.config.bn_chunks, rows.len()),
+                    tau: m.config.tau,
+                    proto_weight: m.config.proto_weight,
+                    mode: m.config.proto_mode,
+                    masked,
+                    levels: job_levels,
+                },
+                floats,
+            }
+        })
+        .collect())
 }

@@ -3,7 +3,6 @@
 //! stop and report between calls. Every tensor read is asynchronous. (Over 500 lines: one type,
 //! `Trainer`, whose step, E-step and undo share its state; its checkpoint is `trainer/`.)
 
-use std::ops::Range;
 use std::rc::Rc;
 
 use burn::prelude::*;
@@ -15,14 +14,9 @@ use super::config::{PclConfig, ProtoMode};
 use super::data::Dataset;
 use super::kmeans::{Level, Points, cluster_level};
 use super::loss::{sample_negatives, self_negatives};
-use super::model::{
-    BN_MOMENTUM, BatchStats, Encoder, inverse_permutation, l2_normalize, mean_stats, shuffle_for_bn,
-};
-use super::parallel::{
-    Helpers, JobHeader, JobLevel, PartInputs, PartLevel, Reply, SliceJob, chunks_in, param_sizes,
-    part_loss, split_rows,
-};
-use super::params::{Sgd, ema_update, flat_grads, flat_params, read_all};
+use super::model::{BN_MOMENTUM, Encoder, l2_normalize, shuffle_for_bn};
+use super::parallel::{self, Batch, Helpers, StepModels};
+use super::params::{Sgd, ema_update};
 use super::rng::Rng;
 
 use super::records::prototypes;
@@ -133,11 +127,6 @@ struct Snapshot {
     epoch: usize,
     step: usize,
     history_len: usize,
-}
-
-fn ints(values: &[u32], device: &Device) -> Tensor<1, Int> {
-    let v: Vec<i32> = values.iter().map(|&x| x as i32).collect();
-    Tensor::from_data(TensorData::new(v, [values.len()]), device)
 }
 
 impl Trainer {
@@ -266,148 +255,6 @@ impl Trainer {
         self.helpers = helpers;
     }
 
-    /// The key pass with the helpers: each gets its job (the batch rows `parts[i + 1]` for its
-    /// queries, the same rows of the shuffled batch for the key encoder) and sends its keys; this
-    /// worker runs the key encoder on its own rows, puts the keys in batch order and sends each
-    /// helper those of its query rows. Returns the keys [b, d], their statistics and the
-    /// helpers' pending results; `None` when a helper failed (then none is used again).
-    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-    async fn shared_keys(
-        &mut self,
-        helpers: Rc<dyn Helpers>,
-        parts: &[Range<usize>],
-        v1: &Tensor<4>,
-        v2: &Tensor<4>,
-        perm: &[usize],
-        masked: Option<&Tensor<2, Bool>>,
-        levels: &[(Vec<u32>, Vec<u32>)],
-    ) -> Result<Option<(Tensor<2>, BatchStats, Vec<Reply>)>, EngineError> {
-        let b = perm.len();
-        let d = self.config.feature_dim;
-        let order: Vec<u32> = perm.iter().map(|&i| i as u32).collect();
-        let shuffled = v2.clone().select(0, ints(&order, &self.device)); // [b, 3, s, s]
-        let jobs = self
-            .jobs(&parts[1..], v1, &shuffled, masked, levels)
-            .await?;
-        let submitted: Vec<_> = jobs
-            .into_iter()
-            .enumerate()
-            .map(|(i, job)| helpers.submit(i, job))
-            .collect();
-        let own = parts[0].clone();
-        let chunks = chunks_in(b, self.config.bn_chunks, own.len());
-        let (k_own, s_own) = self
-            .key
-            .forward_train(shuffled.narrow(0, own.start, own.len()), chunks); // [rows, d]
-        let layers: Vec<usize> = s_own.iter().map(|(m, _)| m.dims()[0]).collect();
-        let (mut keys, mut stats) = (vec![k_own], vec![(own.len(), s_own)]);
-        let mut results = Vec::new();
-        for (job, rows) in submitted.into_iter().zip(&parts[1..]) {
-            let got = job
-                .keys
-                .await
-                .map_err(EngineError::Device)
-                .and_then(|r| r.tensors(rows.len(), d, &layers, &self.device));
-            match got {
-                Ok((k, st)) => {
-                    keys.push(k);
-                    stats.push((rows.len(), st));
-                    results.push(job.result);
-                }
-                Err(e) => {
-                    self.helper_failure = Some(e.to_string());
-                    self.helpers = None;
-                    return Ok(None);
-                }
-            }
-        }
-        let back: Vec<u32> = inverse_permutation(perm)
-            .iter()
-            .map(|&i| i as u32)
-            .collect();
-        let k = Tensor::cat(keys, 0).select(0, ints(&back, &self.device)); // [b, d], batch order
-        let host = read_all(vec![k.clone().reshape([-1])]).await?.remove(0);
-        for (i, rows) in parts[1..].iter().enumerate() {
-            helpers.send_keys(i, host[rows.start * d..rows.end * d].to_vec());
-        }
-        Ok(Some((k, mean_stats(stats), results)))
-    }
-
-    /// Host copies of what the helpers need for the batch rows `parts` (see `parallel`);
-    /// `shuffled`: the key encoder's views in shuffled order.
-    async fn jobs(
-        &self,
-        parts: &[Range<usize>],
-        v1: &Tensor<4>,
-        shuffled: &Tensor<4>,
-        masked: Option<&Tensor<2, Bool>>,
-        levels: &[(Vec<u32>, Vec<u32>)],
-    ) -> Result<Vec<SliceJob>, EngineError> {
-        let [b, _, side, _] = v1.dims();
-        let [r, d] = self.queue.dims();
-        let params = flat_params(&self.model);
-        let np = params.len();
-        let mut reads = params;
-        reads.extend(flat_params(&self.key));
-        reads.push(v1.clone().reshape([-1]));
-        reads.push(shuffled.clone().reshape([-1]));
-        reads.push(self.queue.clone().reshape([-1]));
-        if let Some(m) = masked {
-            reads.push(m.clone().int().float().reshape([-1]));
-        }
-        let host = read_all(reads).await?;
-        let (views, key_views, queue) = (&host[2 * np], &host[2 * np + 1], &host[2 * np + 2]);
-        let mask = host.get(2 * np + 3);
-        let image = 3 * side * side;
-        let c = self.clustering.as_ref();
-        Ok(parts
-            .iter()
-            .map(|rows| {
-                let mut floats: Vec<f32> = host[..2 * np].concat();
-                floats.extend_from_slice(&views[rows.start * image..rows.end * image]);
-                floats.extend_from_slice(&key_views[rows.start * image..rows.end * image]);
-                floats.extend_from_slice(queue);
-                let mut job_levels = Vec::new();
-                for (m, (pos, neg)) in levels.iter().enumerate() {
-                    let level = &c.expect("levels come from a clustering").levels[m];
-                    floats.extend_from_slice(&level.centroids);
-                    floats.extend_from_slice(&level.phi);
-                    job_levels.push(JobLevel {
-                        k: level.k,
-                        assign: pos.clone(),
-                        neg: neg.clone(),
-                    });
-                }
-                let masked = mask.map_or(Vec::new(), |m| {
-                    (rows.start..rows.end)
-                        .flat_map(|i| (0..r).map(move |j| (i, j)))
-                        .filter(|&(i, j)| m[i * r + j] != 0.0)
-                        .map(|(i, j)| ((i - rows.start) as u32, j as u32))
-                        .collect()
-                });
-                SliceJob {
-                    header: JobHeader {
-                        encoder: self.config.encoder(),
-                        params: host[..np].iter().map(Vec::len).collect(),
-                        rows: rows.len(),
-                        side,
-                        dim: d,
-                        queue_rows: r,
-                        batch: b,
-                        first: rows.start,
-                        chunks: chunks_in(b, self.config.bn_chunks, rows.len()),
-                        tau: self.config.tau,
-                        proto_weight: self.config.proto_weight,
-                        mode: self.config.proto_mode,
-                        masked,
-                        levels: job_levels,
-                    },
-                    floats,
-                }
-            })
-            .collect())
-    }
-
     /// The device the run trains on.
     pub fn device(&self) -> &Device {
         &self.device
@@ -510,195 +357,74 @@ impl Trainer {
         Ok(summaries)
     }
 
+    /// One M-step update, in the order of MoCo's `builder.py` and PCL's `main_pcl.py`: two
+    /// augmented views of a batch, queries and (shuffled-BN) keys, InfoNCE + ProtoNCE, backward,
+    /// SGD, the key encoder's momentum update, the keys into the queue.
     async fn train_step(&mut self, data: &Dataset) -> Result<StepRecord, EngineError> {
-        let n_img = data.len();
-        let b = self.config.batch_size;
-        let steps = self.steps_per_epoch(n_img);
-        if self.step == 0 || self.order.len() != n_img {
-            self.order = self.rng.permutation(n_img);
-        }
-        let idx: Vec<usize> = self.order[self.step * b..(self.step + 1) * b].to_vec();
+        let (n, b, s) = (data.len(), self.config.batch_size, self.config.image_size);
+        let steps = self.steps_per_epoch(n);
+        let idx = self.next_batch(n); // [b] image ids
         let imgs: Vec<&[u8]> = idx.iter().map(|&i| data.image(i)).collect();
         let x = upload(&imgs, data.side, &self.device); // x: [b, 3, S, S]
-        let s = self.config.image_size;
         let [p1, p2] = ViewParams::pair(&mut self.rng, b, &self.config.aug(), s);
-        let v1 = augment(x.clone(), &p1, s); // v1: [b, 3, s, s]
-        let v2 = augment(x, &p2, s);
-
-        // Training mode: BatchNorm per chunk of the batch; the key batch shuffled across chunks
-        // so that no query meets its key in the same statistics (shuffled BN).
-        let chunks = self.config.bn_chunks;
-        let perm = shuffle_for_bn(b, chunks, &mut self.rng);
-        let (masked, self_neg) = self_negatives(&idx, &self.queue_ids, n_img, &self.device);
+        let (v1, v2) = (augment(x.clone(), &p1, s), augment(x, &p2, s)); // [b, 3, s, s] each
+        // Shuffled BN: the key batch permuted across BatchNorm chunks, so that no query meets
+        // its key in the same statistics.
+        let perm = shuffle_for_bn(b, self.config.bn_chunks, &mut self.rng); // [b]
+        let (masked, self_neg) = self_negatives(&idx, &self.queue_ids, n, &self.device); // [b, r]
         let masked = masked.filter(|_| self.config.mask_self_negatives);
-        // Per level: the batch's clusters and (sampled mode) the negative prototypes.
-        let mut levels = Vec::new();
-        if let Some(c) = &self.clustering
-            && self.config.proto_weight > 0.0
-        {
-            for level in &c.levels {
-                let pos: Vec<u32> = idx.iter().map(|&i| level.assignments[i]).collect();
-                let neg = match self.config.proto_mode {
-                    ProtoMode::Full => Vec::new(),
-                    ProtoMode::Sampled => {
-                        let r = self.config.queue_size.unwrap_or(b);
-                        sample_negatives(&pos, level.k, r, &mut self.rng)
-                    }
-                };
-                levels.push((pos, neg));
-            }
+        let levels = self.batch_prototypes(&idx);
+        let batch = Batch {
+            views: v1,
+            key_views: v2,
+            perm,
+            masked,
+            levels,
+        };
+        // k = f_k(v2) without gradient; the gradient of the loss of q = f_q(v1) (with the
+        // helper workers on the browser's CPU fallback).
+        let g = parallel::gradients(&self.step_models(), &batch, self.helpers.as_ref()).await?;
+        if let Some(why) = g.helper_failure {
+            self.helper_failure = Some(why);
+            self.helpers = None;
         }
-        let parts = match &self.helpers {
-            Some(h) if h.ready() > 0 && self.model.runs_on_cpu() => {
-                split_rows(b, chunks, 1 + h.ready())
-            }
-            _ => std::iter::once(0..b).collect(),
-        };
-        // The key pass, shared with the helpers when there are parts (they get their query
-        // parts' jobs with it and answer once they have their keys).
-        let shared = match self.helpers.clone() {
-            Some(h) if parts.len() > 1 => {
-                self.shared_keys(h, &parts, &v1, &v2, &perm, masked.as_ref(), &levels)
-                    .await?
-            }
-            _ => None,
-        };
-        let (k, k_stats, pending) = shared.unwrap_or_else(|| {
-            // No helpers, or one failed in the key pass (then all are let go): the whole step
-            // runs here.
-            let (k, stats) = self.key.forward_shuffled(v2, chunks, &perm); // k: [b, d], no gradient
-            (k, stats, Vec::new())
-        });
-        let parts = if pending.is_empty() {
-            std::iter::once(0..b).collect()
-        } else {
-            parts
-        };
-        let inputs = |rows: Range<usize>| -> PartInputs {
-            let n = rows.len();
-            let clustering = self.clustering.as_ref();
-            PartInputs {
-                views: v1.clone().narrow(0, rows.start, n),
-                keys: k.clone().narrow(0, rows.start, n),
-                queue: self.queue.clone(),
-                masked: masked.clone().map(|m| m.narrow(0, rows.start, n)),
-                levels: levels
-                    .iter()
-                    .enumerate()
-                    .map(|(m, (pos, neg))| {
-                        let c = clustering.expect("levels come from a clustering");
-                        PartLevel {
-                            centroids: c.centroids[m].clone(),
-                            phi: c.phi[m].clone(),
-                            assign: ints(pos, &self.device),
-                            neg: (!neg.is_empty()).then(|| ints(neg, &self.device)),
-                        }
-                    })
-                    .collect(),
-                chunks: chunks_in(b, chunks, n),
-                tau: self.config.tau,
-                proto_weight: self.config.proto_weight,
-                mode: self.config.proto_mode,
-                share: n as f64 / b as f64,
-                first: rows.start,
-            }
-        };
-        let own = part_loss(&self.model, inputs(parts[0].clone()));
-        let mut values: Vec<f32> = read_all(own.values).await?.into_iter().flatten().collect();
-        let mut grads = flat_grads(&self.model, &own.total.backward());
-        let mut stats = vec![(parts[0].len(), own.stats)];
-        if !pending.is_empty() {
-            let sizes = param_sizes(&self.model);
-            let layers: Vec<usize> = stats[0].1.iter().map(|(m, _)| m.dims()[0]).collect();
-            for (reply, rows) in pending.into_iter().zip(&parts[1..]) {
-                let answer = reply.await.map_err(EngineError::Device).and_then(|r| {
-                    let (g, st) = r.tensors(&sizes, &layers, &self.device)?;
-                    Ok((r.header.values, g, st))
-                });
-                let (v, g, st) = match answer {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // A helper that failed is not asked again; its part is done here.
-                        self.helper_failure = Some(e.to_string());
-                        self.helpers = None;
-                        let part = part_loss(&self.model, inputs(rows.clone()));
-                        let v = read_all(part.values).await?.into_iter().flatten().collect();
-                        (
-                            v,
-                            flat_grads(&self.model, &part.total.backward()),
-                            part.stats,
-                        )
-                    }
-                };
-                if v.len() != values.len() {
-                    return Err(EngineError::Shape(format!(
-                        "a part of the step gave {} loss values, another {}",
-                        v.len(),
-                        values.len()
-                    )));
-                }
-                values.iter_mut().zip(&v).for_each(|(a, b)| *a += b);
-                for (a, b) in grads.iter_mut().zip(g) {
-                    *a = match (a.take(), b) {
-                        (Some(x), Some(y)) => Some(x + y),
-                        (x, y) => x.or(y),
-                    };
-                }
-                stats.push((rows.len(), st));
-            }
-        }
-        let q_stats = mean_stats(stats);
-        if values.iter().any(|v| !v.is_finite()) {
+        if g.values.iter().any(|v| !v.is_finite()) {
             // Nothing was updated by this step; the previous update, whose weights gave this,
             // is undone too.
             self.roll_back();
             return Err(EngineError::NonFinite(format!(
                 "loss became {} at epoch {} step {}; lower the learning rate or check the images",
-                values[0], self.epoch, self.step
+                g.values[0], self.epoch, self.step
             )));
         }
-
         let lr = self
             .config
             .lr_at(self.epoch as f64 + self.step as f64 / steps as f64);
-        // Bounded before the snapshot, so an undo truncates to a length that still holds.
-        super::records::thin_history(&mut self.history);
-        // Tensors are immutable and shared: keeping the previous state costs no copy.
-        self.last_good = Some(Snapshot {
-            model: self.model.clone(),
-            key: self.key.clone(),
-            velocity: self.sgd.velocity.clone(),
-            queue: self.queue.clone(),
-            queue_ptr: self.queue_ptr,
-            queue_ids: self.queue_ids.clone(),
-            epoch: self.epoch,
-            step: self.step,
-            history_len: self.history.len(),
-        });
+        self.keep_last_good();
         self.model = self
             .sgd
-            .step_flat(self.model.clone(), &grads, lr)
-            .update_running_stats(&q_stats, BN_MOMENTUM);
+            .step_flat(self.model.clone(), &g.grads, lr)
+            .update_running_stats(&g.query_stats, BN_MOMENTUM);
         // The key encoder averages the query's weights but keeps running statistics of its own
         // (of its shuffled passes), as MoCo's key encoder does.
         let key_stats = self.key.running_stats();
         self.key = ema_update(self.key.clone(), &self.model, self.config.ema_momentum)
             .with_running_stats(&key_stats)
-            .update_running_stats(&k_stats, BN_MOMENTUM);
-        self.enqueue(k, &idx);
+            .update_running_stats(&g.key_stats, BN_MOMENTUM);
+        self.enqueue(g.keys, &idx);
         if self.diverge_after_epoch == Some(self.epoch) && self.step + 1 == steps {
             self.model = super::params::map_params(self.model.clone(), |i, p| {
                 if i == 0 { p * f32::NAN } else { p }
             });
         }
-
+        let v = g.values;
         let record = StepRecord {
             epoch: self.epoch,
             step: self.step,
-            loss: values[0],
-            info_nce: values[1],
-            instance_acc: values[2],
-            proto: values[3..].to_vec(),
+            loss: v[0],
+            info_nce: v[1],
+            instance_acc: v[2],
+            proto: v[3..].to_vec(),
             lr,
             epoch_done: self.step + 1 == steps,
             self_negatives: self_neg as f32 / b as f32,
@@ -710,6 +436,73 @@ impl Trainer {
         }
         self.history.push(record.clone());
         Ok(record)
+    }
+
+    /// The next batch's image ids: a new shuffled order at the start of every epoch.
+    fn next_batch(&mut self, n: usize) -> Vec<usize> {
+        let b = self.config.batch_size;
+        if self.step == 0 || self.order.len() != n {
+            self.order = self.rng.permutation(n);
+        }
+        self.order[self.step * b..(self.step + 1) * b].to_vec()
+    }
+
+    /// Per level of the latest clustering (none in warm-up, or with no prototype term): the
+    /// clusters of the batch's images and, in sampled mode, the negative prototypes.
+    fn batch_prototypes(&mut self, idx: &[usize]) -> Vec<(Vec<u32>, Vec<u32>)> {
+        let Some(c) = self
+            .clustering
+            .as_ref()
+            .filter(|_| self.config.proto_weight > 0.0)
+        else {
+            return Vec::new();
+        };
+        let r = self.config.queue_size.unwrap_or(idx.len());
+        c.levels
+            .iter()
+            .map(|level| {
+                let pos: Vec<u32> = idx.iter().map(|&i| level.assignments[i]).collect();
+                let neg = match self.config.proto_mode {
+                    ProtoMode::Full => Vec::new(),
+                    ProtoMode::Sampled => sample_negatives(&pos, level.k, r, &mut self.rng),
+                };
+                (pos, neg)
+            })
+            .collect()
+    }
+
+    /// What a step reads of this trainer's state.
+    fn step_models(&self) -> StepModels<'_> {
+        let prototypes = self.clustering.as_ref().map_or(Vec::new(), |c| {
+            (c.levels.iter().zip(&c.centroids).zip(&c.phi))
+                .map(|((level, centroids), phi)| (level, centroids, phi))
+                .collect()
+        });
+        StepModels {
+            query: &self.model,
+            key: &self.key,
+            queue: &self.queue,
+            prototypes,
+            config: &self.config,
+        }
+    }
+
+    /// Keeps the state before an update (see [`Snapshot`]); tensors are immutable and shared,
+    /// so this costs no copy. The history is bounded first, so an undo truncates to a length
+    /// that still holds.
+    fn keep_last_good(&mut self) {
+        super::records::thin_history(&mut self.history);
+        self.last_good = Some(Snapshot {
+            model: self.model.clone(),
+            key: self.key.clone(),
+            velocity: self.sgd.velocity.clone(),
+            queue: self.queue.clone(),
+            queue_ptr: self.queue_ptr,
+            queue_ids: self.queue_ids.clone(),
+            epoch: self.epoch,
+            step: self.step,
+            history_len: self.history.len(),
+        });
     }
 
     /// The run as session bytes ([`Trainer::save`]) for a checkpoint, which replaces the last

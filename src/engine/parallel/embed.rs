@@ -7,7 +7,8 @@
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{HelperModels, bad, loaded, total};
+use super::helper::{HelperModels, loaded};
+use super::wire::{bad, header, to_parts, total};
 use crate::engine::EngineError;
 use crate::engine::augment::{center_view, upload};
 use crate::engine::model::{Encoder, EncoderConfig, l2_normalize};
@@ -125,12 +126,11 @@ impl EmbedJob {
     }
 
     pub fn to_parts(&self) -> (String, &[f32]) {
-        let json = serde_json::to_string(&self.header).expect("plain values");
-        (json, &self.floats)
+        to_parts(&self.header, &self.floats)
     }
 
     pub fn from_parts(json: &str, floats: Vec<f32>) -> Result<Self, EngineError> {
-        let header = serde_json::from_str(json).map_err(|e| bad(format!("header: {e}")))?;
+        let header = header(json)?;
         let job = Self { header, floats };
         job.check()?;
         Ok(job)
@@ -139,8 +139,7 @@ impl EmbedJob {
 
 impl EmbedResult {
     pub fn to_parts(&self) -> (String, &[f32]) {
-        let json = serde_json::to_string(&self.header).expect("plain values");
-        (json, &self.floats)
+        to_parts(&self.header, &self.floats)
     }
 
     /// The answer of a message, checked against what was asked ([`EmbedResult::checked`]).
@@ -149,8 +148,7 @@ impl EmbedResult {
         floats: Vec<f32>,
         asked: (usize, usize, usize),
     ) -> Result<Self, EngineError> {
-        let header: EmbeddedHeader =
-            serde_json::from_str(json).map_err(|e| bad(format!("header: {e}")))?;
+        let header: EmbeddedHeader = header(json)?;
         Self { header, floats }.checked(asked)
     }
 
