@@ -83,22 +83,6 @@ pub enum ToWorker {
         config: PclConfig,
         count: usize,
     },
-    /// To a helper worker, from the worker: compute a part of a training step
-    /// (`engine::parallel::SliceJob`: `header` its JSON; payload: its floats, a Float32Array).
-    Part {
-        id: u64,
-        header: String,
-    },
-    /// To a helper: the keys of part `id`'s query rows (payload: a Float32Array [rows, dim]).
-    PartKeys {
-        id: u64,
-    },
-    /// To a helper: embed images (`engine::parallel::EmbedJob`: `header` its JSON; payload:
-    /// its floats).
-    Embed {
-        id: u64,
-        header: String,
-    },
     /// Test hook: make the worker panic, to prove that the page recovers from a crash
     /// (development builds only; a release worker answers with an error).
     SimulateCrash,
@@ -161,29 +145,6 @@ pub enum FromWorker {
     },
     /// The backend the worker got.
     Backend(BackendInfo),
-    /// From a helper: its keys for part `id` (`KeysResult`: `header` its JSON; payload: its
-    /// floats).
-    PartKeys {
-        id: u64,
-        header: String,
-    },
-    /// From a helper worker to the worker: the part `id` computed (`SliceResult`: `header`
-    /// its JSON; payload: its floats).
-    PartDone {
-        id: u64,
-        header: String,
-    },
-    /// From a helper: the embeddings of job `id` (`EmbedResult`: `header` its JSON; payload:
-    /// its floats).
-    Embedded {
-        id: u64,
-        header: String,
-    },
-    /// From a helper worker: the part `id` could not be computed.
-    PartFailed {
-        id: u64,
-        error: String,
-    },
     /// One forward + backward + optimizer step of the encoder ran; its loss, read back
     /// asynchronously, and the wall time of the step.
     ProbeStep {
@@ -239,6 +200,59 @@ pub enum FromWorker {
     /// The worker cannot go on (it panicked, or the GPU device was lost): the page starts a new
     /// worker and resumes from the last autosave.
     Crashed(String),
+}
+
+/// From the worker to its helper workers (more instances of the worker's wasm on the CPU
+/// fallback): parts of a step and of an embedding pass. The page never sees these.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum ToHelper {
+    /// Compute a part of a training step
+    /// (`engine::parallel::SliceJob`: `header` its JSON; payload: its floats, a Float32Array).
+    Part { id: u64, header: String },
+    /// The keys of part `id`'s query rows (payload: a Float32Array [rows, dim]).
+    PartKeys { id: u64 },
+    /// Embed images (`engine::parallel::EmbedJob`: `header` its JSON; payload:
+    /// its floats).
+    Embed { id: u64, header: String },
+}
+
+/// From a helper worker to the worker (besides the [`FromWorker`] messages every worker sends:
+/// `Ready`, `Crashed`, `Error`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum FromHelper {
+    /// Its keys for part `id` (`KeysResult`: `header` its JSON; payload: its
+    /// floats).
+    PartKeys { id: u64, header: String },
+    /// The part `id` computed (`SliceResult`: `header`
+    /// its JSON; payload: its floats).
+    PartDone { id: u64, header: String },
+    /// The embeddings of job `id` (`EmbedResult`: `header` its JSON; payload:
+    /// its floats).
+    Embedded { id: u64, header: String },
+    /// The part `id` could not be computed.
+    PartFailed { id: u64, error: String },
+}
+
+impl ToHelper {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("plain data serialises")
+    }
+
+    /// `None`: not a message to a helper (then it is one to a worker).
+    pub fn from_json(s: &str) -> Option<Self> {
+        serde_json::from_str(s).ok()
+    }
+}
+
+impl FromHelper {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("plain data serialises")
+    }
+
+    /// `None`: not a helper's own message (then it is one every worker sends).
+    pub fn from_json(s: &str) -> Option<Self> {
+        serde_json::from_str(s).ok()
+    }
 }
 
 impl ToWorker {

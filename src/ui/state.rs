@@ -5,7 +5,7 @@
 use crate::backend::{BackendInfo, BackendKind};
 use crate::engine::PclConfig;
 use crate::engine::records::{ExploreReport, LevelSummary, Metrics, StepRecord, thin_history};
-use crate::intake::{Label, Skipped};
+use crate::intake::Skipped;
 use crate::protocol::{
     FromWorker, ImagesAdded, Phase, RunState, RunStatus, TRAIN_SIZE, ToWorker, ViewPairs,
 };
@@ -16,8 +16,6 @@ use crate::ui::charts::format_duration;
 pub struct ImagesInfo {
     pub count: usize,
     pub side: usize,
-    pub names: Vec<String>,
-    pub labels: Vec<Label>,
     /// `(done, total, eta_s)` while decoding.
     pub loading: Option<(usize, usize, Option<f64>)>,
     pub skipped: Vec<Skipped>,
@@ -79,8 +77,6 @@ impl ImagesInfo {
         }
         im.side = added.side;
         im.rate = Some((added.names.len() + added.skipped.len()) as f64 / added.seconds.max(1e-3));
-        im.names.extend(added.names);
-        im.labels.extend(added.labels);
         im.skipped.extend(added.skipped);
         im.count = added.total;
         im.memory_bytes = added.memory_bytes;
@@ -282,11 +278,6 @@ impl PageState {
                 self.explore = Some(*report);
             }
             FromWorker::File { .. } => {}
-            // between the worker and its helpers only
-            FromWorker::PartKeys { .. }
-            | FromWorker::PartDone { .. }
-            | FromWorker::Embedded { .. }
-            | FromWorker::PartFailed { .. } => {}
             // Recorded by the view once the bytes are stored.
             FromWorker::Autosave { .. } => {}
             FromWorker::Neighbours { index, neighbours } => {
@@ -538,6 +529,7 @@ pub fn phase_words(r: &RunStatus) -> String {
 mod tests {
     use super::*;
     use crate::engine::records::{ClusterCard, LevelView};
+    use crate::intake::Label;
     use crate::protocol::ImagesAdded;
 
     #[test]
@@ -784,7 +776,6 @@ mod tests {
         s.apply(added(&["c.png"], 3));
         assert_eq!(s.state_attr(), "idle");
         assert_eq!(s.images.count, 3);
-        assert_eq!(s.images.names, vec!["a.png", "b.png", "c.png"]);
         assert_eq!(
             s.images.skipped.len(),
             2,

@@ -9,9 +9,10 @@ use std::cell::RefCell;
 use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
 
+use super::images::{self, fingerprint};
 use super::js;
-use super::state::{PageState, images_fingerprint};
-use super::view::{STORE, send, send_transfer};
+use super::link::{send, send_transfer};
+use super::state::PageState;
 use crate::intake::Label;
 use crate::protocol::ToWorker;
 
@@ -22,6 +23,9 @@ thread_local! {
     /// This tab's last autosave: its images' fingerprint and the session bytes.
     static LAST: RefCell<Option<(String, js_sys::Uint8Array)>> = const { RefCell::new(None) };
 }
+
+/// Where this browser remembers the measured device (`localStorage`).
+pub(crate) const DEVICE_KEY: &str = "pcl-studio-device";
 
 const ANOTHER_TAB: &str = "another tab of pcl-studio owns the autosave";
 
@@ -40,19 +44,6 @@ pub fn claim(state: RwSignal<PageState>) {
     });
 }
 
-/// The fingerprint of the images the page holds now (computed once per set of images).
-fn fingerprint() -> String {
-    if let Some(f) = STORE.with_borrow(|s| s.fingerprint.clone()) {
-        return f;
-    }
-    let f = STORE.with_borrow(|s| {
-        let folders: Vec<String> = s.labels.iter().map(Label::folder).collect();
-        images_fingerprint(s.side, &s.names, &folders, &s.pixels)
-    });
-    STORE.with_borrow_mut(|s| s.fingerprint = Some(f.clone()));
-    f
-}
-
 fn object(fields: &[(&str, JsValue)]) -> JsValue {
     let o = js_sys::Object::new();
     for (k, v) in fields {
@@ -63,7 +54,7 @@ fn object(fields: &[(&str, JsValue)]) -> JsValue {
 
 /// The stored images record: pixels, names, label folders and their fingerprint.
 fn images_record(fingerprint: &str) -> JsValue {
-    STORE.with_borrow(|s| {
+    images::with(|s| {
         let strings = |v: &[String]| -> js_sys::Array {
             v.iter().map(|n| JsValue::from(n.as_str())).collect()
         };
@@ -192,7 +183,7 @@ pub fn resume_own() -> Result<(), String> {
     if fp != fingerprint() {
         return Err("the images changed since the run was last saved".into());
     }
-    let (names, labels, pixels) = STORE.with_borrow(|s| {
+    let (names, labels, pixels) = images::with(|s| {
         let pixels = js_sys::Uint8Array::from(&s.pixels[..]);
         (s.names.clone(), s.labels.clone(), pixels)
     });

@@ -4,7 +4,7 @@ use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::HtmlCanvasElement;
 
-use crate::ui::view::STORE;
+use crate::ui::images;
 
 pub(crate) const PALETTE: [&str; 12] = [
     "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
@@ -21,9 +21,9 @@ pub(crate) fn context_2d(canvas: &HtmlCanvasElement) -> Option<web_sys::CanvasRe
 
 /// Draws images `indices` of the store as a grid of `cols` columns on `canvas`.
 pub(crate) fn draw_tiles(canvas: &HtmlCanvasElement, indices: &[usize], cols: usize) {
-    STORE.with_borrow(|store| {
+    images::with(|store| {
         let s = store.side;
-        let count = store.pixels.len() / (s * s * 3).max(1);
+        let count = store.count();
         if s == 0 || indices.is_empty() {
             canvas.set_width(0);
             return;

@@ -12,12 +12,12 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{MessageEvent, Worker};
 
-use super::{post, scope};
+use super::scope;
 use crate::engine::parallel::{
     EmbedJob, EmbedReply, EmbedResult, HelperModels, Helpers, KeysResult, SliceJob, SliceResult,
     Submitted, run_embed, run_keys, run_part,
 };
-use crate::protocol::{BUILD_ID, FromWorker, ToWorker};
+use crate::protocol::{BUILD_ID, FromHelper, FromWorker, ToHelper};
 
 /// At most this many workers share a step (the batch has 4 BatchNorm chunks by default).
 pub(super) const MAX_WORKERS: usize = 4;
@@ -113,19 +113,23 @@ fn start_helper() -> Result<Helper, JsValue> {
                         };
                     }
                 };
-            match FromWorker::from_json(&text.unwrap_or_default()) {
+            let text = text.unwrap_or_default();
+            match FromHelper::from_json(&text) {
+                Some(FromHelper::PartKeys { id, .. }) => return settle(&keys, id, Ok(&data)),
+                Some(FromHelper::PartDone { id, .. } | FromHelper::Embedded { id, .. }) => {
+                    return settle(&pending, id, Ok(&data));
+                }
+                Some(FromHelper::PartFailed { id, error }) => {
+                    dead.set(true);
+                    settle(&keys, id, Err(error.clone().into()));
+                    return settle(&pending, id, Err(error.into()));
+                }
+                None => {}
+            }
+            match FromWorker::from_json(&text) {
                 // A helper of another build (a site updated meanwhile) is not used.
                 Ok(FromWorker::Ready { build }) if build == BUILD_ID => ready.set(true),
                 Ok(FromWorker::Ready { .. }) => dead.set(true),
-                Ok(FromWorker::PartKeys { id, .. }) => settle(&keys, id, Ok(&data)),
-                Ok(FromWorker::PartDone { id, .. } | FromWorker::Embedded { id, .. }) => {
-                    settle(&pending, id, Ok(&data))
-                }
-                Ok(FromWorker::PartFailed { id, error }) => {
-                    dead.set(true);
-                    settle(&keys, id, Err(error.clone().into()));
-                    settle(&pending, id, Err(error.into()));
-                }
                 Ok(FromWorker::Crashed(why) | FromWorker::Error(why)) => {
                     dead.set(true);
                     for slot in [&keys, &pending] {
@@ -167,13 +171,13 @@ fn promise(id: u64) -> (js_sys::Promise, Pending) {
 }
 
 /// Awaits `[json, Float32Array]` from a helper: the JSON and the floats.
-async fn answer(promise: js_sys::Promise) -> Result<(FromWorker, Vec<f32>), String> {
+async fn answer(promise: js_sys::Promise) -> Result<(FromHelper, Vec<f32>), String> {
     let answer = wasm_bindgen_futures::JsFuture::from(promise)
         .await
         .map_err(|e| e.as_string().unwrap_or_else(|| format!("{e:?}")))?;
     let pair: js_sys::Array = answer.unchecked_into();
-    let msg = FromWorker::from_json(&pair.get(0).as_string().unwrap_or_default())
-        .map_err(|e| format!("the helper's answer: {e}"))?;
+    let msg = FromHelper::from_json(&pair.get(0).as_string().unwrap_or_default())
+        .ok_or("the helper's answer is not a helper's message")?;
     Ok((msg, js_sys::Float32Array::new(&pair.get(1)).to_vec()))
 }
 
@@ -212,7 +216,7 @@ impl Helpers for Pool {
         let (header, floats) = job.to_parts();
         if post_floats(
             &helper.worker,
-            ToWorker::Part { id, header }.to_json(),
+            ToHelper::Part { id, header }.to_json(),
             floats,
         )
         .is_err()
@@ -223,7 +227,7 @@ impl Helpers for Pool {
         Submitted {
             keys: Box::pin(async move {
                 match answer(keys).await? {
-                    (FromWorker::PartKeys { header, .. }, floats) => {
+                    (FromHelper::PartKeys { header, .. }, floats) => {
                         KeysResult::from_parts(&header, floats).map_err(|e| e.to_string())
                     }
                     _ => Err("the helper's answer is not keys".to_string()),
@@ -231,7 +235,7 @@ impl Helpers for Pool {
             }),
             result: Box::pin(async move {
                 match answer(result).await? {
-                    (FromWorker::PartDone { header, .. }, floats) => {
+                    (FromHelper::PartDone { header, .. }, floats) => {
                         SliceResult::from_parts(&header, floats).map_err(|e| e.to_string())
                     }
                     _ => Err("the helper's answer is not a part".to_string()),
@@ -261,7 +265,7 @@ impl Helpers for Pool {
         let (header, floats) = job.to_parts();
         if post_floats(
             &helper.worker,
-            ToWorker::Embed { id, header }.to_json(),
+            ToHelper::Embed { id, header }.to_json(),
             floats,
         )
         .is_err()
@@ -271,7 +275,7 @@ impl Helpers for Pool {
         }
         Box::pin(async move {
             match answer(result).await? {
-                (FromWorker::Embedded { header, .. }, floats) => {
+                (FromHelper::Embedded { header, .. }, floats) => {
                     EmbedResult::from_parts(&header, floats, asked).map_err(|e| e.to_string())
                 }
                 _ => Err("the helper's answer is not embeddings".to_string()),
@@ -284,7 +288,7 @@ impl Helpers for Pool {
             return;
         };
         let helper = &self.helpers[at];
-        if post_floats(&helper.worker, ToWorker::PartKeys { id }.to_json(), &keys).is_err() {
+        if post_floats(&helper.worker, ToHelper::PartKeys { id }.to_json(), &keys).is_err() {
             helper.dead.set(true);
             if let Some(p) = helper.pending.borrow_mut().take() {
                 let _ = p
@@ -302,8 +306,17 @@ thread_local! {
     static KEYS_IN: RefCell<Option<(u64, js_sys::Function)>> = const { RefCell::new(None) };
 }
 
+/// A helper's side of a message from the worker that started it.
+pub(super) async fn handle(msg: ToHelper, payload: JsValue) {
+    match msg {
+        ToHelper::Part { id, header } => compute_part(id, header, payload).await,
+        ToHelper::PartKeys { id } => keys_arrived(id, payload),
+        ToHelper::Embed { id, header } => compute_embed(id, header, payload).await,
+    }
+}
+
 /// A helper's side: its keys, then (with the keys of its rows from the worker) its part.
-pub(super) async fn compute_part(id: u64, header: String, payload: JsValue) {
+async fn compute_part(id: u64, header: String, payload: JsValue) {
     let floats = js_sys::Float32Array::new(&payload).to_vec();
     let mut models = MODELS.take();
     let result = helper_job(id, &header, floats, &mut models).await;
@@ -312,14 +325,14 @@ pub(super) async fn compute_part(id: u64, header: String, payload: JsValue) {
         Ok(out) => {
             let (header, floats) = out.to_parts();
             // A worker that cannot be answered has gone; nothing is left to do.
-            let _ = post_to_parent(FromWorker::PartDone { id, header }, floats);
+            let _ = post_to_parent(FromHelper::PartDone { id, header }, floats);
         }
-        Err(e) => post(FromWorker::PartFailed { id, error: e }),
+        Err(e) => post_failed(id, e),
     }
 }
 
 /// A helper's side of an embedding job.
-pub(super) async fn compute_embed(id: u64, header: String, payload: JsValue) {
+async fn compute_embed(id: u64, header: String, payload: JsValue) {
     let floats = js_sys::Float32Array::new(&payload).to_vec();
     let mut models = MODELS.take();
     let result = match EmbedJob::from_parts(&header, floats) {
@@ -330,17 +343,19 @@ pub(super) async fn compute_embed(id: u64, header: String, payload: JsValue) {
     match result {
         Ok(out) => {
             let (header, floats) = out.to_parts();
-            let _ = post_to_parent(FromWorker::Embedded { id, header }, floats);
+            let _ = post_to_parent(FromHelper::Embedded { id, header }, floats);
         }
-        Err(e) => post(FromWorker::PartFailed {
-            id,
-            error: e.to_string(),
-        }),
+        Err(e) => post_failed(id, e.to_string()),
     }
 }
 
+/// A helper's word that job `id` failed.
+fn post_failed(id: u64, error: String) {
+    let _ = scope().post_message(&FromHelper::PartFailed { id, error }.to_json().into());
+}
+
 /// A helper's `[json, Float32Array]` to the worker that started it, transferring the floats.
-fn post_to_parent(msg: FromWorker, floats: &[f32]) -> Result<(), String> {
+fn post_to_parent(msg: FromHelper, floats: &[f32]) -> Result<(), String> {
     let array = js_sys::Float32Array::from(floats);
     let pair = js_sys::Array::of2(&msg.to_json().into(), &array);
     scope()
@@ -363,7 +378,7 @@ async fn helper_job(
     let (arrived, on_keys) = promise(id);
     KEYS_IN.set(Some((id, on_keys.resolve)));
     let (header, floats) = keys.to_parts();
-    post_to_parent(FromWorker::PartKeys { id, header }, floats)?;
+    post_to_parent(FromHelper::PartKeys { id, header }, floats)?;
     let rows = wasm_bindgen_futures::JsFuture::from(arrived)
         .await
         .map_err(|e| format!("{e:?}"))?;
@@ -374,7 +389,7 @@ async fn helper_job(
 }
 
 /// A helper's side: the keys of its rows arrived from the worker.
-pub(super) fn keys_arrived(id: u64, payload: JsValue) {
+fn keys_arrived(id: u64, payload: JsValue) {
     if let Some((waiting, resolve)) = KEYS_IN.take() {
         if waiting == id {
             let _ = resolve.call1(&JsValue::NULL, &payload);

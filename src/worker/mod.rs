@@ -25,7 +25,7 @@ use crate::compute::{BackendInfo, BackendKind, init_or_cpu, probe_step, step_rat
 use crate::engine::augment;
 use crate::engine::session::Command;
 use crate::engine::{Dataset, PclConfig};
-use crate::protocol::{FromWorker, RunState, TRAIN_SIZE, ToWorker, ViewPairs};
+use crate::protocol::{FromWorker, RunState, TRAIN_SIZE, ToHelper, ToWorker, ViewPairs};
 
 /// Side of the stored images in the browser: the training size plus crop room.
 const STORE_SIDE: usize = PclConfig::stored_size(TRAIN_SIZE);
@@ -175,7 +175,12 @@ pub fn start() {
             Some(pair) => (pair.get(0).as_string(), pair.get(1)),
             None => (data.as_string(), JsValue::UNDEFINED),
         };
-        match ToWorker::from_json(&text.unwrap_or_default()) {
+        let text = text.unwrap_or_default();
+        // A helper's work from the worker that started it, or the page's message.
+        if let Some(job) = ToHelper::from_json(&text) {
+            return wasm_bindgen_futures::spawn_local(helpers::handle(job, payload));
+        }
+        match ToWorker::from_json(&text) {
             Ok(msg) => wasm_bindgen_futures::spawn_local(handle(msg, payload)),
             Err(err) => error(err),
         }
@@ -203,9 +208,6 @@ async fn handle(msg: ToWorker, payload: JsValue) {
             workers,
             force_webgpu,
         } => start_device(force_cpu, workers, force_webgpu).await,
-        ToWorker::Part { id, header } => helpers::compute_part(id, header, payload).await,
-        ToWorker::PartKeys { id } => helpers::keys_arrived(id, payload),
-        ToWorker::Embed { id, header } => helpers::compute_embed(id, header, payload).await,
         ToWorker::AddFiles { paths } => {
             let files: Vec<web_sys::Blob> = js_sys::Array::from(&payload)
                 .iter()

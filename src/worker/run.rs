@@ -241,13 +241,15 @@ async fn export(session: &Session, kind: ExportKind) {
             explore::clusters_json(t, session.data()).into_bytes(),
             "pcl-clusters.json",
         )),
-        ExportKind::Safetensors => export::safetensors(&t.encoder(), &t.config.encoder())
-            .await
-            .map(|b| (b, "pcl-encoder.safetensors")),
+        ExportKind::Safetensors => {
+            export::safetensors(&t.encoder(), &t.config.encoder(), t.config.image_size)
+                .await
+                .map(|b| (b, "pcl-encoder.safetensors"))
+        }
         ExportKind::Projector => match session.embeddings() {
             Some((emb, d)) => {
                 let bundle = export::projector(session.data(), emb, d, t.clustering.as_ref());
-                Ok((export::projector_zip(&bundle), "pcl-projector.zip"))
+                Ok((bundle.zip(), "pcl-projector.zip"))
             }
             None => Err(EngineError::Config("no embeddings yet".into())),
         },

@@ -70,7 +70,7 @@ pub fn BackendCard(state: RwSignal<PageState>) -> impl IntoView {
         let value = event_target_value(&ev);
         // Measuring again forgets what this browser remembered.
         if value == "auto" {
-            crate::ui::js::store(crate::ui::view::DEVICE_KEY, None);
+            crate::ui::js::store(crate::ui::storage::DEVICE_KEY, None);
         }
         if let Some(w) = web_sys::window() {
             let query = if value == "auto" {

@@ -8,9 +8,9 @@ use super::charts::{ami_chart, level_histograms};
 use crate::engine::records::ExploreReport;
 use crate::protocol::ToWorker;
 use crate::ui::charts::{finite_range, level_heading, polyline};
+use crate::ui::link::send;
 use crate::ui::state::PageState;
 use crate::ui::tiles::{PALETTE, Tiles, context_2d};
-use crate::ui::view::send;
 
 #[component]
 pub fn ExploreCard(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl IntoView {
@@ -262,16 +262,14 @@ fn Neighbours(state: RwSignal<PageState>, version: RwSignal<usize>) -> impl Into
     let found = Memo::new(move |_| state.with(|s| s.neighbours.clone()));
     move || {
         let (i, list) = found.get()?;
-        state.with_untracked(|s| {
-            let mut shown = vec![i];
-            shown.extend(list.iter().map(|&(j, _)| j));
-            let name = s.images.names.get(i).cloned().unwrap_or_default();
-            Some(view! {
-                <div data-testid="neighbours">
-                    <p>{format!("{name} (first) and its nearest neighbours:")}</p>
-                    <Tiles indices=shown cols=13 version />
-                </div>
-            })
+        let mut shown = vec![i];
+        shown.extend(list.iter().map(|&(j, _)| j));
+        let name = crate::ui::images::name(i).unwrap_or_default();
+        Some(view! {
+            <div data-testid="neighbours">
+                <p>{format!("{name} (first) and its nearest neighbours:")}</p>
+                <Tiles indices=shown cols=13 version />
+            </div>
         })
     }
 }

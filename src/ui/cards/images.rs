@@ -9,9 +9,9 @@ use crate::intake::{Label, MAX_FILE_BYTES, MAX_IMAGES, MAX_PIXELS};
 use crate::protocol::ToWorker;
 use crate::ui::charts::format_duration;
 use crate::ui::js;
+use crate::ui::link::{send, send_with};
 use crate::ui::state::PageState;
 use crate::ui::tiles::{Tiles, context_2d};
-use crate::ui::view::{send, send_with};
 
 fn send_files(files: web_sys::FileList, folder: bool) -> Result<(), String> {
     let array = js_sys::Array::new();

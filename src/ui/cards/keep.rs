@@ -4,8 +4,8 @@ use leptos::prelude::*;
 use web_sys::HtmlInputElement;
 
 use crate::protocol::{ExportKind, ToWorker};
+use crate::ui::link::{send, send_transfer};
 use crate::ui::state::PageState;
-use crate::ui::view::{send, send_transfer};
 
 #[component]
 pub fn KeepCard(state: RwSignal<PageState>) -> impl IntoView {

@@ -4,12 +4,12 @@
 use leptos::prelude::*;
 
 use crate::protocol::{RunState, ToWorker};
+use crate::ui::link::send;
 use crate::ui::settings::{
     LESSON_KEYS, SETTINGS, SettingDoc, checked_setting, plain_label, preset_words, range_words,
     setting_text,
 };
 use crate::ui::state::{PageState, Preset};
-use crate::ui::view::send;
 
 /// A setting's input: checked against its bounds as the user types (the message shows at
 /// once), taken into the settings when the input is left; `placeholder`: what an empty input

@@ -6,10 +6,11 @@ use leptos::prelude::*;
 
 use super::train::setting_row;
 use crate::protocol::ViewPairs;
+use crate::ui::images;
+use crate::ui::link::send;
 use crate::ui::settings::{AUG_SETTINGS, recipe_text};
 use crate::ui::state::PageState;
 use crate::ui::tiles::put_rgba;
-use crate::ui::view::{STORE, send};
 
 /// Images the panel shows.
 pub const VIEW_IMAGES: usize = 6;
@@ -73,9 +74,9 @@ pub fn ViewsCard(state: RwSignal<PageState>) -> impl IntoView {
 
 /// Draws each image of `v` (from the store) beside its two views, `PER_ROW` of them a row.
 fn draw(canvas: &web_sys::HtmlCanvasElement, v: &ViewPairs) {
-    STORE.with_borrow(|store| {
+    images::with(|store| {
         let (side, size, n) = (store.side, v.size, v.indices.len());
-        let count = store.pixels.len() / (side * side * 3).max(1);
+        let count = store.count();
         if n == 0 || side == 0 || v.pixels.len() != n * 2 * size * size * 3 {
             canvas.set_width(0);
             return;

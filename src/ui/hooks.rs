@@ -1,0 +1,108 @@
+//! Test hooks of development builds (`trunk build`, which the browser tests use; the release
+//! build has none): the stored pixels, the views panel's views, simulated crashes, divergence
+//! and aborts, and the lesson reader with a limit a test can reach.
+
+use std::cell::RefCell;
+
+use wasm_bindgen::prelude::*;
+
+use super::link::send;
+use super::{images, js};
+use crate::protocol::{ToWorker, ViewPairs};
+
+thread_local! {
+    /// The augmentation panel's last views.
+    static SHOWN_VIEWS: RefCell<Option<ViewPairs>> = const { RefCell::new(None) };
+}
+
+/// Keeps the views the panel shows, for `window.pclViews()`.
+pub(crate) fn views_shown(v: &ViewPairs) {
+    SHOWN_VIEWS.set(Some(v.clone()));
+}
+
+/// `window.pclImages()` -> `{side, names, pixels}`: the stored pixels, for the end-to-end test
+/// that compares them with the CLI's decoding of the same files.
+pub(crate) fn expose() {
+    let f = Closure::<dyn Fn() -> JsValue>::new(|| {
+        images::with(|s| {
+            let o = js_sys::Object::new();
+            let names: js_sys::Array = s.names.iter().map(|n| JsValue::from(n.as_str())).collect();
+            let _ = js_sys::Reflect::set(&o, &"side".into(), &(s.side as u32).into());
+            let _ = js_sys::Reflect::set(&o, &"names".into(), &names);
+            let _ = js_sys::Reflect::set(
+                &o,
+                &"pixels".into(),
+                &js_sys::Uint8Array::from(&s.pixels[..]),
+            );
+            o.into()
+        })
+    });
+    if let Some(w) = web_sys::window() {
+        let _ = js_sys::Reflect::set(&w, &"pclImages".into(), f.as_ref());
+    }
+    f.forget();
+    // `window.pclViews()` -> `{seed, size, names, pixels}`: the augmentation panel's views, for
+    // the test that compares them with the CLI's (`pcl views`).
+    let views = Closure::<dyn Fn() -> JsValue>::new(|| {
+        let Some(v) = SHOWN_VIEWS.with_borrow(Clone::clone) else {
+            return JsValue::NULL;
+        };
+        let o = js_sys::Object::new();
+        let names: js_sys::Array = images::with(|s| {
+            v.indices
+                .iter()
+                .map(|&i| JsValue::from(s.names.get(i).map_or("", String::as_str)))
+                .collect()
+        });
+        let _ = js_sys::Reflect::set(&o, &"seed".into(), &(v.seed as f64).into());
+        let _ = js_sys::Reflect::set(&o, &"size".into(), &(v.size as u32).into());
+        let _ = js_sys::Reflect::set(&o, &"names".into(), &names);
+        let _ = js_sys::Reflect::set(
+            &o,
+            &"pixels".into(),
+            &js_sys::Uint8Array::from(&v.pixels[..]),
+        );
+        o.into()
+    });
+    if let Some(w) = web_sys::window() {
+        let _ = js_sys::Reflect::set(&w, &"pclViews".into(), views.as_ref());
+    }
+    views.forget();
+    // `window.pclSimulateCrash()`: the end-to-end test of crash recovery.
+    let crash = Closure::<dyn Fn()>::new(|| send(ToWorker::SimulateCrash));
+    if let Some(w) = web_sys::window() {
+        let _ = js_sys::Reflect::set(&w, &"pclSimulateCrash".into(), crash.as_ref());
+    }
+    crash.forget();
+    // `window.pclFetchOwn(path, max)`: the lesson reader, with a limit a test can reach.
+    let fetch_own =
+        Closure::<dyn Fn(String, f64) -> js_sys::Promise>::new(|path: String, max: f64| {
+            wasm_bindgen_futures::future_to_promise(async move {
+                js::fetch_own(&path, max as u64)
+                    .await
+                    .map(|b| js_sys::ArrayBuffer::from(b).byte_length().into())
+                    .map_err(JsValue::from)
+            })
+        });
+    if let Some(w) = web_sys::window() {
+        let _ = js_sys::Reflect::set(&w, &"pclFetchOwn".into(), fetch_own.as_ref());
+    }
+    fetch_own.forget();
+    // `window.pclSimulateDivergence(epoch)`: runs from now on break their weights at the end of
+    // that epoch (behind a finite loss).
+    let diverge = Closure::<dyn Fn(u32)>::new(|epoch: u32| {
+        send(ToWorker::SimulateDivergence {
+            epoch: epoch as usize,
+        })
+    });
+    if let Some(w) = web_sys::window() {
+        let _ = js_sys::Reflect::set(&w, &"pclSimulateDivergence".into(), diverge.as_ref());
+    }
+    diverge.forget();
+    // `window.pclSimulateAbort()`: a worker that dies without a message (out of memory).
+    let abort = Closure::<dyn Fn()>::new(|| send(ToWorker::SimulateAbort));
+    if let Some(w) = web_sys::window() {
+        let _ = js_sys::Reflect::set(&w, &"pclSimulateAbort".into(), abort.as_ref());
+    }
+    abort.forget();
+}
