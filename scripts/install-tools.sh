@@ -2,8 +2,8 @@
 # Installs what building and testing pcl-studio needs, skipping what is already there.
 # Usage: scripts/install-tools.sh [web] [test]
 #   web:  wasm32 target, wasm-bindgen-cli (the version in Cargo.lock), trunk, wasm-opt
-#   test: the above plus Debian's chromium, lavapipe (a CPU Vulkan driver for native wgpu tests)
-#         and playwright-core from npm
+#   test: the above plus Debian's chromium, lavapipe (a CPU Vulkan driver for native wgpu tests),
+#         numpy and Pillow (the README's Python block) and playwright-core from npm
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test=0
@@ -23,6 +23,8 @@ have wasm-opt || apt_pkgs+=(binaryen)
 if [ $want_test = 1 ]; then
   have chromium || apt_pkgs+=(chromium)
   ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || apt_pkgs+=(mesa-vulkan-drivers)
+  # The README's Python block is run against a run (scripts/check-readme-snippet.sh).
+  /usr/bin/python3 -c "import numpy, PIL" 2>/dev/null || apt_pkgs+=(python3-numpy python3-pil)
 fi
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   step "apt-get install ${apt_pkgs[*]}"

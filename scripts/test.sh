@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Command 2: install what is missing, then run every check:
-#   fmt, clippy (native and wasm32, -D warnings), native tests, the browser build, browser tests.
+#   fmt, clippy (native and wasm32, -D warnings), native tests, the README's Python block, the
+#   browser build, browser tests.
 # FAST=1 runs only the native checks and tests (no browser build, no Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,9 @@ phase "cargo test (native: engine, CLI, golden values against numpy / scikit-lea
 cargo test --locked -- --test-threads=2
 
 if [ "${FAST:-0}" = 1 ]; then phase "done (FAST=1: browser build and tests skipped)"; exit 0; fi
+
+phase "the README's PyTorch block on an exported run (cosine to embeddings.csv)"
+scripts/check-readme-snippet.sh
 
 phase "cargo clippy (wasm32: the worker with the engine, the page without it)"
 cargo clippy --target wasm32-unknown-unknown --workspace --bins --lib --locked -- -D warnings

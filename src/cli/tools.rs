@@ -336,9 +336,12 @@ pub(super) fn export(args: &[String]) -> Result<(), String> {
     let c = &trainer.config;
     let encoder = trainer.encoder();
     if let Some(out) = f.get("--safetensors") {
-        let st =
-            futures_lite::future::block_on(engine::export::safetensors(&encoder, &c.encoder()))
-                .map_err(|e| e.to_string())?;
+        let st = futures_lite::future::block_on(engine::export::safetensors(
+            &encoder,
+            &c.encoder(),
+            c.image_size,
+        ))
+        .map_err(|e| e.to_string())?;
         write(Path::new(out), &st)?;
         println!("wrote {out} ({} bytes)", st.len());
     }
@@ -351,13 +354,9 @@ pub(super) fn export(args: &[String]) -> Result<(), String> {
                 .1;
         let p = engine::export::projector(&data, &emb, c.feature_dim, trainer.clustering.as_ref());
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        let [tensors, metadata, sprite, config] = engine::export::PROJECTOR_FILES;
-        write(&dir.join(tensors), p.tensors_tsv.as_bytes())?;
-        write(&dir.join(metadata), p.metadata_tsv.as_bytes())?;
-        write(&dir.join(config), p.config_json.as_bytes())?;
-        let side = p.sprite_side as u32;
-        let image = image::RgbImage::from_raw(side, side, p.sprite_rgb).ok_or("sprite size")?;
-        write_png(&dir.join(sprite), &image)?;
+        for (name, bytes) in p.files() {
+            write(&dir.join(name), &bytes)?;
+        }
         println!(
             "wrote the Embedding Projector bundle of {} images to {} (load projector_config.json \
              at projector.tensorflow.org)",

@@ -21,8 +21,8 @@ use super::params::read_all;
 use super::rng::Rng;
 
 /// Per-channel mean and std of natural images (ImageNet), the usual input normalisation.
-const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-const STD: [f32; 3] = [0.229, 0.224, 0.225];
+pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// Random parameters for one view of a batch.
 #[derive(Clone, Debug, PartialEq)]

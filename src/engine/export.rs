@@ -17,7 +17,7 @@ use burn::prelude::*;
 use serde_json::{Value, json};
 
 use super::EngineError;
-use super::config::NormKind;
+use super::config::{NormKind, PclConfig};
 use super::data::Dataset;
 use super::model::{Encoder, EncoderConfig};
 use super::params::{flat_params, load_params, read_all};
@@ -113,11 +113,17 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-/// `encoder` (evaluation weights and running statistics) as safetensors bytes, the settings in
-/// its metadata.
+/// How the engine turns an image into the encoder's input, as the safetensors metadata says it
+/// (the README's PyTorch snippet follows it step by step).
+pub const INPUT_RECIPE: &str = "RGB, 0-1, NCHW, resize to stored_size (area filter, long side \
+    centre-cropped), centre crop crop_size, then (x - mean) / std";
+
+/// `encoder` (evaluation weights and running statistics) as safetensors bytes; its metadata
+/// holds the settings and the input's preprocessing for a run that trains at `image_size`.
 pub async fn safetensors(
     encoder: &Encoder,
     config: &EncoderConfig,
+    image_size: usize,
 ) -> Result<Vec<u8>, EngineError> {
     let values = read_all(flat_params(encoder)).await?;
     if values.len() != param_count(config) {
@@ -140,6 +146,11 @@ pub async fn safetensors(
             "width": config.width.to_string(),
             "feature_dim": config.feature_dim.to_string(),
             "norm": norm,
+            "mean": json!(super::augment::MEAN).to_string(),
+            "std": json!(super::augment::STD).to_string(),
+            "stored_size": PclConfig::stored_size(image_size).to_string(),
+            "crop_size": image_size.to_string(),
+            "input": INPUT_RECIPE,
         }),
     );
     let mut data: Vec<u8> = Vec::new();
@@ -403,15 +414,25 @@ fn shrink_rgb(img: &[u8], from: usize, to: usize) -> std::borrow::Cow<'_, [u8]> 
     out.into()
 }
 
-/// The bundle as one zip (the page's download): the Projector's four files.
-pub fn projector_zip(p: &Projector) -> Vec<u8> {
-    let sprite = png_rgb(p.sprite_side, p.sprite_side, &p.sprite_rgb);
-    zip_stored(&[
-        (PROJECTOR_FILES[0], p.tensors_tsv.as_bytes()),
-        (PROJECTOR_FILES[1], p.metadata_tsv.as_bytes()),
-        (PROJECTOR_FILES[2], &sprite),
-        (PROJECTOR_FILES[3], p.config_json.as_bytes()),
-    ])
+impl Projector {
+    /// The bundle's files by name, as the CLI writes them into a folder and the page zips them.
+    pub fn files(&self) -> [(&'static str, Vec<u8>); 4] {
+        let sprite = png_rgb(self.sprite_side, self.sprite_side, &self.sprite_rgb);
+        let [tensors, metadata, sprite_png, config] = PROJECTOR_FILES;
+        [
+            (tensors, self.tensors_tsv.as_bytes().to_vec()),
+            (metadata, self.metadata_tsv.as_bytes().to_vec()),
+            (sprite_png, sprite),
+            (config, self.config_json.as_bytes().to_vec()),
+        ]
+    }
+
+    /// The bundle as one zip (the page's download).
+    pub fn zip(&self) -> Vec<u8> {
+        let files = self.files();
+        let named: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, &b[..])).collect();
+        zip_stored(&named)
+    }
 }
 
 /// CRC-32 (IEEE), as PNG chunks and zip entries use it.

@@ -65,8 +65,22 @@ fn safetensors_match_an_independent_numpy_forward_pass_and_round_trip() {
     );
 
     // Exported again: the same tensors under the same names, shapes and bytes.
-    let again = block_on(safetensors(&encoder, &config)).unwrap();
+    let again = block_on(safetensors(&encoder, &config, 32)).unwrap();
     assert_eq!(parse(&again), parse(&bytes));
+    // Its metadata says how to feed an image in: strings only, as the format requires.
+    let len = u64::from_le_bytes(again[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&again[8..8 + len]).unwrap();
+    let meta = header["__metadata__"].as_object().unwrap();
+    assert!(meta.values().all(|v| v.is_string()), "{meta:?}");
+    let numbers =
+        |k: &str| -> Vec<f32> { serde_json::from_str(meta[k].as_str().unwrap()).unwrap() };
+    assert_eq!(numbers("mean"), [0.485, 0.456, 0.406]);
+    assert_eq!(numbers("std"), [0.229, 0.224, 0.225]);
+    assert_eq!(
+        (meta["stored_size"].as_str(), meta["crop_size"].as_str()),
+        (Some("36"), Some("32"))
+    );
+    assert!(meta["input"].as_str().unwrap().contains("(x - mean) / std"));
 
     // Damaged files are errors, never panics.
     for cut in [0, 4, 8, 9, 100, bytes.len() / 2, bytes.len() - 1] {
