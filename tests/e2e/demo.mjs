@@ -3,17 +3,21 @@
 // with its helpers; then `pcl train --preset quick` on the same images and machine. Prints per
 // run the epochs each trained in the budget, the page's level AMI and final k-means AMI against
 // raw pixels' AMI, the CLI's AMI, and the page's epochs as a share of the CLI's, for DEMO_RUNS
-// runs (default 1). PCL_BIN: the CLI binary.
+// runs (default 1). PCL_BIN: the CLI binary. DEMO_SETTINGS: settings (JSON) over the preset in
+// both, to measure a candidate preset before it is one.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { openApp, startServer, stopServer, loadSample, waitForProbe } from './harness.mjs';
+import { openApp, startServer, stopServer, loadSample, waitForProbe, fillSettings } from './harness.mjs';
 
 const RUNS = Number(process.env.DEMO_RUNS || 1);
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pcl-demo-'));
 const sample = path.join(work, 'sample');
 execFileSync(process.env.PCL_BIN, ['sample', '--out', sample]);
+const settings = JSON.parse(process.env.DEMO_SETTINGS || '{}');
+const config = path.join(work, 'settings.json');
+fs.writeFileSync(config, JSON.stringify(settings));
 const mean = (v) => v.reduce((a, b) => a + b, 0) / v.length;
 const sd = (v) => Math.sqrt(v.reduce((a, b) => a + (b - mean(v)) ** 2, 0) / Math.max(1, v.length - 1));
 const rows = [];
@@ -27,6 +31,7 @@ try {
       await loadSample(page, 'all', 180_000);
       // 'all' cannot name its count in the selector: the whole set is 1,870 images.
       await page.waitForSelector('[data-testid=image-count][data-state=ready][data-count="1870"]', { timeout: 180_000 });
+      if (Object.keys(settings).length) await fillSettings(page, settings);
       const t0 = Date.now();
       await page.click('[data-testid=train]');
       await page.waitForSelector('[data-testid=status][data-state=done]', { timeout: 1_200_000 });
@@ -38,7 +43,7 @@ try {
     }
     // The CLI on the same images and machine, straight after (nothing else running).
     const out = path.join(work, `cli-${run}`);
-    execFileSync(process.env.PCL_BIN, ['train', '--images', sample, '--out', out, '--preset', 'quick', '--seed', String(run)], { stdio: 'ignore' });
+    execFileSync(process.env.PCL_BIN, ['train', '--images', sample, '--out', out, '--preset', 'quick', '--seed', String(run), '--config', config], { stdio: 'ignore' });
     const metrics = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8'));
     const cli = metrics[metrics.length - 1];
     const levels = web.levelAmi.split(',').map(Number);
