@@ -15,8 +15,8 @@ use burn::prelude::*;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::{ConvOptions, GridSampleOptions, GridSamplePaddingMode, InterpolateMode};
 
-use super::EngineError;
 use super::config::Augmentation;
+use super::error::EngineError;
 use super::params::read_all;
 use super::rng::Rng;
 

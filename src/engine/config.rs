@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::EngineError;
+use super::error::EngineError;
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

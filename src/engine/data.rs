@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::EngineError;
+use super::error::EngineError;
 
 /// Most label classes that metrics are computed for: k-means with K = classes, the contingency
 /// tables of AMI and the linear probe grow with it, and thousands of folders would hold up

@@ -4,10 +4,13 @@
 
 use burn::prelude::*;
 
-use super::EngineError;
+use super::data::Dataset;
+use super::error::EngineError;
 use super::params::read_all;
+use super::records::Phase;
 use super::rng::Rng;
-use super::{Dataset, Phase, Trainer, augment, kmeans, model, params, rng};
+use super::trainer::Trainer;
+use super::{augment, kmeans, model, params, rng};
 
 pub use super::records::EvalReport;
 

@@ -4,11 +4,12 @@
 //! 2-D PCA map, and label metrics where labels exist.
 
 use super::data::Dataset;
+use super::error::EngineError;
+use super::eval::label_metrics;
 use super::eval::{ami, nmi, pca_2d};
 use super::kmeans::{Points, cluster_level};
 use super::rng::Rng;
 use super::trainer::{Phase, Trainer};
-use super::{EngineError, label_metrics};
 
 pub use super::records::{ClusterCard, ExploreReport, LevelView, Metrics};
 

@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use burn::prelude::*;
 use serde_json::{Value, json};
 
-use super::EngineError;
 use super::config::{NormKind, PclConfig};
 use super::data::Dataset;
+use super::error::EngineError;
 use super::model::{Encoder, EncoderConfig};
 use super::params::{flat_params, load_params, read_all};
 use super::trainer::Clustering;

@@ -7,9 +7,9 @@
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::EngineError;
 use super::bounded;
 use super::config::MAX_FEATURE_DIM;
+use super::error::EngineError;
 use super::params::read_all;
 use super::rng::Rng;
 use crate::intake::MAX_IMAGES;

@@ -42,8 +42,6 @@ pub use config::{AugPreset, Augmentation, NormKind, PclConfig, ProtoMode};
 pub use data::Dataset;
 pub use error::EngineError;
 #[cfg(feature = "engine")]
-pub(crate) use eval::label_metrics;
-#[cfg(feature = "engine")]
 pub use eval::{EVAL_KMEANS_RESTARTS, evaluate, evaluate_pixels, pixels_ami};
 pub use records::{EvalReport, Phase, RunState, RunStatus, StepRecord};
 #[cfg(feature = "engine")]

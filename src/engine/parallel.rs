@@ -32,8 +32,8 @@ pub use wire::{
     JobHeader, JobLevel, KeysHeader, KeysResult, ResultHeader, SliceJob, SliceResult, param_sizes,
 };
 
-use super::EngineError;
 use super::config::PclConfig;
+use super::error::EngineError;
 use super::kmeans::Level;
 use super::loss::{LossInputs, ProtoLevel, pcl_loss};
 use super::model::{BatchStats, Encoder, mean_stats, shuffled, unshuffled};

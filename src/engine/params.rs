@@ -9,7 +9,7 @@ use burn::module::{ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::Transaction;
 
-use super::EngineError;
+use super::error::EngineError;
 
 /// Every float parameter, flattened, detached from autodiff, in visiting order.
 pub fn flat_params<M: Module>(module: &M) -> Vec<Tensor<1>> {

@@ -10,8 +10,8 @@
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use super::EngineError;
 use super::data::Dataset;
+use super::error::EngineError;
 use super::explore::{LevelScores, explore};
 use super::records::{
     EpochRecord, ExploreReport, LevelSummary, Phase, RunState, RunStatus, StepRecord,

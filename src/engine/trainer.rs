@@ -8,10 +8,10 @@ use std::rc::Rc;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::EngineError;
 use super::augment::{ViewParams, augment, upload};
 use super::config::{PclConfig, ProtoMode};
 use super::data::Dataset;
+use super::error::EngineError;
 use super::kmeans::{Level, Points, cluster_level};
 use super::loss::{sample_negatives, self_negatives};
 use super::model::{BN_MOMENTUM, Encoder, l2_normalize, shuffle_for_bn};

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::helper::{HelperModels, loaded};
 use super::wire::{bad, header, to_parts, total};
-use crate::engine::EngineError;
 use crate::engine::augment::{center_view, upload};
+use crate::engine::error::EngineError;
 use crate::engine::model::{Encoder, EncoderConfig, l2_normalize};
 use crate::engine::params::read_all;
 

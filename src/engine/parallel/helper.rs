@@ -5,7 +5,7 @@
 use burn::prelude::*;
 
 use super::wire::{KeysHeader, KeysResult, ResultHeader, SliceJob, SliceResult, bad};
-use crate::engine::EngineError;
+use crate::engine::error::EngineError;
 use crate::engine::loss::{LossInputs, ProtoLevel, pcl_loss};
 use crate::engine::model::{BatchStats, Encoder, EncoderConfig};
 use crate::engine::params::{flat_grads, load_params, read_all};

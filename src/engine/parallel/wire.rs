@@ -9,8 +9,8 @@ use burn::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::EngineError;
 use crate::engine::config::ProtoMode;
+use crate::engine::error::EngineError;
 use crate::engine::model::{BatchStats, Encoder, EncoderConfig};
 use crate::engine::params::flat_params;
 

@@ -5,8 +5,8 @@
 use burn::prelude::*;
 
 use super::{Embedded, Trainer};
-use crate::engine::EngineError;
 use crate::engine::data::Dataset;
+use crate::engine::error::EngineError;
 use crate::engine::model::Encoder;
 use crate::engine::parallel::{AfterChunk, EmbedJob, EmbedReply, embed_images};
 use crate::engine::params::{flat_params, read_all};
