@@ -1,4 +1,4 @@
-//! Three fused kernels for the CPU backend's channels-last encoder (`model.rs`, module `rows`),
+//! Three fused kernels for the CPU backend's channels-last encoder (`model/rows.rs`),
 //! each with its gradient written out and registered with burn's autodiff. Composed from burn's
 //! tensor ops, each was several passes over the activations with an allocation per pass (the
 //! gather needed a copy of its input with a zero row appended, every matrix product's output a
@@ -12,10 +12,11 @@
 //! - `affine_relu`: relu(x * a + b), a and b per image and channel; gradients: dz = dy [y > 0],
 //!   dx = dz a, da = sum dz x, db = sum dz.
 //!
-//! Only for tensors on burn's flex backend, plain or wrapped for autodiff (`model.rs` calls them
-//! only there; elsewhere they panic);
+//! Only for tensors on burn's flex backend, plain or wrapped for autodiff (`model/rows.rs` calls
+//! them only there; elsewhere they panic);
 //! values and gradients are checked against the same maths in burn ops (tests below and the
-//! encoder test in `model.rs`).
+//! encoder tests in `model/tests.rs`). (Over 500 lines: each kernel beside its gradient, which
+//! must stay its exact transpose, and their tests.)
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
