@@ -1,8 +1,8 @@
+//! One file, over 500 lines: the view parameters and the tensor ops that apply them are one
+//! recipe, read together; the tests inside check them against each other.
+//!
 //! Batched, seeded augmentation on the device: two random views per image for training, a centre
 //! crop for the E-step and evaluation.
-//!
-//! (Over 500 lines: the view parameters and the tensor ops that apply them are one recipe, read
-//! together; the tests inside check them against each other.)
 //!
 //! Random parameters are drawn on the host from the trainer's [`Rng`] (a few floats per image),
 //! then the pixel work runs as tensor ops on whatever device the batch lives on:

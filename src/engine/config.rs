@@ -1,8 +1,8 @@
-//! Training configuration: every knob of PCL with the defaults that suit small data, and the
-//! rules that derive data-dependent defaults (K per level, queue size, batch) from the image count.
-//!
 //! One file, over 500 lines: every rule about `PclConfig` (defaults, presets, bounds, the
 //! schedule, the time budget) is here, so a setting is read and checked in one place.
+//!
+//! Training configuration: every knob of PCL with the defaults that suit small data, and the
+//! rules that derive data-dependent defaults (K per level, queue size, batch) from the image count.
 
 use serde::{Deserialize, Serialize};
 
@@ -846,16 +846,7 @@ mod tests {
         assert_eq!(big.aug().blur_prob, 0.5);
         // A session's settings from before these fields: its recipe, in full.
         let mut old = serde_json::to_value(PclConfig::default()).unwrap();
-        for key in [
-            "crop_min_scale",
-            "crop_max_scale",
-            "flip",
-            "jitter_strength",
-            "jitter_prob",
-            "hue",
-            "grayscale_prob",
-            "blur_prob",
-        ] {
+        for key in AUGMENTATION_KEYS {
             old.as_object_mut().unwrap().remove(key);
         }
         old["augmentation"] = serde_json::json!("v1");

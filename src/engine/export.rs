@@ -1,5 +1,5 @@
-//! (Over 500 lines: the two export formats share the writers of one byte layout each, tested
-//! together.)
+//! One file, over 500 lines: the two export formats share the writers of one byte layout each,
+//! tested together.
 //!
 //! Results in the formats other tools read: the encoder as `safetensors` with PyTorch's names
 //! and layouts (a `torch.nn.Sequential` of the same layers loads it with `load_state_dict`),

@@ -1,3 +1,6 @@
+//! One file, over 500 lines: each kernel beside its gradient, which must stay its exact
+//! transpose, and their tests.
+//!
 //! Three fused kernels for the CPU backend's channels-last encoder (`model/rows.rs`),
 //! each with its gradient written out and registered with burn's autodiff. Composed from burn's
 //! tensor ops, each was several passes over the activations with an allocation per pass (the
@@ -15,8 +18,7 @@
 //! Only for tensors on burn's flex backend, plain or wrapped for autodiff (`model/rows.rs` calls
 //! them only there; elsewhere they panic);
 //! values and gradients are checked against the same maths in burn ops (tests below and the
-//! encoder tests in `model/tests.rs`). (Over 500 lines: each kernel beside its gradient, which
-//! must stay its exact transpose, and their tests.)
+//! encoder tests in `model/tests.rs`).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;

@@ -1,8 +1,9 @@
+//! One file, over 500 lines: seeding, Lloyd and phi share `Points` and are tested together.
+//!
 //! The E-step's clustering: k-means (k-means++ init, Lloyd iterations on the device or, where a
 //! pass is small, on the host; empty clusters repaired by splitting the largest, several restarts
 //! keeping the lowest inertia) and the concentration phi of every cluster exactly as the official
-//! PCL code computes it. (Over 500 lines: seeding, Lloyd and phi share `Points` and are tested
-//! together.)
+//! PCL code computes it.
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
