@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from numpy_encoder import conv3x3
+
 readme, run, weights, images = sys.argv[1:5]
 text = Path(readme).read_text()
 section = text[text.index("## Exports for PyTorch"):]
@@ -47,19 +49,6 @@ def load(path):
             continue
         a, b = t["data_offsets"]
         out[name] = np.frombuffer(raw[8 + n + a:8 + n + b], "<f4").reshape(t["shape"]).astype(np.float64)
-    return out
-
-
-def conv3x3(x, w, stride):
-    """x [n, cin, h, w], w [cout, cin, 3, 3], padding 1."""
-    n, _, h, wd = x.shape
-    p = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
-    out = np.zeros((n, w.shape[0], ho, wo))
-    for dy in range(3):
-        for dx in range(3):
-            patch = p[:, :, dy:dy + stride * ho:stride, dx:dx + stride * wo:stride]
-            out += np.einsum("nchw,oc->nohw", patch, w[:, :, dy, dx])
     return out
 
 
