@@ -37,10 +37,7 @@ pub(crate) fn expose() {
             o.into()
         })
     });
-    if let Some(w) = web_sys::window() {
-        let _ = js_sys::Reflect::set(&w, &"pclImages".into(), f.as_ref());
-    }
-    f.forget();
+    on_window("pclImages", f.into_js_value());
     // `window.pclViews()` -> `{seed, size, names, pixels}`: the augmentation panel's views, for
     // the test that compares them with the CLI's (`pcl views`).
     let views = Closure::<dyn Fn() -> JsValue>::new(|| {
@@ -64,16 +61,10 @@ pub(crate) fn expose() {
         );
         o.into()
     });
-    if let Some(w) = web_sys::window() {
-        let _ = js_sys::Reflect::set(&w, &"pclViews".into(), views.as_ref());
-    }
-    views.forget();
+    on_window("pclViews", views.into_js_value());
     // `window.pclSimulateCrash()`: the end-to-end test of crash recovery.
     let crash = Closure::<dyn Fn()>::new(|| send(ToWorker::SimulateCrash));
-    if let Some(w) = web_sys::window() {
-        let _ = js_sys::Reflect::set(&w, &"pclSimulateCrash".into(), crash.as_ref());
-    }
-    crash.forget();
+    on_window("pclSimulateCrash", crash.into_js_value());
     // `window.pclFetchOwn(path, max)`: the lesson reader, with a limit a test can reach.
     let fetch_own =
         Closure::<dyn Fn(String, f64) -> js_sys::Promise>::new(|path: String, max: f64| {
@@ -84,10 +75,7 @@ pub(crate) fn expose() {
                     .map_err(JsValue::from)
             })
         });
-    if let Some(w) = web_sys::window() {
-        let _ = js_sys::Reflect::set(&w, &"pclFetchOwn".into(), fetch_own.as_ref());
-    }
-    fetch_own.forget();
+    on_window("pclFetchOwn", fetch_own.into_js_value());
     // `window.pclSimulateDivergence(epoch)`: runs from now on break their weights at the end of
     // that epoch (behind a finite loss).
     let diverge = Closure::<dyn Fn(u32)>::new(|epoch: u32| {
@@ -95,14 +83,15 @@ pub(crate) fn expose() {
             epoch: epoch as usize,
         })
     });
-    if let Some(w) = web_sys::window() {
-        let _ = js_sys::Reflect::set(&w, &"pclSimulateDivergence".into(), diverge.as_ref());
-    }
-    diverge.forget();
+    on_window("pclSimulateDivergence", diverge.into_js_value());
     // `window.pclSimulateAbort()`: a worker that dies without a message (out of memory).
     let abort = Closure::<dyn Fn()>::new(|| send(ToWorker::SimulateAbort));
+    on_window("pclSimulateAbort", abort.into_js_value());
+}
+
+/// Sets `window[name]` to `f` for the page's lifetime.
+fn on_window(name: &str, f: JsValue) {
     if let Some(w) = web_sys::window() {
-        let _ = js_sys::Reflect::set(&w, &"pclSimulateAbort".into(), abort.as_ref());
+        let _ = js_sys::Reflect::set(&w, &name.into(), &f);
     }
-    abort.forget();
 }
