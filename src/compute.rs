@@ -56,6 +56,7 @@ fn info_from_setup(kind: BackendKind, setup: &burn::tensor::wgpu::WgpuSetup) -> 
 
 /// Initialises the GPU through wgpu; `kind` says how it is reported (Webgpu in a browser).
 pub async fn init_gpu(kind: BackendKind) -> Result<(Device, BackendInfo), String> {
+    crate::engine::pipelines::count();
     let (device, setup) = Device::wgpu_options()
         .init_with_setup_async()
         .await

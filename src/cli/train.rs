@@ -173,7 +173,10 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
     let mut session = Session::new(
         trainer,
         std::rc::Rc::new(data),
-        Options::cli((eval_every > 0).then_some(eval_every)),
+        Options {
+            prepare_kernels: info.kind != crate::compute::BackendKind::Cpu,
+            ..Options::cli((eval_every > 0).then_some(eval_every))
+        },
         Box::new(move || start.elapsed().as_secs_f64()),
         false,
     );
@@ -213,7 +216,9 @@ fn show(
 ) -> Result<(), String> {
     match update {
         Update::Status(s) => match s.phase {
-            Phase::KMeans { .. } | Phase::Embedding { .. } => eprint!("\r{}\x1b[K", s.phase),
+            Phase::KMeans { .. } | Phase::Embedding { .. } | Phase::Preparing { .. } => {
+                eprint!("\r{}\x1b[K", s.phase)
+            }
             Phase::Training => bar.draw(
                 s.epoch * s.steps_per_epoch + s.step,
                 s.epochs * s.steps_per_epoch,
@@ -298,6 +303,10 @@ fn show(
         }
         Update::Failed(f) => eprintln!("\rerror: {f}\x1b[K"),
         Update::Warning(w) => eprintln!("\rwarning: {w}\x1b[K"),
+        Update::Prepared { kernels, seconds } => eprintln!(
+            "\rGPU ready: {} kernels built before the first step ({seconds:.1} s)\x1b[K",
+            kernels.map_or("its".into(), |k| k.to_string())
+        ),
         Update::Explored(_) => {}
     }
     Ok(())

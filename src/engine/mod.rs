@@ -32,6 +32,8 @@ pub mod parallel;
 #[cfg(feature = "engine")]
 pub mod params;
 #[cfg(feature = "engine")]
+pub mod pipelines;
+#[cfg(feature = "engine")]
 pub mod session;
 #[cfg(feature = "engine")]
 pub mod trainer;

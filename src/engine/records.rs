@@ -193,6 +193,12 @@ pub enum Phase {
         done: usize,
         total: usize,
     },
+    /// Before the first step on a GPU: `done` of `total` kinds of the run's work run once, so
+    /// that the device builds their kernels before the clock starts.
+    Preparing {
+        done: usize,
+        total: usize,
+    },
     /// A saved run was opened (`autosave`: the browser's own copy) at its epoch.
     Resumed {
         autosave: bool,
@@ -228,6 +234,12 @@ impl std::fmt::Display for Phase {
                 )
             }
             Phase::Exploring { .. } => f.write_str("computing the clusters view"),
+            Phase::Preparing { done, total } => {
+                write!(
+                    f,
+                    "preparing the GPU: compiling kernels ({done} of {total})"
+                )
+            }
             Phase::Resumed { autosave } => write!(
                 f,
                 "resumed from the {}",
@@ -283,6 +295,23 @@ pub struct RunStatus {
     /// wasm memory: it only grows, so a flat figure means a run that holds its memory).
     #[serde(default)]
     pub memory_bytes: Option<u64>,
+    /// On a GPU: the kernels its device built for this run (see [`KernelCounts`]).
+    #[serde(default)]
+    pub kernels: Option<KernelCounts>,
+}
+
+/// The GPU kernels (compute pipelines) a run's device built: before the first step, in its
+/// preparation; during the first epoch trained after it; in all later epochs. A kernel built
+/// mid-epoch stalls a step while the driver compiles it; the preparation runs every kind of
+/// the run's work once so that `later` stays 0. `counted`: false where the counter could not
+/// be switched on (then the counts are 0 and say nothing).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct KernelCounts {
+    pub counted: bool,
+    pub prepared: u64,
+    pub prepare_seconds: f64,
+    pub first_epoch: u64,
+    pub later: u64,
 }
 
 /// One epoch of a run in numbers: means of its steps, the E-step clusters' agreement with the
@@ -321,6 +350,9 @@ pub struct EpochRecord {
     pub pixels_ami_fine: Option<f64>,
     /// Epochs of the run as planned after this one (a time budget re-plans them).
     pub epochs_planned: usize,
+    /// On a GPU: the kernels its device built during this epoch (its E-step included).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kernels_built: Option<u64>,
     pub seconds: f64,
 }
 

@@ -14,7 +14,7 @@ use super::data::Dataset;
 use super::error::EngineError;
 use super::explore::{LevelScores, explore};
 use super::records::{
-    EpochRecord, ExploreReport, LevelSummary, Phase, RunState, RunStatus, StepRecord,
+    EpochRecord, ExploreReport, KernelCounts, LevelSummary, Phase, RunState, RunStatus, StepRecord,
 };
 use super::trainer::{Event, Trainer};
 
@@ -81,6 +81,12 @@ pub enum Update {
     Failed(Failure),
     /// Something went wrong that does not stop training (an autosave, the explorer).
     Warning(String),
+    /// The GPU's kernels were built before the first step (`Options::prepare_kernels`):
+    /// `kernels` built (None where they are not counted) in `seconds`.
+    Prepared {
+        kernels: Option<u64>,
+        seconds: f64,
+    },
 }
 
 /// What a front end wants of a session.
@@ -99,6 +105,10 @@ pub struct Options {
     /// Label metrics (kNN, AMI, linear probe) every this many epochs and at the end, where
     /// the images have labels; `None`: never.
     pub eval_every: Option<usize>,
+    /// Before the first step, run every kind of the run's work once so that a GPU builds its
+    /// kernels then, not in the middle of epochs (`Trainer::prepare_kernels`); the front end
+    /// sets it where the device is a GPU.
+    pub prepare_kernels: bool,
 }
 
 impl Options {
@@ -111,6 +121,7 @@ impl Options {
             explore: true,
             explore_share: 0.1,
             eval_every: None,
+            prepare_kernels: false,
         }
     }
 
@@ -122,6 +133,7 @@ impl Options {
             explore: false,
             explore_share: 0.0,
             eval_every,
+            prepare_kernels: false,
         }
     }
 }
@@ -157,6 +169,10 @@ pub struct Session {
     epochs_timed: usize,
     embeddings: Option<(Vec<f32>, usize)>,
     pixels_ami: Option<(Option<f64>, Option<f64>)>,
+    /// After the preparation (GPU only): the kernels built, and the count when the epoch began.
+    kernels: Option<KernelCounts>,
+    kernels_mark: u64,
+    epochs_here: usize,
 }
 
 impl Session {
@@ -196,6 +212,9 @@ impl Session {
             epochs_timed: 0,
             embeddings: None,
             pixels_ami: None,
+            kernels: None,
+            kernels_mark: 0,
+            epochs_here: 0,
         }
     }
 
@@ -259,6 +278,7 @@ impl Session {
             eta_s: self.rate.step_s().map(|s| s * left_steps as f64),
             config: Some(t.config.clone()),
             memory_bytes: None,
+            kernels: self.kernels,
         }
     }
 
@@ -275,6 +295,10 @@ impl Session {
             // A run that starts says so before its first unit of work (which may be long).
             self.started = true;
             emit(Update::Status(self.status()));
+        }
+        if self.options.prepare_kernels && self.kernels.is_none() {
+            self.prepare(emit).await;
+            return true;
         }
         let t0 = (self.clock)();
         let mut live = LiveStatus {
@@ -334,6 +358,49 @@ impl Session {
             Err(e) => self.fail(e, emit).await,
         }
         true
+    }
+
+    /// The GPU's kernels built before the first step (see `Options::prepare_kernels`); not
+    /// part of the run's time, as a compile cache would make it free. A failure here is only a
+    /// warning: the run then builds kernels as it meets them.
+    async fn prepare(&mut self, emit: &mut dyn FnMut(Update)) {
+        let before = super::pipelines::settled(self.trainer.device()).await;
+        let t0 = (self.clock)();
+        let total = self.trainer.preparation_stages(self.options.explore);
+        let snapshot = self.status_with(Phase::Preparing { done: 0, total });
+        emit(Update::Status(snapshot.clone()));
+        let mut live = LiveStatus {
+            clock: &self.clock,
+            last: t0,
+            snapshot,
+        };
+        let prepared = self
+            .trainer
+            .prepare_kernels(&self.data, self.options.explore, &mut |done, total| {
+                live.report(Phase::Preparing { done, total }, emit)
+            })
+            .await;
+        if let Err(e) = prepared {
+            emit(Update::Warning(format!(
+                "preparing the GPU's kernels failed; the run builds them as it meets them: {e}"
+            )));
+        }
+        if self.data.eval_labels().is_some() {
+            self.pixels_baseline().await;
+        }
+        let now = super::pipelines::settled(self.trainer.device()).await;
+        let seconds = (self.clock)() - t0;
+        let kernels = now.zip(before).map(|(now, before)| now - before);
+        self.kernels = Some(KernelCounts {
+            counted: kernels.is_some(),
+            prepared: kernels.unwrap_or(0),
+            prepare_seconds: seconds,
+            ..KernelCounts::default()
+        });
+        self.kernels_mark = now.unwrap_or(0);
+        self.epoch_start = (self.clock)();
+        emit(Update::Prepared { kernels, seconds });
+        emit(Update::Status(self.status()));
     }
 
     async fn apply(&mut self, command: Command, emit: &mut dyn FnMut(Update)) {
@@ -416,6 +483,7 @@ impl Session {
                 }
             }
         }
+        self.count_kernels(&mut record).await;
         emit(Update::Epoch(record));
         if (self.clock)() - self.last_checkpoint >= self.options.checkpoint_every_s
             && let Err(diverged) = self.checkpoint(emit).await
@@ -519,6 +587,27 @@ impl Session {
             ))),
             Err(_) => {}
         }
+    }
+
+    /// The kernels built during the epoch that just ended (after a preparation only).
+    async fn count_kernels(&mut self, record: &mut EpochRecord) {
+        if !self.kernels.is_some_and(|k| k.counted) {
+            return;
+        }
+        let now = super::pipelines::settled(self.trainer.device()).await;
+        let Some(counts) = self.kernels.as_mut() else {
+            return;
+        };
+        let now = now.unwrap_or(self.kernels_mark);
+        let new = now.saturating_sub(self.kernels_mark);
+        self.kernels_mark = now;
+        record.kernels_built = Some(new);
+        if self.epochs_here == 0 {
+            counts.first_epoch += new;
+        } else {
+            counts.later += new;
+        }
+        self.epochs_here += 1;
     }
 
     /// Raw pixels' AMI against the labels and fine labels (computed once per session).

@@ -24,6 +24,7 @@ pub use super::records::{LevelSummary, Phase, StepRecord};
 
 mod checkpoint;
 mod embed;
+mod prepare;
 pub use checkpoint::{CheckpointHeader, read_checkpoint};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -32,6 +32,8 @@ const STORE_SIDE: usize = PclConfig::stored_size(TRAIN_SIZE);
 
 struct State {
     device: Option<Device>,
+    /// Whether the device is a GPU (its runs build their kernels before the first step).
+    gpu: bool,
     data: Rc<Dataset>,
     /// The state of the live run, if any (its driver owns it; see `drive`).
     run: Option<RunState>,
@@ -57,6 +59,7 @@ struct PixelsAmi {
 thread_local! {
     static STATE: RefCell<State> = RefCell::new(State {
         device: None,
+        gpu: false,
         data: Rc::new(Dataset::new(STORE_SIDE)),
         run: None,
         generation: 0,
@@ -362,6 +365,7 @@ async fn start_device(force_cpu: bool, workers: Option<usize>, force_webgpu: boo
     info.workers = 1 + pool.as_ref().map_or(0, |p| p.started());
     STATE.with_borrow_mut(|s| {
         s.device = Some(device.clone());
+        s.gpu = info.kind != BackendKind::Cpu;
         s.helpers = pool;
     });
     post(FromWorker::Backend(info));

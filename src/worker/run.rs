@@ -82,8 +82,14 @@ pub(super) async fn import(bytes: Vec<u8>, autosave: bool) {
 
 /// Starts the driver of a new run (any earlier run's driver ends at its next turn).
 fn start_run(mut trainer: Trainer, paused: bool, phase: Option<Phase>) {
-    let (data, helpers, diverge) =
-        STATE.with_borrow(|s| (s.data.clone(), s.helpers.clone(), s.diverge_after_epoch));
+    let (data, helpers, diverge, gpu) = STATE.with_borrow(|s| {
+        (
+            s.data.clone(),
+            s.helpers.clone(),
+            s.diverge_after_epoch,
+            s.gpu,
+        )
+    });
     trainer.set_helpers(helpers.map(|h| h as Rc<dyn Helpers>));
     trainer.diverge_after_epoch = diverge;
     // Pause and Stop during an E-step: the worker hears its messages between the E-step's
@@ -100,7 +106,10 @@ fn start_run(mut trainer: Trainer, paused: bool, phase: Option<Phase>) {
     let mut session = Session::new(
         trainer,
         data.clone(),
-        Options::page(),
+        Options {
+            prepare_kernels: gpu,
+            ..Options::page()
+        },
         Box::new(|| now_ms() / 1000.0),
         paused,
     );
@@ -201,8 +210,9 @@ fn post_update(update: Update) {
         Update::Failed(f @ Failure::DeviceLost(_)) => post(FromWorker::Crashed(f.to_string())),
         Update::Failed(f) => error(f.to_string()),
         Update::Warning(w) => error(w),
-        // The page shows epochs through the status and the explorer's metrics.
-        Update::Epoch(_) | Update::Replanned { .. } => {}
+        // The page shows epochs and the kernels built through the status and the explorer's
+        // metrics.
+        Update::Epoch(_) | Update::Replanned { .. } | Update::Prepared { .. } => {}
     }
 }
 
