@@ -115,7 +115,6 @@ fn estep(device: &Device, label: &str, n: usize, ks: &[usize]) {
         }
     }
     pcl_studio::engine::kmeans::normalize_rows(&mut x, d);
-    let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, d]), device);
     std::fs::write(
         std::env::temp_dir().join("pcl-bench-x.f32"),
         x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
@@ -126,7 +125,7 @@ fn estep(device: &Device, label: &str, n: usize, ks: &[usize]) {
         seed_centroids(&x, d, k, &mut Rng::new(1));
         let seeding = start.elapsed().as_secs_f64();
         let start = Instant::now();
-        let points = Points::new(&xt, &x).expect("points");
+        let points = Points::new(&x, d, device).expect("points");
         let km = block_on(kmeans_restarts(&points, k, 20, 1, &mut Rng::new(1))).expect("kmeans");
         let secs = start.elapsed().as_secs_f64();
         println!(

@@ -294,8 +294,7 @@ pub(super) fn layout(args: &[String]) -> Result<(), String> {
         &mut |_| {},
     ))
     .map_err(|e| e.to_string())?
-    .head
-    .1;
+    .head;
     let pca = engine::eval::pca_2d(&emb, d);
     let t0 = std::time::Instant::now();
     let mut tsne = engine::tsne::Tsne::new(&emb, d, &pca, 30.0)?;
@@ -350,8 +349,7 @@ pub(super) fn export(args: &[String]) -> Result<(), String> {
         let emb =
             futures_lite::future::block_on(trainer.embed_all(&encoder, &data, false, &mut |_| {}))
                 .map_err(|e| e.to_string())?
-                .head
-                .1;
+                .head;
         let p = engine::export::projector(&data, &emb, c.feature_dim, trainer.clustering.as_ref());
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         for (name, bytes) in p.files() {

@@ -317,8 +317,7 @@ fn write_outputs(trainer: &Trainer, data: &engine::Dataset, out: &Path) -> Resul
     let encoder = trainer.encoder();
     let emb = futures_lite::future::block_on(trainer.embed_all(&encoder, data, false, &mut |_| {}))
         .map_err(|e| e.to_string())?
-        .head
-        .1;
+        .head;
     let d = trainer.config.feature_dim;
     write(
         &out.join("embeddings.csv"),

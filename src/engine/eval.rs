@@ -9,6 +9,7 @@ use super::error::EngineError;
 use super::params::read_all;
 use super::records::Phase;
 use super::rng::Rng;
+use super::tiled::Tiled;
 use super::trainer::Trainer;
 use super::{augment, kmeans, model, params, rng};
 
@@ -17,7 +18,7 @@ pub use super::records::EvalReport;
 /// Weighted kNN (k neighbours by cosine similarity, vote weight exp(sim / t)), each image
 /// classified by all the others (leave-one-out). `feats` [n, d] must have unit rows.
 pub async fn knn_accuracy(
-    feats: &Tensor<2>,
+    feats: &Tiled,
     labels: &[u32],
     k: usize,
     t: f64,
@@ -33,24 +34,31 @@ pub async fn knn_accuracy(
     let k = k.min(n - 1);
     let block = (1 << 22) / n.max(1) + 1;
     let mut correct = 0usize;
-    let mut start = 0;
-    while start < n {
-        let end = (start + block).min(n);
-        let rows = feats.clone().slice([start..end, 0..d]); // rows: [b, d]
-        let sim = rows.matmul(feats.clone().transpose()); // sim: [b, n]
-        let host = read_all(vec![sim.reshape([(end - start) * n])]).await?;
-        for (bi, row) in host[0].chunks(n).enumerate() {
-            let i = start + bi;
-            let mut idx: Vec<usize> = (0..n).filter(|&j| j != i).collect();
-            idx.select_nth_unstable_by(k - 1, |&a, &b| row[b].total_cmp(&row[a]));
-            let mut votes = vec![0f64; classes];
-            for &j in &idx[..k] {
-                votes[labels[j] as usize] += (row[j] as f64 / t).exp();
+    for (first, tile) in feats.tiles() {
+        let m = tile.dims()[0];
+        let mut start = 0;
+        while start < m {
+            let end = (start + block).min(m);
+            let rows = tile.clone().slice([start..end, 0..d]); // rows: [b, d]
+            let sims = feats
+                .tiles()
+                .iter()
+                .map(|(_, t)| rows.clone().matmul(t.clone().transpose()));
+            let sim = Tensor::cat(sims.collect(), 1); // sim: [b, n]
+            let host = read_all(vec![sim.reshape([(end - start) * n])]).await?;
+            for (bi, row) in host[0].chunks(n).enumerate() {
+                let i = first + start + bi;
+                let mut idx: Vec<usize> = (0..n).filter(|&j| j != i).collect();
+                idx.select_nth_unstable_by(k - 1, |&a, &b| row[b].total_cmp(&row[a]));
+                let mut votes = vec![0f64; classes];
+                for &j in &idx[..k] {
+                    votes[labels[j] as usize] += (row[j] as f64 / t).exp();
+                }
+                let pred = argmax(&votes);
+                correct += (pred == labels[i] as usize) as usize;
             }
-            let pred = argmax(&votes);
-            correct += (pred == labels[i] as usize) as usize;
+            start = end;
         }
-        start = end;
     }
     Ok(correct as f64 / n as f64)
 }
@@ -339,13 +347,13 @@ pub async fn evaluate(
     let encoder = trainer.encoder();
     let mut quiet = |_: Phase| {};
     let embedded = trainer.embed_all(&encoder, data, true, &mut quiet).await?;
-    let (emb, emb_host) = &embedded.head;
-    let (backbone, backbone_host) = embedded.backbone.as_ref().expect("asked for the backbone");
+    let backbone = embedded.backbone.as_ref().expect("asked for the backbone");
     label_metrics(
-        (backbone, backbone_host),
-        (emb, emb_host),
+        backbone,
+        (&embedded.head, trainer.config.feature_dim),
         labels,
         trainer.config.seed,
+        trainer.device(),
     )
     .await
 }
@@ -356,23 +364,33 @@ pub async fn evaluate(
 /// K is the number of classes, so the restarts cost little beside the embedding pass.
 pub const EVAL_KMEANS_RESTARTS: usize = 30;
 
-/// kNN and the linear probe on `features`, AMI / NMI of k-means (K = classes) on `clustered`;
-/// each given as the device tensor [n, d] with unit rows and its host copy.
+/// kNN and the linear probe on `features`, AMI / NMI of k-means (K = classes) on `clustered`
+/// (with its row length); each [n, d] row-major on the host, `features` with unit rows. The
+/// products run on `device`.
 pub(crate) async fn label_metrics(
-    features: (&Tensor<2>, &[f32]),
-    clustered: (&Tensor<2>, &[f32]),
+    features: &[f32],
+    clustered: (&[f32], usize),
     labels: &[u32],
     seed: u64,
+    device: &Device,
 ) -> Result<EvalReport, EngineError> {
-    let knn_accuracy = knn_accuracy(features.0, labels, 20, 0.07).await?;
-    let d = features.0.dims()[1];
-    let points = kmeans::Points::new(clustered.0, clustered.1)?;
+    let d = features.len() / labels.len().max(1);
+    if d == 0 || features.len() != labels.len() * d {
+        return Err(EngineError::Shape(format!(
+            "label metrics: {} feature values for {} labels",
+            features.len(),
+            labels.len()
+        )));
+    }
+    let tiled = Tiled::from_host(features, d, false, device);
+    let knn_accuracy = knn_accuracy(&tiled, labels, 20, 0.07).await?;
+    let points = kmeans::Points::new(clustered.0, clustered.1, device)?;
     let clusters = class_clustering(&points, labels, seed).await?;
     Ok(EvalReport {
         knn_accuracy,
         ami: ami(labels, &clusters),
         nmi: nmi(labels, &clusters),
-        linear_accuracy: linear_probe(features.1, d, labels, seed),
+        linear_accuracy: linear_probe(features, d, labels, seed),
     })
 }
 
@@ -388,8 +406,8 @@ pub async fn pixels_ami(
     if coarse.is_none() && fine.is_none() {
         return Ok((None, None));
     }
-    let (feats, host) = pixel_features(data, image_size, device).await?;
-    let points = kmeans::Points::new(&feats, &host)?;
+    let (host, d) = pixel_features(data, image_size, device).await?;
+    let points = kmeans::Points::new(&host, d, device)?;
     let coarse = match coarse {
         Some(l) => Some(kmeans_ami(&points, l, seed).await?),
         None => None,
@@ -424,24 +442,23 @@ async fn class_clustering(
     Ok(km.assignments)
 }
 
-/// Every image's centre crop, flattened, as unit rows [n, 3 s s], and the host copy.
+/// Every image's centre crop, flattened, as unit rows [n, 3 s s] on the host, and 3 s s. Read
+/// back 256 images at a time: the whole could be over a binding's limit (see `tiled`).
 async fn pixel_features(
     data: &Dataset,
     image_size: usize,
     device: &Device,
-) -> Result<(Tensor<2>, Vec<f32>), EngineError> {
+) -> Result<(Vec<f32>, usize), EngineError> {
     let n = data.len();
     let mut parts = Vec::new();
     for start in (0..n).step_by(256) {
         let end = (start + 256).min(n);
         let imgs: Vec<&[u8]> = (start..end).map(|i| data.image(i)).collect();
         let x = augment::center_view(augment::upload(&imgs, data.side, device), image_size);
-        parts.push(model::l2_normalize(x.flatten(1, 3)));
+        parts.push(model::l2_normalize(x.flatten(1, 3)).reshape([-1]));
     }
-    let feats = Tensor::cat(parts, 0);
-    let d = feats.dims()[1];
-    let host = params::read_all(vec![feats.clone().reshape([n * d])]).await?;
-    Ok((feats, host.into_iter().next().unwrap_or_default()))
+    let host = params::read_all(parts).await?.concat();
+    Ok((host, 3 * image_size * image_size))
 }
 
 /// The same metrics on raw pixels (centre crop, flattened, unit rows): the floor that learned
@@ -452,6 +469,6 @@ pub async fn evaluate_pixels(
     image_size: usize,
     device: &Device,
 ) -> Result<EvalReport, EngineError> {
-    let (feats, host) = pixel_features(data, image_size, device).await?;
-    label_metrics((&feats, &host), (&feats, &host), labels, 0).await
+    let (host, d) = pixel_features(data, image_size, device).await?;
+    label_metrics(&host, (&host, d), labels, 0, device).await
 }

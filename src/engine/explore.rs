@@ -24,7 +24,7 @@ pub async fn explore(
         .embed_all(&trainer.encoder(), data, labels.is_some(), progress)
         .await?;
     let d = trainer.config.feature_dim;
-    let host = embedded.head.1.clone();
+    let host = embedded.head.clone();
     if host.iter().any(|v| !v.is_finite()) {
         // JSON has no NaN: nothing of this could reach the page.
         return Err(EngineError::NonFinite(
@@ -38,7 +38,7 @@ pub async fn explore(
         // No prototypes yet, or ever (the InfoNCE-only baseline): k-means at the settings' K
         // on this embedding, so that two runs can be set side by side cluster for cluster.
         None => {
-            let points = Points::new(&embedded.head.0, &host)?;
+            let points = Points::new(&host, d, trainer.device())?;
             let c = &trainer.config;
             let mut out = Vec::new();
             for (m, &k) in c.num_clusters.iter().enumerate() {
@@ -50,12 +50,13 @@ pub async fn explore(
         }
     };
     let metrics = match (labels, &embedded.backbone) {
-        (Some(labels), Some((b, b_host))) => {
+        (Some(labels), Some(backbone)) => {
             let report = label_metrics(
-                (b, b_host),
-                (&embedded.head.0, &host),
+                backbone,
+                (&host, d),
                 labels,
                 trainer.config.seed,
+                trainer.device(),
             )
             .await?;
             let assignments: Vec<&[u32]> = levels.iter().map(|l| &l.assignments[..]).collect();

@@ -13,6 +13,7 @@ use super::config::MAX_FEATURE_DIM;
 use super::error::EngineError;
 use super::params::read_all;
 use super::rng::Rng;
+use super::tiled::{TILE_BYTES, Tiled};
 use crate::intake::MAX_IMAGES;
 
 /// One level of a clustering, as the E-step returns it.
@@ -225,32 +226,46 @@ fn sq_lanes(a: &[f32], b: &[f32]) -> f32 {
 /// Nearest centroid of every row of `x`: (assignments [n], |c|^2 - 2 x.c of it [n]) on the
 /// device; adding |x|^2 gives the squared distance.
 ///
-/// `x_aug` is `x` with a column of ones ([n, d + 1]); the centroids go in as
-/// `[-2 c | |c|^2]`, transposed ([d + 1, k]), so one matmul gives the scores and their row
-/// minimum is the nearest centroid.
-fn assign(x_aug: &Tensor<2>, centroids: &[f32], k: usize) -> (Tensor<1, Int>, Tensor<1>) {
-    let [n, d1] = x_aug.dims();
+/// `x_aug` is `x` with a column of ones ([n, d + 1], in row tiles); the centroids go in as
+/// `[-2 c | |c|^2]`, transposed ([d + 1, k], in column tiles where that is over a tile's
+/// bytes), so one matmul gives the scores and their row minimum is the nearest centroid.
+fn assign(x_aug: &Tiled, centroids: &[f32], k: usize) -> (Tensor<1, Int>, Tensor<1>) {
+    let [_, d1] = x_aug.dims();
     let d = d1 - 1;
-    let mut ct = vec![0f32; d1 * k];
-    for (j, c) in centroids.chunks_exact(d).enumerate() {
-        for (t, &v) in c.iter().enumerate() {
-            ct[t * k + j] = -2.0 * v;
-        }
-        ct[d * k + j] = c.iter().map(|v| v * v).sum();
-    }
-    let ct = Tensor::<2>::from_data(TensorData::new(ct, [d1, k]), &x_aug.device()); // ct: [d + 1, k]
+    let device = x_aug.tiles()[0].1.device();
+    let per = (TILE_BYTES / (4 * d1)).clamp(1, k);
+    let cts: Vec<Tensor<2>> = (0..k)
+        .step_by(per)
+        .map(|j0| {
+            let j1 = (j0 + per).min(k);
+            let mut ct = vec![0f32; d1 * (j1 - j0)];
+            for (j, c) in centroids[j0 * d..j1 * d].chunks_exact(d).enumerate() {
+                for (t, &v) in c.iter().enumerate() {
+                    ct[t * (j1 - j0) + j] = -2.0 * v;
+                }
+                ct[d * (j1 - j0) + j] = c.iter().map(|v| v * v).sum();
+            }
+            Tensor::<2>::from_data(TensorData::new(ct, [d1, j1 - j0]), &device) // [d + 1, j1 - j0]
+        })
+        .collect();
     let rows = (BLOCK_ELEMS / k).max(1);
     let mut ids = Vec::new();
     let mut best_scores = Vec::new();
-    let mut start = 0;
-    while start < n {
-        let end = (start + rows).min(n);
-        let xb = x_aug.clone().slice([start..end, 0..d1]); // xb: [b, d + 1]
-        let score = xb.matmul(ct.clone()); // score: [b, k] = |c|^2 - 2 x.c
-        let (min, arg) = score.min_dim_with_indices(1); // min, arg: [b, 1]
-        ids.push(arg.reshape([end - start]));
-        best_scores.push(min.reshape([end - start]));
-        start = end;
+    for (_, tile) in x_aug.tiles() {
+        let m = tile.dims()[0];
+        let mut start = 0;
+        while start < m {
+            let end = (start + rows).min(m);
+            let xb = tile.clone().slice([start..end, 0..d1]); // xb: [b, d + 1]
+            let score = Tensor::cat(
+                cts.iter().map(|ct| xb.clone().matmul(ct.clone())).collect(),
+                1,
+            ); // score: [b, k] = |c|^2 - 2 x.c
+            let (min, arg) = score.min_dim_with_indices(1); // min, arg: [b, 1]
+            ids.push(arg.reshape([end - start]));
+            best_scores.push(min.reshape([end - start]));
+            start = end;
+        }
     }
     (Tensor::cat(ids, 0), Tensor::cat(best_scores, 0))
 }
@@ -286,13 +301,13 @@ const HOST_ASSIGN_MAX_WORK: usize = 1 << 22;
 /// inertia 0.02% above the settled one and 0.1% below faiss' after its 7 iterations.
 const SETTLED_GAIN: f64 = 1e-3;
 
-/// The points to cluster, prepared once per E-step for every level and restart: the device
-/// tensor with a column of ones (`[x | 1]`, what [`assign`] multiplies; built by the first
-/// device pass, so levels that run on the host never make it), the host copy (seeding, means)
-/// and every row's squared norm.
+/// The points to cluster, prepared once per E-step for every level and restart: the host copy
+/// (seeding, means), every row's squared norm and, built by the first device pass (so levels
+/// that run on the host never make it), the device copy with a column of ones (`[x | 1]`, what
+/// [`assign`] multiplies) in row tiles.
 pub struct Points<'a> {
-    x: Tensor<2>,
-    aug: std::cell::OnceCell<Tensor<2>>,
+    device: Device,
+    aug: std::cell::OnceCell<Tiled>,
     host: &'a [f32],
     sq_norms: Vec<f32>,
     n: usize,
@@ -300,35 +315,32 @@ pub struct Points<'a> {
 }
 
 impl<'a> Points<'a> {
-    /// `x`: [n, d] on any device; `host`: the same values on the host.
-    pub fn new(x: &Tensor<2>, host: &'a [f32]) -> Result<Self, EngineError> {
-        let [n, d] = x.dims();
-        if host.len() != n * d {
+    /// `host`: [n, d] row-major; `device`: where the assignment passes run.
+    pub fn new(host: &'a [f32], d: usize, device: &Device) -> Result<Self, EngineError> {
+        if d == 0 || !host.len().is_multiple_of(d) {
             return Err(EngineError::Shape(format!(
-                "k-means host copy has {} values, the device tensor {n} x {d}",
+                "k-means points: {} values are not rows of {d}",
                 host.len()
             )));
         }
         let sq_norms = host
-            .chunks_exact(d.max(1))
+            .chunks_exact(d)
             .map(|r| r.iter().map(|v| v * v).sum())
             .collect();
         Ok(Self {
-            x: x.clone(),
+            device: device.clone(),
             aug: std::cell::OnceCell::new(),
             host,
             sq_norms,
-            n,
+            n: host.len() / d,
             d,
         })
     }
 
     /// `[x | 1]`: [n, d + 1].
-    fn augmented(&self) -> &Tensor<2> {
-        self.aug.get_or_init(|| {
-            let ones = Tensor::<2>::ones([self.n, 1], &self.x.device());
-            Tensor::cat(vec![self.x.clone(), ones], 1)
-        })
+    fn augmented(&self) -> &Tiled {
+        self.aug
+            .get_or_init(|| Tiled::from_host(self.host, self.d, true, &self.device))
     }
 }
 
@@ -643,8 +655,7 @@ mod tests {
         let x: Vec<f32> = (0..n * d)
             .map(|i| ((i / d) % 3) as f32 * 0.5 + rng.f32() - 0.5)
             .collect();
-        let t = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, d]), &Device::flex());
-        let points = Points::new(&t, &x).unwrap();
+        let points = Points::new(&x, d, &Device::flex()).unwrap();
         let run = |on_host| {
             futures_lite::future::block_on(lloyd(&points, k, 20, &mut Rng::new(3), on_host))
                 .unwrap()
@@ -657,11 +668,43 @@ mod tests {
     }
 
     #[test]
-    fn points_name_both_sizes_when_the_host_copy_does_not_match() {
-        let x = Tensor::<2>::zeros([4, 3], &Device::flex());
-        let err = Points::new(&x, &[0.0; 10]).err().expect("a size mismatch");
+    fn centroids_over_a_tile_are_tiled_and_give_the_host_assignment() {
+        // 20,000 centroids of 1,024 dims: [d + 1, K] is 82 MB, three column tiles.
+        let (n, d, k) = (64, 1024, 20_000);
+        let mut rng = Rng::new(5);
+        let x: Vec<f32> = (0..n * d).map(|_| rng.f32() - 0.5).collect();
+        let c: Vec<f32> = (0..k * d).map(|_| rng.f32() - 0.5).collect();
+        assert!((d + 1) * k * 4 > 2 * TILE_BYTES);
+        let tiled = Tiled::from_host(&x, d, true, &Device::flex());
+        let (ids, scores) = assign(&tiled, &c, k);
+        let ids: Vec<u32> = ids
+            .into_data()
+            .convert::<i64>()
+            .iter::<i64>()
+            .map(|v| v as u32)
+            .collect();
+        let scores: Vec<f32> = scores.into_data().try_to_vec().unwrap();
+        let (want, dist) = assign_host(&x, d, &c);
+        assert_eq!(ids, want);
+        for (i, (s, w)) in scores.iter().zip(&dist).enumerate() {
+            let got = s + x[i * d..(i + 1) * d].iter().map(|v| v * v).sum::<f32>();
+            assert!(
+                (got - w).abs() < 1e-2 * w.max(1.0),
+                "row {i}: {got} against {w}"
+            );
+        }
+    }
+
+    #[test]
+    fn points_name_both_sizes_when_the_values_are_not_whole_rows() {
+        let err = Points::new(&[0.0; 10], 3, &Device::flex())
+            .err()
+            .expect("a size mismatch");
         let msg = err.to_string();
-        assert!(msg.contains("10 values") && msg.contains("4 x 3"), "{msg}");
+        assert!(
+            msg.contains("10 values") && msg.contains("rows of 3"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub mod pipelines;
 #[cfg(feature = "engine")]
 pub mod session;
 #[cfg(feature = "engine")]
+pub mod tiled;
+#[cfg(feature = "engine")]
 pub mod trainer;
 #[cfg(feature = "engine")]
 pub mod tsne;

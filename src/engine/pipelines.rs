@@ -32,6 +32,8 @@ impl log::Log for KernelLog {
             if std::env::var_os("PCL_LOG_KERNELS").is_some() {
                 eprintln!("\rkernel {n}: {}", record.args());
             }
+            #[cfg(target_family = "wasm")]
+            let _ = n;
         }
     }
 

@@ -314,6 +314,20 @@ pub struct KernelCounts {
     pub later: u64,
 }
 
+impl KernelCounts {
+    /// The counts in a sentence for the backend card.
+    pub fn words(&self) -> String {
+        let since = match self.first_epoch + self.later {
+            0 => "none since".to_string(),
+            n => format!("{n} since, mid-run"),
+        };
+        format!(
+            "GPU kernels: {} compiled before the first step ({:.1} s), {since}.",
+            self.prepared, self.prepare_seconds
+        )
+    }
+}
+
 /// One epoch of a run in numbers: means of its steps, the E-step clusters' agreement with the
 /// labels, evaluation where it ran (one row of the CLI's metrics.json).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -380,6 +394,22 @@ impl EpochRecord {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kernel_counts_say_what_was_built_and_when() {
+        let mut k = super::KernelCounts {
+            counted: true,
+            prepared: 215,
+            prepare_seconds: 3.04,
+            ..Default::default()
+        };
+        assert_eq!(
+            k.words(),
+            "GPU kernels: 215 compiled before the first step (3.0 s), none since."
+        );
+        k.later = 2;
+        assert!(k.words().ends_with("2 since, mid-run."), "{}", k.words());
+    }
+
     use super::*;
 
     #[test]

@@ -380,10 +380,13 @@ impl Session {
                 live.report(Phase::Preparing { done, total }, emit)
             })
             .await;
-        if let Err(e) = prepared {
-            emit(Update::Warning(format!(
+        match prepared {
+            // A command came: the next tick applies it, and prepares again before a step.
+            Err(EngineError::Interrupted) => return,
+            Err(e) => emit(Update::Warning(format!(
                 "preparing the GPU's kernels failed; the run builds them as it meets them: {e}"
-            )));
+            ))),
+            Ok(()) => {}
         }
         if self.data.eval_labels().is_some() {
             self.pixels_baseline().await;

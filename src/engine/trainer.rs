@@ -65,11 +65,11 @@ impl Clustering {
     }
 }
 
-/// All images embedded: the head's unit embeddings and, when asked, the backbone features; each
-/// as a device tensor [n, d] and its host copy.
+/// All images embedded: the head's unit embeddings [n, feature_dim] and, when asked, the
+/// backbone features [n, 8 width], row-major on the host.
 pub struct Embedded {
-    pub head: (Tensor<2>, Vec<f32>),
-    pub backbone: Option<(Tensor<2>, Vec<f32>)>,
+    pub head: Vec<f32>,
+    pub backbone: Option<Vec<f32>>,
 }
 
 pub struct Trainer {
@@ -295,10 +295,7 @@ impl Trainer {
         progress: &mut dyn FnMut(Phase),
     ) -> Result<Vec<LevelSummary>, EngineError> {
         let key = self.key.clone();
-        let Embedded {
-            head: (feats, host),
-            ..
-        } = self.embed(&key, data, false, progress, true).await?;
+        let Embedded { head: host, .. } = self.embed(&key, data, false, progress, true).await?;
         if host.iter().any(|v| !v.is_finite()) {
             self.roll_back();
             return Err(EngineError::NonFinite(format!(
@@ -308,7 +305,7 @@ impl Trainer {
             )));
         }
         let ks = self.config.num_clusters.clone();
-        let points = Points::new(&feats, &host)?;
+        let points = Points::new(&host, self.config.feature_dim, &self.device)?;
         let mut levels = Vec::new();
         for (m, &k) in ks.iter().enumerate() {
             self.interrupted().await?;

@@ -89,6 +89,13 @@ async function runFlow({ webgpu, name, epochs }) {
     await page.waitForFunction(() => Number(document.querySelector('[data-testid=autosave]').dataset.epoch) >= 2,
       null, { timeout: LONG, polling: 50 });
     const savedAt = Number(await page.getAttribute('[data-testid=autosave]', 'data-epoch'));
+    // On WebGPU the run built its kernels before its first step, and none in its second epoch.
+    let kernels = null;
+    if (webgpu) {
+      kernels = await page.$eval('[data-testid=kernels]', (e) => ({ ...e.dataset, text: e.textContent }));
+      assert.ok(Number(kernels.prepared) > 20, `kernels built before the first step: ${JSON.stringify(kernels)}`);
+      assert.equal(kernels.later, '0', `no kernel built after the first epoch: ${JSON.stringify(kernels)}`);
+    }
     // An E-step ran before the second epoch: what it found shows as the coarsest clusters'
     // images, and its table (under "Every level in numbers") says how long it took.
     await page.waitForSelector('[data-testid=prototypes]', { timeout: 30_000 });
@@ -184,7 +191,7 @@ async function runFlow({ webgpu, name, epochs }) {
     assert.deepEqual(errors, []);
     assertOwnOrigin(assert, requests);
     const steps = 4 * epochs;
-    console.log(`${name}: ${epochs} epochs (${steps} steps of 16 images + E-steps) in ${seconds.toFixed(1)} s incl. a reload; training ${rate} images/s; pause took ${pauseMs} ms; worst main-thread task during training ${worst.toFixed(0)} ms (${longTasks.length} long tasks); metrics ${JSON.stringify(metrics)}`);
+    console.log(`${name}: ${epochs} epochs (${steps} steps of 16 images + E-steps) in ${seconds.toFixed(1)} s incl. a reload; training ${rate} images/s; pause took ${pauseMs} ms; worst main-thread task during training ${worst.toFixed(0)} ms (${longTasks.length} long tasks); ${kernels ? `kernels ${JSON.stringify(kernels)}; ` : ''}metrics ${JSON.stringify(metrics)}`);
     return { worst, seconds };
   } catch (e) {
     await shot('failure').catch(() => {});

@@ -6,6 +6,7 @@ use pcl_studio::engine::eval::{ami, knn_accuracy, nmi};
 use pcl_studio::engine::kmeans::{Points, concentration, kmeans_restarts};
 use pcl_studio::engine::loss::{info_nce, proto_full, proto_sampled};
 use pcl_studio::engine::rng::Rng;
+use pcl_studio::engine::tiled::Tiled;
 use serde_json::Value;
 
 fn golden() -> Value {
@@ -148,9 +149,8 @@ fn concentration_matches_the_official_formula() {
 fn kmeans_reaches_sklearn_inertia_and_partition() {
     let g = &golden()["kmeans"];
     let device = Device::flex();
-    let x = tensor2(&g["x"], &device);
-    let host = matrix(&g["x"]).0;
-    let points = Points::new(&x, &host).unwrap();
+    let (host, [_, d]) = matrix(&g["x"]);
+    let points = Points::new(&host, d, &device).unwrap();
     let km = futures_lite::future::block_on(kmeans_restarts(&points, 3, 20, 3, &mut Rng::new(0)))
         .unwrap();
     let want = g["inertia"].as_f64().unwrap();
@@ -171,8 +171,9 @@ fn knn_matches_numpy() {
     let g = &golden()["knn"];
     let device = Device::flex();
     let labels: Vec<u32> = ints(&g["labels"]).into_iter().map(|x| x as u32).collect();
+    let (feats, [_, d]) = matrix(&g["feats"]);
     let acc = futures_lite::future::block_on(knn_accuracy(
-        &tensor2(&g["feats"], &device),
+        &Tiled::from_host(&feats, d, false, &device),
         &labels,
         g["k"].as_u64().unwrap() as usize,
         g["t"].as_f64().unwrap(),

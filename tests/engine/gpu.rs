@@ -125,3 +125,82 @@ fn wgpu_run_builds_its_kernels_before_its_first_step_and_none_after_its_first_ep
         );
     }
 }
+
+/// A wgpu device created with WebGPU's default limits (128 MiB per storage binding, 256 MiB per
+/// buffer), as a browser gives one without asking for more; None where there is no adapter.
+fn default_limits_gpu() -> Option<Device> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter =
+        block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).ok()?;
+    let (device, queue) = block_on(
+        adapter.request_device(&wgpu::DeviceDescriptor {
+            required_features: adapter
+                .features()
+                .difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+            required_limits: wgpu::Limits::default(),
+            ..Default::default()
+        }),
+    )
+    .expect("a device with the default limits");
+    let backend = adapter.get_info().backend;
+    let setup = burn::tensor::wgpu::WgpuSetup {
+        instance,
+        adapter,
+        device,
+        queue,
+        backend,
+    };
+    Some(
+        Device::wgpu_options()
+            .setup(setup)
+            .init()
+            .expect("burn on that device"),
+    )
+}
+
+/// The project's largest data (50,000 images) with the largest features (1,024-d: 205 MB of
+/// them, over the 128 MiB a binding may hold): an E-step on a device with the default limits.
+#[test]
+fn wgpu_e_step_on_50000_images_stays_within_the_default_limits() {
+    let _one = GPU.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(device) = default_limits_gpu() else {
+        eprintln!("no wgpu adapter on this machine: nothing to check");
+        return;
+    };
+    let data = planted_groups(5, 5, 2000, 36, 1); // 50,000 images in 25 groups
+    assert_eq!(data.len(), pcl_studio::intake::MAX_IMAGES);
+    let config = PclConfig {
+        width: 4,
+        feature_dim: pcl_studio::engine::config::MAX_FEATURE_DIM,
+        batch_size: 256,
+        epochs: 1,
+        warmup_epochs: 0,
+        num_clusters: vec![25, 250],
+        kmeans_iters: 2,
+        kmeans_restarts: 1,
+        ..PclConfig::default()
+    };
+    let features = data.len() * config.feature_dim * 4;
+    assert!(
+        features > 128 << 20,
+        "{features} bytes fit one binding: no test of the tiles"
+    );
+    let mut trainer = Trainer::new(&config, &data, &device).expect("trainer");
+    let t0 = std::time::Instant::now();
+    match block_on(trainer.advance(&data, &mut |_| {})).expect("the E-step") {
+        pcl_studio::engine::Event::EStep { levels, .. } => {
+            assert_eq!(levels.len(), 2);
+            for l in &levels {
+                assert!(l.inertia.is_finite() && l.inertia > 0.0, "{l:?}");
+            }
+            let c = trainer.clustering.as_ref().expect("clusters");
+            let sizes: usize = c.levels[1].sizes.iter().sum();
+            assert_eq!(sizes, 50_000, "every image in a cluster");
+        }
+        other => panic!("the first unit of work is the E-step, not {other:?}"),
+    }
+    eprintln!(
+        "E-step on 50,000 images, 1,024-d: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+}

@@ -288,7 +288,6 @@ fn a_session_saved_before_batch_norm_loads_as_a_group_norm_run() {
         block_on(t.embed_all(&t.encoder(), &data, false, &mut |_| {}))
             .unwrap()
             .head
-            .1
     };
     assert_eq!(embed(&loaded), embed(&t));
     let step = |t: &mut Trainer| match block_on(t.advance(&data, &mut |_| {})).unwrap() {

@@ -86,16 +86,15 @@ impl Trainer {
             &mut after_chunk,
         )
         .await?;
-        let head = Tensor::cat(heads, 0); // head: [own, feature_dim]
-        let backbone = with_backbone.then(|| Tensor::cat(backbones, 0)); // [own, 8w]
-        let (d, bd) = (head.dims()[1], backbone.as_ref().map_or(0, |b| b.dims()[1]));
-        let mut reads = vec![head.reshape([-1])];
-        reads.extend(backbone.map(|b| b.reshape([-1])));
-        let mut host = read_all(reads).await?.into_iter();
-        let (mut head_host, mut backbone_host) = (
-            host.next().unwrap_or_default(),
-            host.next().unwrap_or_default(),
-        );
+        // Read chunk by chunk: one tensor of every image's features could be over a binding's
+        // limit (see `tiled`).
+        let (mut head_host, mut backbone_host) = read_rows(heads, backbones).await?;
+        let d = self.config.feature_dim;
+        let bd = if with_backbone {
+            self.config.encoder().backbone_dim()
+        } else {
+            0
+        };
         for (reply, r) in replies.into_iter().zip(&ranges[1..]) {
             let rows = r.len();
             let got = reply
@@ -120,23 +119,27 @@ impl Trainer {
                         &mut |_| Box::pin(async { Ok(()) }),
                     )
                     .await?;
-                    let mut reads = vec![Tensor::cat(h, 0).reshape([-1])];
-                    if with_backbone {
-                        reads.push(Tensor::cat(b, 0).reshape([-1]));
-                    }
-                    let mut more = read_all(reads).await?.into_iter();
-                    head_host.extend(more.next().unwrap_or_default());
-                    backbone_host.extend(more.next().unwrap_or_default());
+                    let (h, b) = read_rows(h, b).await?;
+                    head_host.extend(h);
+                    backbone_host.extend(b);
                 }
             }
         }
         progress(Phase::Embedding { done: n, total: n });
-        let tensor = |host: &[f32], cols: usize| {
-            Tensor::<2>::from_data(TensorData::new(host.to_vec(), [n, cols]), &self.device)
-        };
         Ok(Embedded {
-            head: (tensor(&head_host, d), head_host.clone()),
-            backbone: with_backbone.then(|| (tensor(&backbone_host, bd), backbone_host)),
+            head: head_host,
+            backbone: with_backbone.then_some(backbone_host),
         })
     }
+}
+
+/// The chunks' head and backbone rows, read back in order.
+async fn read_rows(
+    heads: Vec<Tensor<2>>,
+    backbones: Vec<Tensor<2>>,
+) -> Result<(Vec<f32>, Vec<f32>), EngineError> {
+    let h = heads.len();
+    let reads = heads.into_iter().chain(backbones).map(|t| t.reshape([-1]));
+    let host = read_all(reads.collect()).await?;
+    Ok((host[..h].concat(), host[h..].concat()))
 }

@@ -62,7 +62,8 @@ impl Trainer {
     /// Runs every kind of work the run will do once, on a copy of the run, so that the device
     /// builds its kernels now (see the module's note). The run is untouched: its weights,
     /// queue, random streams and history are the copy's originals. `progress(done, total)`
-    /// after each stage.
+    /// after each stage; between stages a command may stop it (`Interrupted`: the front end's
+    /// pause or stop comes first, and the preparation runs again before the next step).
     pub async fn prepare_kernels(
         &self,
         data: &Dataset,
@@ -71,9 +72,10 @@ impl Trainer {
     ) -> Result<(), EngineError> {
         let total = self.preparation_stages(explore);
         let mut done = 0;
-        let mut stage = |done: &mut usize| {
+        let mut stage = async |done: &mut usize| {
             *done += 1;
             progress(*done, total);
+            self.interrupted().await
         };
         let mut scratch = self.scratch();
         // The warm-up's steps (no prototypes), as at the start and once the queue holds keys
@@ -82,23 +84,23 @@ impl Trainer {
         scratch.clustering = None;
         scratch.queue_ids.fill(None);
         scratch.train_step(data).await?;
-        stage(&mut done);
+        stage(&mut done).await?;
         scratch.queue_own_key(n);
         scratch.train_step(data).await?;
-        stage(&mut done);
+        stage(&mut done).await?;
         if self.has_esteps_ahead() {
             scratch.e_step(data, &mut |_: Phase| {}).await?;
-            stage(&mut done);
+            stage(&mut done).await?;
             scratch.queue_own_key(n);
             scratch.train_step(data).await?;
-            stage(&mut done);
+            stage(&mut done).await?;
         }
         if explore {
             crate::engine::explore::explore(&scratch, data, &mut |_: Phase| {}).await?;
-            stage(&mut done);
+            stage(&mut done).await?;
         }
         scratch.save().await?;
-        stage(&mut done);
+        stage(&mut done).await?;
         Ok(())
     }
 }

@@ -81,6 +81,16 @@ pub fn BackendCard(state: RwSignal<PageState>) -> impl IntoView {
             let _ = w.location().set_search(&query);
         }
     };
+    // On a GPU: the kernels built before the first step, and any built mid-run since.
+    let kernels = Memo::new(move |_| state.with(|s| s.run.kernels.filter(|k| k.counted)));
+    let kernels = move || {
+        kernels.get().map(|k| {
+            view! {
+                <p data-testid="kernels" data-prepared=k.prepared data-first-epoch=k.first_epoch
+                    data-later=k.later>{k.words()}</p>
+            }
+        })
+    };
     view! {
         <section class="card backend">
             <h2>"Compute backend"</h2>
@@ -104,6 +114,7 @@ pub fn BackendCard(state: RwSignal<PageState>) -> impl IntoView {
                 </select>
             </label>
             {notice}
+            {kernels}
             <details><summary>"Device limits"</summary><ul class="limits">{limits}</ul></details>
             <p data-testid="probe" data-loss=probe_loss>{move || state.with(|s| s.status_line())}</p>
         </section>
