@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""The same workloads as benches/train.rs in PyTorch CPU and faiss-cpu, for side-by-side ratios.
+"""The same workloads as benches/train.rs in PyTorch CPU and faiss-cpu, for side-by-side ratios;
+with BENCH_DEVICE=cuda on the GPU (scripts/bench-gpu.sh): PyTorch CUDA, and faiss-gpu where it
+is installed, else k-means in PyTorch (the same Lloyd iterations, on the GPU).
 
 Training: the tiny encoder (conv3x3 3->32 + BatchNorm over 4 ghost batches + ReLU, three stride-2 blocks to 256, GAP,
 MLP 256-256-128, L2 norm), two 32x32 views of a batch of 256 (the key batch shuffled across
@@ -12,6 +14,7 @@ import numpy as np
 
 steps = int(os.environ.get("BENCH_STEPS", 5))
 ks = [int(k) for k in os.environ.get("BENCH_KS", "10,100,1000").split(",")]
+device = os.environ.get("BENCH_DEVICE", "cpu")
 
 import torch
 import torch.nn as nn
@@ -53,23 +56,29 @@ class Encoder(nn.Module):
         return F.normalize(self.head(self.body(x).mean((2, 3))), dim=1)
 
 
-q_enc, k_enc = Encoder(), Encoder()
+def sync():
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+q_enc, k_enc = Encoder().to(device), Encoder().to(device)
 k_enc.load_state_dict(q_enc.state_dict())
 for p in k_enc.parameters():
     p.requires_grad = False
 opt = torch.optim.SGD(q_enc.parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
-queue = F.normalize(torch.randn(4096, 128), dim=1)
-perm = (torch.arange(256) + 64) % 256
+queue = F.normalize(torch.randn(4096, 128, device=device), dim=1)
+perm = (torch.arange(256, device=device) + 64) % 256
 inverse = torch.argsort(perm)
 
 
 def step():
-    x1, x2 = torch.rand(256, 3, 32, 32), torch.rand(256, 3, 32, 32)
+    x1 = torch.rand(256, 3, 32, 32, device=device)
+    x2 = torch.rand(256, 3, 32, 32, device=device)
     q = q_enc(x1)
     with torch.no_grad():
         k = k_enc(x2[perm])[inverse]
     logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.T], 1) / 0.2
-    loss = F.cross_entropy(logits, torch.zeros(256, dtype=torch.long))
+    loss = F.cross_entropy(logits, torch.zeros(256, dtype=torch.long, device=device))
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -78,22 +87,54 @@ def step():
             pk.mul_(0.99).add_(pq, alpha=0.01)
 
 
+t = time.perf_counter()
 step()
+sync()
+print(f"torch first step: {time.perf_counter() - t:.3f} s ({device})")
 t = time.perf_counter()
 for _ in range(steps):
     step()
+sync()
 secs = time.perf_counter() - t
-print(f"torch train img/s: {steps * 256 / secs:.1f} (threads {torch.get_num_threads()})")
+print(f"torch train img/s: {steps * 256 / secs:.1f} (threads {torch.get_num_threads()}, {device})")
+if device == "cuda":
+    print(f"torch peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
 
-import faiss
+
+def torch_kmeans(x, k, iters=20):
+    """Lloyd's k-means on the device from k random points (faiss' init), 20 iterations."""
+    x = torch.from_numpy(x).to(device)
+    gen = torch.Generator(device="cpu").manual_seed(1)
+    c = x[torch.randperm(len(x), generator=gen)[:k].to(device)]
+    for _ in range(iters + 1):
+        d = (x * x).sum(1, keepdim=True) - 2 * x @ c.T + (c * c).sum(1)[None, :]  # [n, k]
+        dist, a = d.min(1)
+        sums = torch.zeros_like(c).index_add_(0, a, x)
+        counts = torch.bincount(a, minlength=k).clamp(min=1)[:, None]
+        c = sums / counts
+    sync()
+    return float(dist.clamp(min=0).sum())
+
 
 path = os.path.join(tempfile.gettempdir(), "pcl-bench-x.f32")
 x = np.fromfile(path, dtype=np.float32).reshape(-1, 128)
+try:
+    import faiss
+    use_faiss = device == "cpu" or faiss.get_num_gpus() > 0
+except ImportError:
+    if device == "cpu":
+        raise
+    use_faiss = False
 for k in ks:
-    km = faiss.Kmeans(128, k, niter=20, nredo=1, seed=1, max_points_per_centroid=100000,
-                      min_points_per_centroid=1)
     t = time.perf_counter()
-    km.train(x)
-    D, _ = km.index.search(x, 1)
+    if use_faiss:
+        km = faiss.Kmeans(128, k, niter=20, nredo=1, seed=1, max_points_per_centroid=100000,
+                          min_points_per_centroid=1, gpu=device == "cuda")
+        km.train(x)
+        D, _ = km.index.search(x, 1)
+        inertia = float(D.sum())
+    else:
+        inertia = torch_kmeans(x, k)
     secs = time.perf_counter() - t
-    print(f"faiss K={k}: {secs:.3f} s inertia {float(D.sum()):.4f}")
+    name = "faiss" if use_faiss else "torch-kmeans"
+    print(f"{name} K={k}: {secs:.3f} s inertia {inertia:.4f}")

@@ -198,6 +198,14 @@ pub fn train(a: &TrainArgs) -> Result<(), String> {
             out.join("model").display()
         ));
     }
+    let status = session.status();
+    if let Some(k) = status.kernels.filter(|_| status.images_per_s > 0.0) {
+        eprintln!(
+            "GPU steps: the first after the preparation {:.3} s, steady {:.3} s",
+            k.first_step_seconds,
+            status.config.as_ref().map_or(0, |c| c.batch_size) as f64 / status.images_per_s
+        );
+    }
     let data = session.data().clone();
     let trainer = session.into_trainer();
     eprintln!("training took {}", format_secs(bar.elapsed()));

@@ -312,6 +312,10 @@ pub struct KernelCounts {
     pub prepare_seconds: f64,
     pub first_epoch: u64,
     pub later: u64,
+    /// Seconds of the first step after the preparation (0 until it ran): a steady step's,
+    /// where the preparation built every kernel it needs.
+    #[serde(default)]
+    pub first_step_seconds: f64,
 }
 
 impl KernelCounts {
@@ -321,8 +325,12 @@ impl KernelCounts {
             0 => "none since".to_string(),
             n => format!("{n} since, mid-run"),
         };
+        let first = match self.first_step_seconds {
+            s if s > 0.0 => format!("; the first step took {s:.2} s"),
+            _ => String::new(),
+        };
         format!(
-            "GPU kernels: {} compiled before the first step ({:.1} s), {since}.",
+            "GPU kernels: {} compiled before the first step ({:.1} s), {since}{first}.",
             self.prepared, self.prepare_seconds
         )
     }
@@ -407,7 +415,12 @@ mod tests {
             "GPU kernels: 215 compiled before the first step (3.0 s), none since."
         );
         k.later = 2;
-        assert!(k.words().ends_with("2 since, mid-run."), "{}", k.words());
+        k.first_step_seconds = 0.214;
+        assert!(
+            k.words().ends_with("2 since, mid-run; the first step took 0.21 s."),
+            "{}",
+            k.words()
+        );
     }
 
     use super::*;

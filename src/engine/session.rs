@@ -322,6 +322,9 @@ impl Session {
                 self.dirty = true;
                 self.phase = Phase::Training;
                 self.rate.push(seconds, self.trainer.config.batch_size);
+                if let Some(k) = self.kernels.as_mut().filter(|k| k.first_step_seconds == 0.0) {
+                    k.first_step_seconds = seconds;
+                }
                 let epoch_done = record.epoch_done;
                 self.epoch_steps.push(record.clone());
                 self.unsent.push(record);
@@ -387,9 +390,6 @@ impl Session {
                 "preparing the GPU's kernels failed; the run builds them as it meets them: {e}"
             ))),
             Ok(()) => {}
-        }
-        if self.data.eval_labels().is_some() {
-            self.pixels_baseline().await;
         }
         let now = super::pipelines::settled(self.trainer.device()).await;
         let seconds = (self.clock)() - t0;

@@ -50,7 +50,8 @@ const label = (build) => (builds.filter((b) => path.basename(b) === path.basenam
 
 async function pageRun(build, webgpu, workers = 'auto') {
   await startServer(build);
-  const query = webgpu ? '' : `?cpu${workers === 'auto' ? '' : `&workers=${workers}`}`;
+  // WebGPU forced: left to measure, the page would train on the faster of the two.
+  const query = webgpu ? '?backend=webgpu' : `?cpu${workers === 'auto' ? '' : `&workers=${workers}`}`;
   const { browser, page } = await openApp({ webgpu, query });
   // The worker's WebGPU calls are counted from its start (it asks for the device after load).
   const worker = webgpu ? (page.workers()[0] || await page.waitForEvent('worker', { timeout: 60_000 })) : null;
@@ -78,7 +79,9 @@ async function pageRun(build, webgpu, workers = 'auto') {
     const steps = p1 - p0;
     const gpu = c0 && c1 && steps > 0 ? Object.fromEntries(Object.keys(c1).map((k) => [k, (c1[k] - c0[k]) / steps])) : null;
     const name = `page ${label(build)} ${backend}${webgpu ? '' : ` ${used} worker${used > 1 ? 's' : ''}`}`;
-    return { name, rate, firstStep, gpu };
+    // On WebGPU the kernels are built before the first step; how long that took, and how many.
+    const kernels = webgpu ? await page.$eval('[data-testid=kernels]', (e) => ({ ...e.dataset })).catch(() => null) : null;
+    return { name, rate, firstStep, gpu, kernels };
   } finally {
     await browser.close();
     stopServer();
@@ -148,17 +151,19 @@ async function nativeRun() {
   }
 }
 
+// BENCH_ONLY_WEBGPU=1 (scripts/bench-gpu.sh): the page on WebGPU and TensorFlow.js WebGPU only.
+const ONLY_WEBGPU = process.env.BENCH_ONLY_WEBGPU === '1';
 const contenders = [];
 for (const build of builds) {
-  for (const w of (process.env.BENCH_WORKERS || '1 auto').split(/\s+/).filter(Boolean)) {
+  for (const w of ONLY_WEBGPU ? [] : (process.env.BENCH_WORKERS || '1 auto').split(/\s+/).filter(Boolean)) {
     contenders.push(() => pageRun(build, false, w));
   }
-  if (WEBGPU) contenders.push(() => pageRun(build, true));
+  if (WEBGPU || ONLY_WEBGPU) contenders.push(() => pageRun(build, true));
 }
-if (process.env.PCL_BIN && process.env.BENCH_NATIVE !== '0') contenders.push(nativeRun);
+if (process.env.PCL_BIN && process.env.BENCH_NATIVE !== '0' && !ONLY_WEBGPU) contenders.push(nativeRun);
 if (TFJS) {
-  contenders.push(() => tfjsRun('wasm', 1), () => tfjsRun('wasm', Number(process.env.BENCH_TFJS_THREADS || 2)));
-  if (WEBGPU) contenders.push(() => tfjsRun('webgpu', 0));
+  if (!ONLY_WEBGPU) contenders.push(() => tfjsRun('wasm', 1), () => tfjsRun('wasm', Number(process.env.BENCH_TFJS_THREADS || 2)));
+  if (WEBGPU || ONLY_WEBGPU) contenders.push(() => tfjsRun('webgpu', 0));
 } else {
   console.log('TensorFlow.js left out (BENCH_TFJS=0 or benches/tfjs/node_modules missing)');
 }
@@ -197,7 +202,9 @@ for (const [ours, theirs] of pairs) {
     console.log(`  ${name} / ${theirs}: ${median(ratios).toFixed(2)}x (rounds ${ratios.map((x) => x.toFixed(2)).join(', ')})`);
   }
 }
-if (process.env.BENCH_ESTEP !== '0') {
+// BENCH_JSON: every contender's rounds as JSON, for scripts/bench-gpu.sh.
+if (process.env.BENCH_JSON) fs.writeFileSync(process.env.BENCH_JSON, JSON.stringify({ seconds: SECONDS, results }, null, 1));
+if (process.env.BENCH_ESTEP !== '0' && !ONLY_WEBGPU) {
   const e = await estepRun(builds[0]);
   console.log(`E-step in the page (CPU fallback, ${path.basename(builds[0])}): ${e.seconds.toFixed(2)} s for 1,870 images, K = ${e.ks.join(' / ')} (${e.caption})`);
 }

@@ -15,6 +15,11 @@ const BASE_ARGS = [
   '--no-sandbox', '--disable-background-networking', '--no-first-run',
   '--disable-component-update', '--disable-sync', '--disable-quic', '--headless=new',
 ];
+// WebGPU on the machine's real GPU (scripts/bench-gpu.sh on a GPU machine) instead of
+// SwiftShader: Vulkan, and no blocklist.
+const GPU_ARGS = process.env.PCL_CHROMIUM_GPU === '1'
+  ? ['--enable-features=Vulkan,VulkanFromANGLE', '--use-angle=vulkan', '--ignore-gpu-blocklist']
+  : [];
 
 let server;
 // dist/ (the dev build) unless a test serves a built site; `port` keeps the origin of an
@@ -39,7 +44,7 @@ const LONG_TASKS = `
 export async function openApp({ webgpu, query = '', context: existing, args = [], wait = 'load', init = '' } = {}) {
   const browser = existing ? null : await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: [...BASE_ARGS, ...(webgpu ? ['--enable-unsafe-webgpu'] : []), ...args],
+    args: [...BASE_ARGS, ...(webgpu ? ['--enable-unsafe-webgpu', ...GPU_ARGS] : []), ...args],
   });
   const context = existing || await browser.newContext({ acceptDownloads: true });
   await context.addInitScript(LONG_TASKS + init);

@@ -87,7 +87,8 @@ pub fn BackendCard(state: RwSignal<PageState>) -> impl IntoView {
         kernels.get().map(|k| {
             view! {
                 <p data-testid="kernels" data-prepared=k.prepared data-first-epoch=k.first_epoch
-                    data-later=k.later>{k.words()}</p>
+                    data-later=k.later data-prepare-s=format!("{:.2}", k.prepare_seconds)
+                    data-first-step-s=format!("{:.3}", k.first_step_seconds)>{k.words()}</p>
             }
         })
     };
