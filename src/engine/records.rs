@@ -417,7 +417,8 @@ mod tests {
         k.later = 2;
         k.first_step_seconds = 0.214;
         assert!(
-            k.words().ends_with("2 since, mid-run; the first step took 0.21 s."),
+            k.words()
+                .ends_with("2 since, mid-run; the first step took 0.21 s."),
             "{}",
             k.words()
         );

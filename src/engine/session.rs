@@ -322,7 +322,11 @@ impl Session {
                 self.dirty = true;
                 self.phase = Phase::Training;
                 self.rate.push(seconds, self.trainer.config.batch_size);
-                if let Some(k) = self.kernels.as_mut().filter(|k| k.first_step_seconds == 0.0) {
+                if let Some(k) = self
+                    .kernels
+                    .as_mut()
+                    .filter(|k| k.first_step_seconds == 0.0)
+                {
                     k.first_step_seconds = seconds;
                 }
                 let epoch_done = record.epoch_done;
