@@ -129,6 +129,8 @@ fn wgpu_run_builds_its_kernels_before_its_first_step_and_none_after_its_first_ep
 /// A wgpu device created with WebGPU's default limits (128 MiB per storage binding, 256 MiB per
 /// buffer), as a browser gives one without asking for more; None where there is no adapter.
 fn default_limits_gpu() -> Option<Device> {
+    // The kernel counter is switched on before any device reads cubecl's configuration.
+    pcl_studio::engine::pipelines::count();
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
     let adapter =
         block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).ok()?;
