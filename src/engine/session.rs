@@ -172,6 +172,9 @@ pub struct Session {
     /// After the preparation (GPU only): the kernels built, and the count when the epoch began.
     kernels: Option<KernelCounts>,
     kernels_mark: u64,
+    /// A preparation a command interrupted: the count before it began, and its seconds so far
+    /// (the next one goes on from there, and the two are reported as one).
+    prepare_begun: Option<(Option<u64>, f64)>,
     epochs_here: usize,
 }
 
@@ -214,6 +217,7 @@ impl Session {
             pixels_ami: None,
             kernels: None,
             kernels_mark: 0,
+            prepare_begun: None,
             epochs_here: 0,
         }
     }
@@ -371,7 +375,10 @@ impl Session {
     /// part of the run's time, as a compile cache would make it free. A failure here is only a
     /// warning: the run then builds kernels as it meets them.
     async fn prepare(&mut self, emit: &mut dyn FnMut(Update)) {
-        let before = super::pipelines::settled(self.trainer.device()).await;
+        let (before, earlier_secs) = match self.prepare_begun {
+            Some(begun) => begun,
+            None => (super::pipelines::settled(self.trainer.device()).await, 0.0),
+        };
         let t0 = (self.clock)();
         let total = self.trainer.preparation_stages(self.options.explore);
         let snapshot = self.status_with(Phase::Preparing { done: 0, total });
@@ -389,15 +396,19 @@ impl Session {
             .await;
         match prepared {
             // A command came: the next tick applies it, and prepares again before a step.
-            Err(EngineError::Interrupted) => return,
+            Err(EngineError::Interrupted) => {
+                self.prepare_begun = Some((before, earlier_secs + (self.clock)() - t0));
+                return;
+            }
             Err(e) => emit(Update::Warning(format!(
                 "preparing the GPU's kernels failed; the run builds them as it meets them: {e}"
             ))),
             Ok(()) => {}
         }
         let now = super::pipelines::settled(self.trainer.device()).await;
-        let seconds = (self.clock)() - t0;
+        let seconds = earlier_secs + (self.clock)() - t0;
         let kernels = now.zip(before).map(|(now, before)| now - before);
+        self.prepare_begun = None;
         self.kernels = Some(KernelCounts {
             counted: kernels.is_some(),
             prepared: kernels.unwrap_or(0),

@@ -387,6 +387,78 @@ fn pause_during_an_e_step_acts_before_the_e_step_ends_and_the_run_goes_on_the_sa
 }
 
 #[test]
+fn a_pause_during_the_gpu_preparation_acts_at_once_and_the_run_is_the_run_without_it() {
+    // The preparation (run here on the CPU, where it does the same work) on a copy of the run:
+    // a pause heard after its first stage stops it; after resuming it runs again, whole, once;
+    // and the run's steps equal those of a run that never prepared.
+    let straight = {
+        let mut s = session(&tiny(3), Options::cli(None), fake_clock(0.01), false);
+        ticks(&mut s, 500);
+        s.into_trainer().history
+    };
+    let data = data();
+    let mut t = Trainer::new(&tiny(3), &data, &Device::flex()).expect("trainer");
+    let asked = Rc::new(Cell::new(true));
+    {
+        let asked = asked.clone();
+        t.set_interrupt(Some(Rc::new(move || {
+            let now = asked.get();
+            Box::pin(async move { now })
+        })));
+    }
+    let options = Options {
+        prepare_kernels: true,
+        ..Options::cli(None)
+    };
+    let mut s = Session::new(t, data, options, fake_clock(0.01), false);
+    let mut first = Vec::new();
+    block_on(s.tick(&mut |u| first.push(u)));
+    assert!(s.status().kernels.is_none(), "interrupted: not prepared");
+    assert!(
+        !first
+            .iter()
+            .any(|u| matches!(u, Update::Prepared { .. } | Update::Steps(_))),
+        "{first:?}"
+    );
+    assert!(first.iter().any(|u| matches!(
+        u,
+        Update::Status(st) if matches!(st.phase, Phase::Preparing { done: 0, .. })
+    )));
+    s.command(Command::Pause);
+    asked.set(false);
+    block_on(s.tick(&mut |_| {}));
+    assert_eq!(s.state(), RunState::Paused);
+    s.command(Command::Resume);
+    let updates = ticks(&mut s, 500);
+    assert_eq!(s.state(), RunState::Done);
+    let prepared = updates
+        .iter()
+        .filter(|u| matches!(u, Update::Prepared { .. }))
+        .count();
+    assert_eq!(prepared, 1, "prepared once, after the resume");
+    let counts = s.status().kernels.expect("counts after the preparation");
+    let whole = {
+        let options = Options {
+            prepare_kernels: true,
+            ..Options::cli(None)
+        };
+        let mut s = session(&tiny(3), options, fake_clock(0.01), false);
+        block_on(s.tick(&mut |_| {}));
+        s.status().kernels.expect("prepared").prepare_seconds
+    };
+    assert!(
+        counts.prepare_seconds > whole,
+        "both attempts' time, {counts:?}, against one whole preparation's {whole}"
+    );
+    assert!(counts.first_step_seconds > 0.0);
+    assert_eq!(
+        s.into_trainer().history,
+        straight,
+        "the same run, prepared or not"
+    );
+}
+
+#[test]
 fn the_explorer_after_e_steps_keeps_to_its_share_of_the_run_and_the_final_view_always_comes() {
     // tiny(6): warm-up 1, so E-steps before epochs 1..5. A share of 0: only the first E-step's
     // view (none has taken time yet) and the final one; a share of 1: after every E-step.
