@@ -321,9 +321,12 @@ pub struct KernelCounts {
 impl KernelCounts {
     /// The counts in a sentence for the backend card.
     pub fn words(&self) -> String {
-        let since = match self.first_epoch + self.later {
-            0 => "none since".to_string(),
-            n => format!("{n} since, mid-run"),
+        // The first epoch may build a few more (the raw-pixel baseline, an evaluation); a kernel
+        // built after it is what the preparation is there to prevent.
+        let since = match (self.first_epoch, self.later) {
+            (0, 0) => "none since".to_string(),
+            (first, 0) => format!("{first} more in the first epoch, none after it"),
+            (first, later) => format!("{first} more in the first epoch and {later} after it"),
         };
         let first = match self.first_step_seconds {
             s if s > 0.0 => format!("; the first step took {s:.2} s"),
@@ -414,11 +417,18 @@ mod tests {
             k.words(),
             "GPU kernels: 215 compiled before the first step (3.0 s), none since."
         );
+        k.first_epoch = 5;
+        assert!(
+            k.words()
+                .ends_with("5 more in the first epoch, none after it."),
+            "{}",
+            k.words()
+        );
         k.later = 2;
         k.first_step_seconds = 0.214;
         assert!(
             k.words()
-                .ends_with("2 since, mid-run; the first step took 0.21 s."),
+                .ends_with("5 more in the first epoch and 2 after it; the first step took 0.21 s."),
             "{}",
             k.words()
         );
