@@ -23,7 +23,7 @@ pub async fn knn_accuracy(
     k: usize,
     t: f64,
 ) -> Result<f64, EngineError> {
-    let [n, d] = feats.dims();
+    let [n, _] = feats.dims();
     if labels.len() != n {
         return Err(EngineError::Shape(format!(
             "kNN: {} labels for {n} feature rows",
@@ -34,30 +34,24 @@ pub async fn knn_accuracy(
     let k = k.min(n - 1);
     let block = (1 << 22) / n.max(1) + 1;
     let mut correct = 0usize;
-    for (first, tile) in feats.tiles() {
-        let m = tile.dims()[0];
-        let mut start = 0;
-        while start < m {
-            let end = (start + block).min(m);
-            let rows = tile.clone().slice([start..end, 0..d]); // rows: [b, d]
-            let sims = feats
-                .tiles()
-                .iter()
-                .map(|(_, t)| rows.clone().matmul(t.clone().transpose()));
-            let sim = Tensor::cat(sims.collect(), 1); // sim: [b, n]
-            let host = read_all(vec![sim.reshape([(end - start) * n])]).await?;
-            for (bi, row) in host[0].chunks(n).enumerate() {
-                let i = first + start + bi;
-                let mut idx: Vec<usize> = (0..n).filter(|&j| j != i).collect();
-                idx.select_nth_unstable_by(k - 1, |&a, &b| row[b].total_cmp(&row[a]));
-                let mut votes = vec![0f64; classes];
-                for &j in &idx[..k] {
-                    votes[labels[j] as usize] += (row[j] as f64 / t).exp();
-                }
-                let pred = argmax(&votes);
-                correct += (pred == labels[i] as usize) as usize;
+    for (first, rows) in feats.row_blocks(block) {
+        let b = rows.dims()[0]; // rows: [b, d]
+        let sims = feats
+            .tiles()
+            .iter()
+            .map(|(_, t)| rows.clone().matmul(t.clone().transpose()));
+        let sim = Tensor::cat(sims.collect(), 1); // sim: [b, n]
+        let host = read_all(vec![sim.reshape([b * n])]).await?;
+        for (bi, row) in host[0].chunks(n).enumerate() {
+            let i = first + bi;
+            let mut idx: Vec<usize> = (0..n).filter(|&j| j != i).collect();
+            idx.select_nth_unstable_by(k - 1, |&a, &b| row[b].total_cmp(&row[a]));
+            let mut votes = vec![0f64; classes];
+            for &j in &idx[..k] {
+                votes[labels[j] as usize] += (row[j] as f64 / t).exp();
             }
-            start = end;
+            let pred = argmax(&votes);
+            correct += (pred == labels[i] as usize) as usize;
         }
     }
     Ok(correct as f64 / n as f64)

@@ -24,7 +24,10 @@ pub async fn explore(
         .embed_all(&trainer.encoder(), data, labels.is_some(), progress)
         .await?;
     let d = trainer.config.feature_dim;
-    let host = embedded.head.clone();
+    let super::trainer::Embedded {
+        head: host,
+        backbone,
+    } = embedded;
     if host.iter().any(|v| !v.is_finite()) {
         // JSON has no NaN: nothing of this could reach the page.
         return Err(EngineError::NonFinite(
@@ -49,7 +52,7 @@ pub async fn explore(
             out
         }
     };
-    let metrics = match (labels, &embedded.backbone) {
+    let metrics = match (labels, &backbone) {
         (Some(labels), Some(backbone)) => {
             let report = label_metrics(
                 backbone,

@@ -251,21 +251,15 @@ fn assign(x_aug: &Tiled, centroids: &[f32], k: usize) -> (Tensor<1, Int>, Tensor
     let rows = (BLOCK_ELEMS / k).max(1);
     let mut ids = Vec::new();
     let mut best_scores = Vec::new();
-    for (_, tile) in x_aug.tiles() {
-        let m = tile.dims()[0];
-        let mut start = 0;
-        while start < m {
-            let end = (start + rows).min(m);
-            let xb = tile.clone().slice([start..end, 0..d1]); // xb: [b, d + 1]
-            let score = Tensor::cat(
-                cts.iter().map(|ct| xb.clone().matmul(ct.clone())).collect(),
-                1,
-            ); // score: [b, k] = |c|^2 - 2 x.c
-            let (min, arg) = score.min_dim_with_indices(1); // min, arg: [b, 1]
-            ids.push(arg.reshape([end - start]));
-            best_scores.push(min.reshape([end - start]));
-            start = end;
-        }
+    for (_, xb) in x_aug.row_blocks(rows) {
+        let b = xb.dims()[0]; // xb: [b, d + 1]
+        let score = Tensor::cat(
+            cts.iter().map(|ct| xb.clone().matmul(ct.clone())).collect(),
+            1,
+        ); // score: [b, k] = |c|^2 - 2 x.c
+        let (min, arg) = score.min_dim_with_indices(1); // min, arg: [b, 1]
+        ids.push(arg.reshape([b]));
+        best_scores.push(min.reshape([b]));
     }
     (Tensor::cat(ids, 0), Tensor::cat(best_scores, 0))
 }

@@ -175,7 +175,6 @@ pub struct Session {
     /// A preparation a command interrupted: the count before it began, and its seconds so far
     /// (the next one goes on from there, and the two are reported as one).
     prepare_begun: Option<(Option<u64>, f64)>,
-    epochs_here: usize,
 }
 
 impl Session {
@@ -218,7 +217,6 @@ impl Session {
             kernels: None,
             kernels_mark: 0,
             prepare_begun: None,
-            epochs_here: 0,
         }
     }
 
@@ -381,13 +379,7 @@ impl Session {
         };
         let t0 = (self.clock)();
         let total = self.trainer.preparation_stages(self.options.explore);
-        let snapshot = self.status_with(Phase::Preparing { done: 0, total });
-        emit(Update::Status(snapshot.clone()));
-        let mut live = LiveStatus {
-            clock: &self.clock,
-            last: t0,
-            snapshot,
-        };
+        let mut live = self.live(Phase::Preparing { done: 0, total }, emit);
         let prepared = self
             .trainer
             .prepare_kernels(&self.data, self.options.explore, &mut |done, total| {
@@ -580,13 +572,7 @@ impl Session {
         // On an emulated or slow GPU this pass can take minutes: the page says so at once and
         // counts the images embedded.
         let total = self.data.len();
-        let snapshot = self.status_with(Phase::Exploring { done: 0, total });
-        emit(Update::Status(snapshot.clone()));
-        let mut live = LiveStatus {
-            clock: &self.clock,
-            last: (self.clock)(),
-            snapshot,
-        };
+        let mut live = self.live(Phase::Exploring { done: 0, total }, emit);
         let progress = &mut |p: Phase| {
             if let Phase::Embedding { done, total } = p {
                 live.report(Phase::Exploring { done, total }, emit);
@@ -607,25 +593,34 @@ impl Session {
         }
     }
 
+    /// A long unit of work's progress reporter, its first status (`phase`) out at once.
+    fn live(&self, phase: Phase, emit: &mut dyn FnMut(Update)) -> LiveStatus<'_> {
+        let snapshot = self.status_with(phase);
+        emit(Update::Status(snapshot.clone()));
+        LiveStatus {
+            clock: &self.clock,
+            last: (self.clock)(),
+            snapshot,
+        }
+    }
+
     /// The kernels built during the epoch that just ended (after a preparation only).
     async fn count_kernels(&mut self, record: &mut EpochRecord) {
-        if !self.kernels.is_some_and(|k| k.counted) {
-            return;
-        }
-        let now = super::pipelines::settled(self.trainer.device()).await;
-        let Some(counts) = self.kernels.as_mut() else {
+        let Some(mut counts) = self.kernels.filter(|k| k.counted) else {
             return;
         };
+        let now = super::pipelines::settled(self.trainer.device()).await;
         let now = now.unwrap_or(self.kernels_mark);
         let new = now.saturating_sub(self.kernels_mark);
         self.kernels_mark = now;
         record.kernels_built = Some(new);
-        if self.epochs_here == 0 {
+        // The preparation came before any epoch of this session: its first ended just now.
+        if self.epochs_timed == 1 {
             counts.first_epoch += new;
         } else {
             counts.later += new;
         }
-        self.epochs_here += 1;
+        self.kernels = Some(counts);
     }
 
     /// Raw pixels' AMI against the labels and fine labels (computed once per session).

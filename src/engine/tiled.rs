@@ -49,6 +49,19 @@ impl Tiled {
         &self.tiles
     }
 
+    /// The rows in blocks of at most `rows` (none across two tiles), each with the index of
+    /// its first row: what a product over all rows takes one at a time.
+    pub fn row_blocks(&self, rows: usize) -> impl Iterator<Item = (usize, Tensor<2>)> + '_ {
+        let rows = rows.max(1);
+        self.tiles.iter().flat_map(move |(first, tile)| {
+            let m = tile.dims()[0];
+            (0..m).step_by(rows).map(move |start| {
+                let end = (start + rows).min(m);
+                (first + start, tile.clone().slice([start..end, 0..self.d]))
+            })
+        })
+    }
+
     /// [n, d].
     pub fn dims(&self) -> [usize; 2] {
         [self.n, self.d]
@@ -61,7 +74,7 @@ mod tests {
 
     #[test]
     fn tiles_hold_every_row_once_and_none_is_over_the_limit() {
-        // 1,024-d rows: 8,192 of them fill a tile; 20,000 rows make 3 tiles.
+        // 1,024-d rows and a ones column: 8,184 of them fill a tile; 20,000 rows make 3 tiles.
         let (n, d) = (20_000, 1024);
         let host: Vec<f32> = (0..n * d).map(|i| (i % 977) as f32).collect();
         let t = Tiled::from_host(&host, d, true, &Device::flex());
@@ -75,6 +88,21 @@ mod tests {
             next += rows;
         }
         assert_eq!(next, n);
+        // Blocks of 5,000 rows: none across a tile, every row once, in order.
+        let blocks: Vec<(usize, usize)> = t
+            .row_blocks(5000)
+            .map(|(first, b)| (first, b.dims()[0]))
+            .collect();
+        assert_eq!(
+            blocks,
+            [
+                (0, 5000),
+                (5000, 3184),
+                (8184, 5000),
+                (13184, 3184),
+                (16368, 3632)
+            ]
+        );
         let last = t.tiles()[2]
             .1
             .clone()

@@ -330,29 +330,44 @@ fn an_update_that_breaks_the_weights_at_an_epoch_end_is_never_saved() {
     }
 }
 
+/// The 3-epoch tiny run, never paused: the steps a paused or prepared one must equal.
+fn straight_run() -> Vec<pcl_studio::engine::StepRecord> {
+    let mut s = session(&tiny(3), Options::cli(None), fake_clock(0.01), false);
+    ticks(&mut s, 500);
+    s.into_trainer().history
+}
+
+/// The same run as a front end that takes commands drives it: its long work asks between
+/// pieces whether a command came (`asked`), and counts the asking (`heard`).
+fn interruptible(options: Options, asked: &Rc<Cell<bool>>, heard: &Rc<Cell<usize>>) -> Session {
+    let data = data();
+    let mut t = Trainer::new(&tiny(3), &data, &Device::flex()).expect("trainer");
+    let (asked, heard) = (asked.clone(), heard.clone());
+    t.set_interrupt(Some(Rc::new(move || {
+        heard.set(heard.get() + 1);
+        let now = asked.get();
+        Box::pin(async move { now })
+    })));
+    Session::new(t, data, options, fake_clock(0.01), false)
+}
+
+/// The CLI's options with the GPU's preparation (run here on the CPU, where it does the same
+/// work).
+fn with_preparation() -> Options {
+    Options {
+        prepare_kernels: true,
+        ..Options::cli(None)
+    }
+}
+
 #[test]
 fn pause_during_an_e_step_acts_before_the_e_step_ends_and_the_run_goes_on_the_same() {
     // A front end that hears a pause during the E-step (after its first piece of work): the
     // E-step gives way at once, the pause applies on the next tick, and after resuming the
     // E-step runs again from the start and the run equals one that was never paused.
-    let straight = {
-        let mut s = session(&tiny(3), Options::cli(None), fake_clock(0.01), false);
-        ticks(&mut s, 500);
-        s.into_trainer().history
-    };
-    let data = data();
-    let mut t = Trainer::new(&tiny(3), &data, &Device::flex()).expect("trainer");
-    let asked = Rc::new(Cell::new(false));
-    let heard = Rc::new(Cell::new(0usize));
-    {
-        let (asked, heard) = (asked.clone(), heard.clone());
-        t.set_interrupt(Some(Rc::new(move || {
-            heard.set(heard.get() + 1);
-            let now = asked.get();
-            Box::pin(async move { now })
-        })));
-    }
-    let mut s = Session::new(t, data, Options::cli(None), fake_clock(0.01), false);
+    let straight = straight_run();
+    let (asked, heard) = (Rc::new(Cell::new(false)), Rc::new(Cell::new(0usize)));
+    let mut s = interruptible(Options::cli(None), &asked, &heard);
     // Train up to the first E-step (after the one warm-up epoch).
     let mut updates = Vec::new();
     while s.trainer().epoch < 1 {
@@ -391,26 +406,9 @@ fn a_pause_during_the_gpu_preparation_acts_at_once_and_the_run_is_the_run_withou
     // The preparation (run here on the CPU, where it does the same work) on a copy of the run:
     // a pause heard after its first stage stops it; after resuming it runs again, whole, once;
     // and the run's steps equal those of a run that never prepared.
-    let straight = {
-        let mut s = session(&tiny(3), Options::cli(None), fake_clock(0.01), false);
-        ticks(&mut s, 500);
-        s.into_trainer().history
-    };
-    let data = data();
-    let mut t = Trainer::new(&tiny(3), &data, &Device::flex()).expect("trainer");
+    let straight = straight_run();
     let asked = Rc::new(Cell::new(true));
-    {
-        let asked = asked.clone();
-        t.set_interrupt(Some(Rc::new(move || {
-            let now = asked.get();
-            Box::pin(async move { now })
-        })));
-    }
-    let options = Options {
-        prepare_kernels: true,
-        ..Options::cli(None)
-    };
-    let mut s = Session::new(t, data, options, fake_clock(0.01), false);
+    let mut s = interruptible(with_preparation(), &asked, &Rc::new(Cell::new(0)));
     let mut first = Vec::new();
     block_on(s.tick(&mut |u| first.push(u)));
     assert!(s.status().kernels.is_none(), "interrupted: not prepared");
@@ -438,11 +436,7 @@ fn a_pause_during_the_gpu_preparation_acts_at_once_and_the_run_is_the_run_withou
     assert_eq!(prepared, 1, "prepared once, after the resume");
     let counts = s.status().kernels.expect("counts after the preparation");
     let whole = {
-        let options = Options {
-            prepare_kernels: true,
-            ..Options::cli(None)
-        };
-        let mut s = session(&tiny(3), options, fake_clock(0.01), false);
+        let mut s = session(&tiny(3), with_preparation(), fake_clock(0.01), false);
         block_on(s.tick(&mut |_| {}));
         s.status().kernels.expect("prepared").prepare_seconds
     };

@@ -72,9 +72,9 @@ impl Trainer {
     ) -> Result<(), EngineError> {
         let total = self.preparation_stages(explore);
         let mut done = 0;
-        let mut stage = async |done: &mut usize| {
-            *done += 1;
-            progress(*done, total);
+        let mut stage = async || {
+            done += 1;
+            progress(done, total);
             self.interrupted().await
         };
         let mut scratch = self.scratch();
@@ -84,23 +84,23 @@ impl Trainer {
         scratch.clustering = None;
         scratch.queue_ids.fill(None);
         scratch.train_step(data).await?;
-        stage(&mut done).await?;
+        stage().await?;
         scratch.queue_own_key(n);
         scratch.train_step(data).await?;
-        stage(&mut done).await?;
+        stage().await?;
         if self.has_esteps_ahead() {
             scratch.e_step(data, &mut |_: Phase| {}).await?;
-            stage(&mut done).await?;
+            stage().await?;
             scratch.queue_own_key(n);
             scratch.train_step(data).await?;
-            stage(&mut done).await?;
+            stage().await?;
         }
         if explore {
             crate::engine::explore::explore(&scratch, data, &mut |_: Phase| {}).await?;
-            stage(&mut done).await?;
+            stage().await?;
         }
         scratch.save().await?;
-        stage(&mut done).await?;
+        stage().await?;
         Ok(())
     }
 }
