@@ -1,3 +1,6 @@
+//! One file, over 500 lines: every record the engine sends the page, the wire format of both,
+//! with its tests; none holds logic of its own beyond its words.
+//!
 //! The plain records the engine produces and the page shows: no tensor and no burn type, so the
 //! page's build (without the `engine` feature) has them too.
 
