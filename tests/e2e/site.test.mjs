@@ -53,6 +53,9 @@ test('the site works offline after one visit, and a new build replaces the cache
     await page.waitForFunction((v) => document.documentElement.dataset.offline === v, version, { timeout: 120_000 });
     assert.deepEqual(await cacheNames(page), [`pcl-studio-${version}`]);
     assert.equal(await page.evaluate(() => document.querySelector('link[rel=manifest]').getAttribute('href')), 'manifest.webmanifest');
+    // The page fully started (its worker's module compiled and the probe step run) before the
+    // reload: a reload in the middle of the worker's compilation aborts it and logs an error.
+    await waitForProbe(page, 120_000);
 
     // The server gone and the context offline: reload, load the sample set, train to the end.
     port = server.port;
