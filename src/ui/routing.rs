@@ -11,7 +11,7 @@ use web_sys::MessageEvent;
 
 use super::state::{PageState, Recovery};
 use super::{images, js, lessons, link, storage};
-use crate::protocol::{FromWorker, ToWorker};
+use crate::protocol::FromWorker;
 
 thread_local! {
     /// Set when the worker crashed: resume the autosave once the new worker's device is ready.
@@ -89,7 +89,7 @@ fn on_message(state: RwSignal<PageState>, version: RwSignal<usize>, e: MessageEv
         // before the probe step.
         #[cfg(debug_assertions)]
         if ready && js::query_flag("crash-at-start") {
-            link::send_first(&ToWorker::SimulateCrash);
+            link::send_first(&crate::protocol::ToWorker::SimulateCrash);
         }
         link::send_first(&r);
     }
