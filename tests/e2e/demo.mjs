@@ -4,7 +4,8 @@
 // run the epochs each trained in the budget, the page's level AMI and final k-means AMI against
 // raw pixels' AMI, the CLI's AMI, and the page's epochs as a share of the CLI's, for DEMO_RUNS
 // runs (default 1). PCL_BIN: the CLI binary. DEMO_SETTINGS: settings (JSON) over the preset in
-// both, to measure a candidate preset before it is one.
+// both, to measure a candidate preset before it is one. DEMO_DIST: the build to serve (default
+// dist/, the dev build; a release build is what the published site runs).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,7 +22,7 @@ fs.writeFileSync(config, JSON.stringify(settings));
 const mean = (v) => v.reduce((a, b) => a + b, 0) / v.length;
 const sd = (v) => Math.sqrt(v.reduce((a, b) => a + (b - mean(v)) ** 2, 0) / Math.max(1, v.length - 1));
 const rows = [];
-await startServer();
+await startServer(process.env.DEMO_DIST || undefined);
 try {
   for (let run = 1; run <= RUNS; run++) {
     const { browser, page } = await openApp({ webgpu: false, query: '?cpu' });
