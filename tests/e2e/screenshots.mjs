@@ -5,7 +5,13 @@ import path from 'node:path';
 import { openApp, startServer, stopServer, loadSample, waitForProbe, repo } from './harness.mjs';
 
 const out = path.join(repo, 'docs/screenshots');
-const shot = (page, name) => page.screenshot({ path: path.join(out, `${name}.jpg`), type: 'jpeg', quality: 80 });
+// Two animation frames and a pause first: a screenshot straight after a scroll or a resize
+// caught parts of the page not yet repainted (a blank band, a card cut off).
+const shot = async (page, name) => {
+  await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+  await page.waitForTimeout(300);
+  await page.screenshot({ path: path.join(out, `${name}.jpg`), type: 'jpeg', quality: 80 });
+};
 await startServer();
 const { browser, page } = await openApp({ webgpu: false, query: '?cpu' });
 try {
