@@ -1,7 +1,8 @@
 //! The maths of the page's charts and headings, free of any DOM type (tested natively):
-//! scaling, downsampling, the AMI chart's lines, gallery headings, durations.
+//! the frames of the score charts, the AMI chart's lines, gallery headings, durations.
 
 use crate::engine::records::Metrics;
+use crate::ui::axes::{Frame, nice_ticks};
 
 pub fn format_duration(s: f64) -> String {
     let s = s.max(0.0).round() as u64;
@@ -14,33 +15,36 @@ pub fn format_duration(s: f64) -> String {
     }
 }
 
-/// At most `max` points: means of equal runs of `ys` (a chart needs no more than its width).
-pub fn downsample(ys: &[f64], max: usize) -> Vec<f64> {
-    if ys.len() <= max {
-        return ys.to_vec();
-    }
-    let per = ys.len().div_ceil(max);
-    ys.chunks(per)
-        .map(|c| c.iter().sum::<f64>() / c.len() as f64)
-        .collect()
+/// The SVG box of a chart of scores per E-step: legible at the width of the metrics card.
+pub const SCORE_W: f64 = 460.0;
+pub const SCORE_H: f64 = 170.0;
+
+/// A frame over the epochs of `metrics` and round ticks around `values` (scores in 0..1): the
+/// axis shows where the lines lie, so a difference of 0.01 is visible and labelled.
+pub fn score_frame<'a>(
+    metrics: &[Metrics],
+    values: impl IntoIterator<Item = &'a f64>,
+) -> (Frame, Vec<f64>, Vec<f64>) {
+    let (lo, hi) = finite_range(values);
+    let pad = ((hi - lo) * 0.1).max(0.005);
+    let y_ticks = nice_ticks((lo - pad).max(0.0), (hi + pad).min(1.0), 4);
+    let x_max = metrics.iter().map(|m| m.epoch).max().unwrap_or(1).max(1) as f64;
+    let x_ticks = nice_ticks(0.0, x_max, 6);
+    (
+        Frame::new(SCORE_W, SCORE_H, (0.0, x_max), &y_ticks),
+        x_ticks,
+        y_ticks,
+    )
 }
 
-/// SVG polyline points for `ys` over a `w` x `h` box (y up), NaN and infinities skipped; long
-/// series are averaged down to 400 points.
-pub fn polyline(ys: &[f64], w: f64, h: f64, lo: f64, hi: f64) -> String {
-    let ys = &downsample(ys, 400)[..];
-    let n = ys.len().max(2) - 1;
-    let span = (hi - lo).max(1e-12);
-    ys.iter()
-        .enumerate()
-        .filter(|(_, y)| y.is_finite())
-        .map(|(i, y)| {
-            let x = i as f64 / n as f64 * w;
-            let y = h - (y.clamp(lo, hi) - lo) / span * h;
-            format!("{x:.1},{y:.1}")
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+/// `values` (one per entry of `metrics`) as points on the epochs they were measured at.
+pub fn score_points(frame: &Frame, metrics: &[Metrics], values: &[f64]) -> String {
+    let xy: Vec<(f64, f64)> = metrics
+        .iter()
+        .zip(values)
+        .map(|(m, &v)| (m.epoch as f64, v))
+        .collect();
+    frame.points(&xy)
 }
 
 /// One line of the "clusters against labels" chart: per E-step, a level's AMI against the
@@ -203,22 +207,32 @@ mod tests {
     }
 
     #[test]
+    fn a_score_chart_spans_its_epochs_and_ticks_round_values_around_its_lines() {
+        let at = |epoch: usize| Metrics {
+            epoch,
+            ..Default::default()
+        };
+        let metrics = [at(3), at(10), at(37)];
+        let values = [0.262, 0.281, f64::NAN, 0.294];
+        let (frame, x_ticks, y_ticks) = score_frame(&metrics, &values);
+        assert_eq!(frame.x, (0.0, 37.0));
+        assert_eq!(x_ticks.first(), Some(&0.0));
+        assert!(
+            y_ticks[0] <= 0.262 && *y_ticks.last().unwrap() >= 0.294,
+            "{y_ticks:?}"
+        );
+        assert!(
+            y_ticks[0] > 0.2 && y_ticks.len() >= 3,
+            "zoomed in: {y_ticks:?}"
+        );
+        let points = score_points(&frame, &metrics, &[0.262, f64::NAN, 0.294]);
+        assert_eq!(points.split(' ').count(), 2, "{points}");
+        assert!(points.ends_with(&format!("{:.1},{:.1}", frame.sx(37.0), frame.sy(0.294))));
+    }
+
+    #[test]
     fn charts_scale_and_skip_non_finite_values() {
-        assert_eq!(
-            polyline(&[0.0, f64::NAN, 1.0], 10.0, 4.0, 0.0, 1.0),
-            "0.0,4.0 10.0,0.0"
-        );
         assert_eq!(finite_range(&[2.0, f64::INFINITY, 5.0]), (2.0, 5.0));
-        assert_eq!(
-            downsample(&[1.0, 3.0, 5.0, 7.0, 9.0], 3),
-            vec![2.0, 6.0, 9.0]
-        );
-        assert_eq!(
-            polyline(&vec![1.0; 1000], 10.0, 1.0, 0.0, 1.0)
-                .split(' ')
-                .count(),
-            334
-        );
         assert_eq!(format_duration(125.0), "2m 05s");
         assert_eq!(crate::ui::state::Preset::InfoNce.config().proto_weight, 0.0);
     }

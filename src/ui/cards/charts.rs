@@ -3,13 +3,46 @@
 
 use leptos::prelude::*;
 
-use crate::ui::charts::{AmiLine, ami_lines, finite_range, polyline};
+use super::live::axes;
+use crate::engine::records::Metrics;
+use crate::ui::charts::{
+    AmiLine, SCORE_H, SCORE_W, ami_lines, finite_range, score_frame, score_points,
+};
+use crate::ui::state::RunCurve;
 use crate::ui::tiles::PALETTE;
+
+/// kNN accuracy per E-step of every run of this page (earlier runs first), one colour each.
+pub(super) fn knn_chart(curves: &[RunCurve]) -> impl IntoView + use<> {
+    let longest = curves
+        .iter()
+        .max_by_key(|c| c.metrics.iter().map(|m| m.epoch).max().unwrap_or(0))
+        .map_or(&[][..], |c| &c.metrics[..]);
+    let knn: Vec<Vec<f64>> = curves
+        .iter()
+        .map(|c| c.metrics.iter().map(|m| m.report.knn_accuracy).collect())
+        .collect();
+    let (frame, x_ticks, y_ticks) = score_frame(longest, knn.iter().flatten());
+    let lines = curves
+        .iter()
+        .zip(&knn)
+        .enumerate()
+        .map(|(c, (run, values))| {
+            view! { <polyline points=score_points(&frame, &run.metrics, values) stroke=PALETTE[c % 12] /> }
+        })
+        .collect_view();
+    view! {
+        <svg class="chart small" viewBox=format!("0 0 {SCORE_W} {SCORE_H}") role="img" aria-label="kNN accuracy per E-step">
+            {axes(&frame, &x_ticks, &y_ticks, &[], "kNN accuracy")}
+            {lines}
+        </svg>
+    }
+}
 
 /// Each clustering level's AMI against the labels (solid) and the fine labels (dotted) per
 /// E-step, with raw pixels' AMI as a grey line: the clusters should rise above it.
-pub(super) fn ami_chart(metrics: &[crate::engine::records::Metrics]) -> impl IntoView + use<> {
+pub(super) fn ami_chart(metrics: &[Metrics]) -> impl IntoView + use<> {
     let lines = ami_lines(metrics);
+    let (frame, x_ticks, y_ticks) = score_frame(metrics, lines.iter().flat_map(|l| &l.values));
     let style = |line: &AmiLine| {
         let colour = line.level.map_or("#888888", |l| PALETTE[l % 12]);
         let dash = match (line.level, line.fine) {
@@ -23,7 +56,7 @@ pub(super) fn ami_chart(metrics: &[crate::engine::records::Metrics]) -> impl Int
         .iter()
         .map(|line| {
             let (colour, dash) = style(line);
-            view! { <polyline points=polyline(&line.values, 400.0, 100.0, 0.0, 1.0) stroke=colour stroke-dasharray=dash /> }
+            view! { <polyline points=score_points(&frame, metrics, &line.values) stroke=colour stroke-dasharray=dash /> }
         })
         .collect_view();
     let legend = lines
@@ -37,7 +70,9 @@ pub(super) fn ami_chart(metrics: &[crate::engine::records::Metrics]) -> impl Int
     (!lines.is_empty()).then(|| {
         view! {
             <h4>"Clusters against the labels: AMI of each level after every E-step"</h4>
-            <svg class="chart small" viewBox="0 0 400 100" data-testid="ami-chart" data-lines=lines.len().to_string()>
+            <svg class="chart small" viewBox=format!("0 0 {SCORE_W} {SCORE_H}") data-testid="ami-chart" data-lines=lines.len().to_string()
+                role="img" aria-label="AMI of each level per E-step">
+                {axes(&frame, &x_ticks, &y_ticks, &[], "AMI")}
                 {drawn}
             </svg>
             <p class="legend">{legend}</p>

@@ -4,10 +4,10 @@
 use leptos::prelude::*;
 use web_sys::HtmlCanvasElement;
 
-use super::charts::{ami_chart, level_histograms};
+use super::charts::{ami_chart, knn_chart, level_histograms};
 use crate::engine::records::ExploreReport;
 use crate::protocol::ToWorker;
-use crate::ui::charts::{finite_range, level_heading, polyline};
+use crate::ui::charts::{finite_range, level_heading};
 use crate::ui::link::send;
 use crate::ui::state::PageState;
 use crate::ui::tiles::{PALETTE, Tiles, context_2d};
@@ -302,12 +302,7 @@ fn Metrics(state: RwSignal<PageState>) -> impl IntoView {
                     )}</p>
                     <p>{m.level_ami.iter().zip(&m.level_nmi).enumerate().map(|(l, (a, n))| format!(
                         "level {}: AMI {a:.3} NMI {n:.3}; ", l + 1)).collect::<String>()}</p>
-                    <svg class="chart small" viewBox="0 0 400 100">
-                        {curves.iter().enumerate().map(|(c, run)| {
-                            let knn: Vec<f64> = run.metrics.iter().map(|m| m.report.knn_accuracy).collect();
-                            view! { <polyline points=polyline(&knn, 400.0, 100.0, 0.0, 1.0) stroke=PALETTE[c % 12] /> }
-                        }).collect_view()}
-                    </svg>
+                    {knn_chart(curves)}
                     <p class="legend">"kNN accuracy per E-step: "
                         {curves.iter().enumerate().map(|(c, run)| view! {
                             <span><span style=format!("color:{}", PALETTE[c % 12]) aria-hidden="true">"■"</span>{format!(" {} ", run.label)}</span>

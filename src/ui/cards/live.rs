@@ -54,7 +54,7 @@ struct Series {
 }
 
 /// Axes, gridlines, E-step markers and the hover line of a chart in `frame`.
-fn axes(
+pub(super) fn axes(
     frame: &Frame,
     x_ticks: &[f64],
     y_ticks: &[f64],
