@@ -19,16 +19,21 @@ pub fn format_duration(s: f64) -> String {
 pub const SCORE_W: f64 = 460.0;
 pub const SCORE_H: f64 = 170.0;
 
-/// A frame over the epochs of `metrics` and round ticks around `values` (scores in 0..1): the
-/// axis shows where the lines lie, so a difference of 0.01 is visible and labelled.
-pub fn score_frame<'a>(
-    metrics: &[Metrics],
+/// A frame over epochs 0 to the last of `metrics` and round ticks around `values` (scores in
+/// 0..1): the axis shows where the lines lie, so a difference of 0.01 is visible and labelled.
+pub fn score_frame<'a, 'b>(
+    metrics: impl IntoIterator<Item = &'b Metrics>,
     values: impl IntoIterator<Item = &'a f64>,
 ) -> (Frame, Vec<f64>, Vec<f64>) {
     let (lo, hi) = finite_range(values);
     let pad = ((hi - lo) * 0.1).max(0.005);
     let y_ticks = nice_ticks((lo - pad).max(0.0), (hi + pad).min(1.0), 4);
-    let x_max = metrics.iter().map(|m| m.epoch).max().unwrap_or(1).max(1) as f64;
+    let x_max = metrics
+        .into_iter()
+        .map(|m| m.epoch)
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
     let x_ticks = nice_ticks(0.0, x_max, 6);
     (
         Frame::new(SCORE_W, SCORE_H, (0.0, x_max), &y_ticks),

@@ -1,27 +1,72 @@
-//! Charts drawn as SVG from plain numbers: the AMI of each level against pixels, cluster sizes
-//! and concentrations.
+//! Charts drawn as SVG from plain numbers: the axes every chart shares, kNN accuracy and the AMI
+//! of each level against pixels per E-step, cluster sizes and concentrations.
 
 use leptos::prelude::*;
 
-use super::live::axes;
 use crate::engine::records::Metrics;
+use crate::ui::axes::{Frame, tick_label};
 use crate::ui::charts::{
     AmiLine, SCORE_H, SCORE_W, ami_lines, finite_range, score_frame, score_points,
 };
 use crate::ui::state::RunCurve;
 use crate::ui::tiles::PALETTE;
 
+/// Axes, gridlines, E-step markers and the hover line of a chart in `frame`.
+pub(super) fn axes(
+    frame: &Frame,
+    x_ticks: &[f64],
+    y_ticks: &[f64],
+    esteps: &[f64],
+    y_name: &str,
+) -> impl IntoView + use<> {
+    let f = frame.clone();
+    let grid = y_ticks
+        .iter()
+        .map(|&y| {
+            let py = f.sy(y);
+            view! {
+                <line class="grid" x1=f.left x2=f.w - f.right y1=py y2=py />
+                <text class="tick" data-testid="tick" x=f.left - 4.0 y=py + 4.0 text-anchor="end">{tick_label(y, y_ticks)}</text>
+            }
+        })
+        .collect_view();
+    let xs = x_ticks
+        .iter()
+        .filter(|&&x| x <= f.x.1 + 1e-9)
+        .map(|&x| {
+            let px = f.sx(x);
+            view! {
+                <line class="axis" x1=px x2=px y1=f.h - f.bottom y2=f.h - f.bottom + 4.0 />
+                <text class="tick" data-testid="tick" x=px y=f.h - f.bottom + 15.0 text-anchor="middle">{tick_label(x, x_ticks)}</text>
+            }
+        })
+        .collect_view();
+    let marks = esteps
+        .iter()
+        .map(|&e| {
+            let px = f.sx(e);
+            view! { <line class="estep" data-testid="estep-mark" x1=px x2=px y1=f.top y2=f.h - f.bottom /> }
+        })
+        .collect_view();
+    view! {
+        {grid}
+        <line class="axis" x1=f.left x2=f.w - f.right y1=f.h - f.bottom y2=f.h - f.bottom />
+        <line class="axis" x1=f.left x2=f.left y1=f.top y2=f.h - f.bottom />
+        {xs}
+        {marks}
+        <text class="axis-name" x=f.w - f.right y=f.h - 2.0 text-anchor="end">"epoch"</text>
+        <text class="axis-name" x=f.left + 4.0 y=f.top - 5.0>{y_name.to_string()}</text>
+    }
+}
+
 /// kNN accuracy per E-step of every run of this page (earlier runs first), one colour each.
 pub(super) fn knn_chart(curves: &[RunCurve]) -> impl IntoView + use<> {
-    let longest = curves
-        .iter()
-        .max_by_key(|c| c.metrics.iter().map(|m| m.epoch).max().unwrap_or(0))
-        .map_or(&[][..], |c| &c.metrics[..]);
     let knn: Vec<Vec<f64>> = curves
         .iter()
         .map(|c| c.metrics.iter().map(|m| m.report.knn_accuracy).collect())
         .collect();
-    let (frame, x_ticks, y_ticks) = score_frame(longest, knn.iter().flatten());
+    let all = curves.iter().flat_map(|c| &c.metrics);
+    let (frame, x_ticks, y_ticks) = score_frame(all, knn.iter().flatten());
     let lines = curves
         .iter()
         .zip(&knn)

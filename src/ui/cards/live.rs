@@ -4,11 +4,12 @@
 
 use leptos::prelude::*;
 
+use super::charts::axes;
 use super::explore::{draw_map, prototype_images};
 use super::train::RunButtons;
 use crate::engine::StepRecord;
 use crate::protocol::RunState;
-use crate::ui::axes::{Frame, nearest_step, nice_ticks, step_epoch, tick_label};
+use crate::ui::axes::{Frame, nearest_step, nice_ticks, step_epoch};
 use crate::ui::state::PageState;
 use crate::ui::tiles::Tiles;
 
@@ -51,54 +52,6 @@ struct Series {
     name: &'static str,
     colour: &'static str,
     points: Vec<(f64, f64)>,
-}
-
-/// Axes, gridlines, E-step markers and the hover line of a chart in `frame`.
-pub(super) fn axes(
-    frame: &Frame,
-    x_ticks: &[f64],
-    y_ticks: &[f64],
-    esteps: &[f64],
-    y_name: &str,
-) -> impl IntoView + use<> {
-    let f = frame.clone();
-    let grid = y_ticks
-        .iter()
-        .map(|&y| {
-            let py = f.sy(y);
-            view! {
-                <line class="grid" x1=f.left x2=f.w - f.right y1=py y2=py />
-                <text class="tick" data-testid="tick" x=f.left - 4.0 y=py + 4.0 text-anchor="end">{tick_label(y, y_ticks)}</text>
-            }
-        })
-        .collect_view();
-    let xs = x_ticks
-        .iter()
-        .filter(|&&x| x <= f.x.1 + 1e-9)
-        .map(|&x| {
-            let px = f.sx(x);
-            view! {
-                <line class="axis" x1=px x2=px y1=f.h - f.bottom y2=f.h - f.bottom + 4.0 />
-                <text class="tick" data-testid="tick" x=px y=f.h - f.bottom + 15.0 text-anchor="middle">{tick_label(x, x_ticks)}</text>
-            }
-        })
-        .collect_view();
-    let marks = esteps
-        .iter()
-        .map(|&e| {
-            let px = f.sx(e);
-            view! { <line class="estep" data-testid="estep-mark" x1=px x2=px y1=f.top y2=f.h - f.bottom /> }
-        })
-        .collect_view();
-    view! {
-        {grid}
-        <line class="axis" x1=f.left x2=f.w - f.right y1=f.h - f.bottom y2=f.h - f.bottom />
-        <line class="axis" x1=f.left x2=f.left y1=f.top y2=f.h - f.bottom />
-        {xs}
-        {marks}
-        <text class="axis-name" x=f.w - f.right y=f.h - 2.0 text-anchor="end">"epoch"</text>
-        <text class="axis-name" x=f.left + 4.0 y=f.top - 5.0>{y_name.to_string()}</text>
-    }
 }
 
 /// A chart of `series` over the epochs `0..x_max` with E-steps at `esteps`; `hover` is the
