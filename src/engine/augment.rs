@@ -17,8 +17,11 @@ use burn::tensor::ops::{ConvOptions, GridSampleOptions, GridSamplePaddingMode, I
 
 use super::config::Augmentation;
 use super::error::EngineError;
+use super::model::on_cpu;
 use super::params::read_all;
 use super::rng::Rng;
+
+mod host;
 
 /// Per-channel mean and std of natural images (ImageNet), the usual input normalisation.
 pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -218,22 +221,11 @@ fn blur(x: Tensor<4>, sigmas: &[f32]) -> Tensor<4> {
     }
     let device = x.device();
     let [n, c, h, w] = x.dims();
-    let k = (h / 10) | 1; // odd, about a tenth of the image as in MoCo v2
+    let k = (h / 10) | 1; // blur_kernel's width
     let half = k / 2;
     let mut weights = Vec::with_capacity(n * c * k);
     for &sigma in sigmas {
-        let kernel: Vec<f32> = if sigma == 0.0 {
-            (0..k).map(|i| if i == half { 1.0 } else { 0.0 }).collect()
-        } else {
-            let raw: Vec<f32> = (0..k)
-                .map(|i| {
-                    let d = i as f32 - half as f32;
-                    (-d * d / (2.0 * sigma * sigma)).exp()
-                })
-                .collect();
-            let sum: f32 = raw.iter().sum();
-            raw.into_iter().map(|v| v / sum).collect()
-        };
+        let kernel = blur_kernel(sigma, h);
         for _ in 0..c {
             weights.extend_from_slice(&kernel);
         }
@@ -254,6 +246,45 @@ fn blur(x: Tensor<4>, sigmas: &[f32]) -> Tensor<4> {
         ConvOptions::new([1, 1], [half, 0], [1, 1], n * c),
     );
     y.reshape([n, c, h, w])
+}
+
+/// One image's blur kernel at `size` px: odd, about a tenth of the image wide (as in MoCo v2),
+/// normalised; sigma 0 keeps the image.
+fn blur_kernel(sigma: f32, size: usize) -> Vec<f32> {
+    let k = (size / 10) | 1;
+    let half = k / 2;
+    if sigma == 0.0 {
+        return (0..k).map(|i| if i == half { 1.0 } else { 0.0 }).collect();
+    }
+    let raw: Vec<f32> = (0..k)
+        .map(|i| {
+            let d = i as f32 - half as f32;
+            (-d * d / (2.0 * sigma * sigma)).exp()
+        })
+        .collect();
+    let sum: f32 = raw.iter().sum();
+    raw.into_iter().map(|v| v / sum).collect()
+}
+
+/// A training step's two views of the stored images `pixels` (RGB, `side` px), [n, 3, s, s]
+/// each, normalised, on `device`: on the CPU computed on the host ([`host::view`]), elsewhere
+/// with the tensor ops of [`augment`]. The same views either way (host.rs's test).
+pub fn pair_views(
+    pixels: &[&[u8]],
+    side: usize,
+    params: &[ViewParams; 2],
+    out_size: usize,
+    device: &Device,
+) -> [Tensor<4>; 2] {
+    let shape = [pixels.len(), 3, out_size, out_size];
+    if on_cpu(device) {
+        return params.each_ref().map(|p| {
+            let v = host::view(pixels, side, p, out_size);
+            Tensor::from_data(TensorData::new(v, shape), device)
+        });
+    }
+    let x = upload(pixels, side, device); // x: [n, 3, S, S]
+    params.each_ref().map(|p| augment(x.clone(), p, out_size))
 }
 
 /// The un-augmented view: centre crop `out_size` of [n, 3, S, S], normalised.
@@ -286,14 +317,12 @@ pub async fn view_pairs(
     if n == 0 {
         return Ok(Vec::new());
     }
-    let x = upload(pixels, side, device); // x: [n, 3, S, S]
-    let [p1, p2] = ViewParams::pair(&mut Rng::new(seed), n, aug, out_size);
+    let params = ViewParams::pair(&mut Rng::new(seed), n, aug, out_size);
     let plane = out_size * out_size;
     let flat = |v: Tensor<4>| denormalize(v).reshape([n * 3 * plane]); // [n*3*s*s] in [0, 1]
-    let read = read_all(vec![
-        flat(augment(x.clone(), &p1, out_size)),
-        flat(augment(x, &p2, out_size)),
-    ])
+    let read = read_all(Vec::from(
+        pair_views(pixels, side, &params, out_size, device).map(flat),
+    ))
     .await?;
     let rgb = |v: &[f32], i: usize| -> Vec<u8> {
         let base = i * 3 * plane;

@@ -30,7 +30,8 @@ pub use norm::{
 };
 use norm::{Norm, groups_for, norm_relu};
 pub(crate) use norm::{chunks_for, mean_stats};
-use rows::{CPU_SLICE_PIXELS, on_cpu};
+use rows::CPU_SLICE_PIXELS;
+pub(crate) use rows::on_cpu;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EncoderConfig {

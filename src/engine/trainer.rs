@@ -8,7 +8,7 @@ use std::rc::Rc;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::augment::{ViewParams, augment, upload};
+use super::augment::{ViewParams, pair_views};
 use super::config::{PclConfig, ProtoMode};
 use super::data::Dataset;
 use super::error::EngineError;
@@ -363,9 +363,8 @@ impl Trainer {
         let steps = self.steps_per_epoch(n);
         let idx = self.next_batch(n); // [b] image ids
         let imgs: Vec<&[u8]> = idx.iter().map(|&i| data.image(i)).collect();
-        let x = upload(&imgs, data.side, &self.device); // x: [b, 3, S, S]
-        let [p1, p2] = ViewParams::pair(&mut self.rng, b, &self.config.aug(), s);
-        let (v1, v2) = (augment(x.clone(), &p1, s), augment(x, &p2, s)); // [b, 3, s, s] each
+        let params = ViewParams::pair(&mut self.rng, b, &self.config.aug(), s);
+        let [v1, v2] = pair_views(&imgs, data.side, &params, s, &self.device); // [b, 3, s, s] each
         // Shuffled BN: the key batch permuted across BatchNorm chunks, so that no query meets
         // its key in the same statistics.
         let perm = shuffle_for_bn(b, self.config.bn_chunks, &mut self.rng); // [b]

@@ -88,7 +88,7 @@ pub fn norm_relu(
 /// In training mode with BatchNorm a slice holds whole chunks (their statistics couple images).
 pub(super) const CPU_SLICE_PIXELS: usize = 64 * 32 * 32;
 
-pub(super) fn on_cpu(device: &Device) -> bool {
+pub(crate) fn on_cpu(device: &Device) -> bool {
     // burn's dispatch device has no "is CPU" query; its Debug names the backend, also when
     // wrapped for autodiff.
     format!("{device:?}").contains("Flex")
