@@ -67,32 +67,6 @@ fn argmax(v: &[f64]) -> usize {
     best
 }
 
-/// ln Gamma(x) for x > 0 (Lanczos, g = 7, 9 terms; ~1e-15 relative).
-pub fn ln_gamma(x: f64) -> f64 {
-    const G: [f64; 9] = [
-        0.999_999_999_999_809_9,
-        676.520_368_121_885_1,
-        -1_259.139_216_722_402_8,
-        771.323_428_777_653_1,
-        -176.615_029_162_140_6,
-        12.507_343_278_686_905,
-        -0.138_571_095_265_720_12,
-        9.984_369_578_019_572e-6,
-        1.505_632_735_149_311_6e-7,
-    ];
-    if x < 0.5 {
-        let pi = std::f64::consts::PI;
-        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
-    }
-    let x = x - 1.0;
-    let mut a = G[0];
-    let t = x + 7.5;
-    for (i, g) in G.iter().enumerate().skip(1) {
-        a += g / (x + i as f64);
-    }
-    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
-}
-
 struct Contingency {
     n: f64,
     a: Vec<f64>,
@@ -148,25 +122,29 @@ fn mutual_info(c: &Contingency) -> f64 {
 }
 
 /// Expected mutual information of two labelings with these marginals under the permutation
-/// model (Vinh et al. 2010), as scikit-learn computes it.
+/// model (Vinh et al. 2010), as scikit-learn computes it. Its terms take ln k! from one table
+/// (a running sum of logs, exact to about 1e-12 here) instead of nine Lanczos ln Gamma calls
+/// each: the page scores every E-step's levels against the labels and the fine labels, and
+/// those calls were a twentieth of its epoch.
 fn expected_mutual_info(c: &Contingency) -> f64 {
     let n = c.n;
-    let lg = ln_gamma;
+    let total = n as usize;
+    let mut lf = Vec::with_capacity(total + 1); // lf[k] = ln k!
+    lf.push(0.0f64);
+    for k in 1..=total {
+        lf.push(lf[k - 1] + (k as f64).ln());
+    }
     let mut emi = 0.0;
     for &ai in &c.a {
         for &bj in &c.b {
-            let start = (ai + bj - n).max(1.0) as usize;
-            let end = ai.min(bj) as usize;
-            for nij in start..=end {
-                let nij = nij as f64;
-                let term2 = (n * nij).ln() - ai.ln() - bj.ln();
-                let gln = lg(ai + 1.0) + lg(bj + 1.0) + lg(n - ai + 1.0) + lg(n - bj + 1.0)
-                    - lg(nij + 1.0)
-                    - lg(n + 1.0)
-                    - lg(ai - nij + 1.0)
-                    - lg(bj - nij + 1.0)
-                    - lg(n - ai - bj + nij + 1.0);
-                emi += nij / n * term2 * gln.exp();
+            let (a, b) = (ai as usize, bj as usize);
+            let start = (a + b).saturating_sub(total).max(1);
+            let fixed = lf[a] + lf[b] + lf[total - a] + lf[total - b] - lf[total];
+            let base = n.ln() - ai.ln() - bj.ln();
+            for nij in start..=a.min(b) {
+                let gln = fixed - lf[nij] - lf[a - nij] - lf[b - nij] - lf[total + nij - a - b];
+                let x = nij as f64;
+                emi += x / n * (base + x.ln()) * gln.exp();
             }
         }
     }
@@ -229,35 +207,40 @@ pub fn linear_probe(feats: &[f32], d: usize, labels: &[u32], seed: u64) -> f64 {
         .iter()
         .map(|v| (v / train.len() as f64).sqrt().max(1e-6))
         .collect();
-    let x = |i: usize, t: usize| (feats[i * d + t] as f64 - mean[t]) / std[t];
+    // Standardised once, with a constant 1 for the bias: [n, d + 1]. The loop below reads every
+    // value 600 times; as rows of one slice its products vectorise.
+    let dp = d + 1;
+    let mut xs = vec![1f64; n * dp];
+    for (i, row) in xs.chunks_exact_mut(dp).enumerate() {
+        for (t, v) in row[..d].iter_mut().enumerate() {
+            *v = (feats[i * d + t] as f64 - mean[t]) / std[t];
+        }
+    }
+    let row = |i: usize| &xs[i * dp..(i + 1) * dp];
     let (mut w, mut m1, mut m2) = (
-        vec![0f64; (d + 1) * classes],
-        vec![0f64; (d + 1) * classes],
-        vec![0f64; (d + 1) * classes],
+        vec![0f64; dp * classes],
+        vec![0f64; dp * classes],
+        vec![0f64; dp * classes],
     );
     let (lr, b1, b2, l2) = (0.05, 0.9, 0.999, 1e-4);
-    let logits = |w: &[f64], i: usize| -> Vec<f64> {
-        (0..classes)
-            .map(|c| {
-                let row = &w[c * (d + 1)..(c + 1) * (d + 1)];
-                row[d] + (0..d).map(|t| row[t] * x(i, t)).sum::<f64>()
-            })
-            .collect()
+    let logits = |w: &[f64], x: &[f64], z: &mut [f64]| {
+        for (zc, wc) in z.iter_mut().zip(w.chunks_exact(dp)) {
+            *zc = dot(wc, x);
+        }
     };
+    let mut z = vec![0f64; classes];
+    let mut g = vec![0f64; dp * classes];
     for step in 1..=300 {
-        let mut g = vec![0f64; (d + 1) * classes];
+        g.fill(0.0);
         for &i in &train {
-            let z = logits(&w, i);
+            let x = row(i);
+            logits(&w, x, &mut z);
             let mx = z.iter().cloned().fold(f64::MIN, f64::max);
-            let e: Vec<f64> = z.iter().map(|v| (v - mx).exp()).collect();
-            let s: f64 = e.iter().sum();
-            for c in 0..classes {
-                let p = e[c] / s - (labels[i] as usize == c) as usize as f64;
-                let row = &mut g[c * (d + 1)..(c + 1) * (d + 1)];
-                for (t, r) in row[..d].iter_mut().enumerate() {
-                    *r += p * x(i, t);
-                }
-                row[d] += p;
+            z.iter_mut().for_each(|v| *v = (*v - mx).exp());
+            let s: f64 = z.iter().sum();
+            for (c, gc) in g.chunks_exact_mut(dp).enumerate() {
+                let p = z[c] / s - (labels[i] as usize == c) as usize as f64;
+                gc.iter_mut().zip(x).for_each(|(r, v)| *r += p * v);
             }
         }
         let scale = 1.0 / train.len() as f64;
@@ -272,9 +255,31 @@ pub fn linear_probe(feats: &[f32], d: usize, labels: &[u32], seed: u64) -> f64 {
     }
     let correct = test
         .iter()
-        .filter(|&&i| argmax(&logits(&w, i)) == labels[i] as usize)
+        .filter(|&&i| {
+            logits(&w, row(i), &mut z);
+            argmax(&z) == labels[i] as usize
+        })
         .count();
     correct as f64 / test.len() as f64
+}
+
+/// a . b in four running sums (which the compiler keeps in SIMD lanes; one sum in order
+/// would not vectorise).
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..4 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
 /// First two principal components of the rows of `x` [n, d] (power iteration with deflation),

@@ -119,7 +119,7 @@ impl Options {
             checkpoint_every_s: 2.0,
             report_every_s: 0.1,
             explore: true,
-            explore_share: 0.1,
+            explore_share: 0.05,
             eval_every: None,
             prepare_kernels: false,
         }
