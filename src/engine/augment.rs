@@ -28,7 +28,7 @@ pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// Random parameters for one view of a batch.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ViewParams {
     /// Crop centre (x, y) and half-extent (x, y) in the input's [-1, 1] coordinates; a negative
     /// x half-extent flips horizontally.
@@ -86,6 +86,67 @@ impl ViewParams {
         }
         p
     }
+
+    /// What the tensor path decides for the whole batch: whether any image shifts its hue or
+    /// is blurred (see [`host::view`]).
+    pub fn batch_wide(&self) -> BatchWide {
+        BatchWide {
+            hue: self.hue.iter().any(|&h| h != 0.0),
+            blur: self.blur_sigma.iter().any(|&x| x != 0.0),
+        }
+    }
+
+    /// The parameters of the images `rows`, in that order.
+    pub fn select(&self, rows: impl IntoIterator<Item = usize>) -> Self {
+        let mut p = Self::default();
+        for i in rows {
+            p.crop.push(self.crop[i]);
+            p.brightness.push(self.brightness[i]);
+            p.contrast.push(self.contrast[i]);
+            p.saturation.push(self.saturation[i]);
+            p.hue.push(self.hue[i]);
+            p.blur_sigma.push(self.blur_sigma[i]);
+        }
+        p
+    }
+
+    /// As plain floats, [`ViewParams::FLOATS`] per image (crop, brightness, contrast,
+    /// saturation, hue, blur), for a message.
+    pub fn to_floats(&self) -> Vec<f32> {
+        (0..self.crop.len())
+            .flat_map(|i| {
+                let c = self.crop[i];
+                [
+                    c[0],
+                    c[1],
+                    c[2],
+                    c[3],
+                    self.brightness[i],
+                    self.contrast[i],
+                    self.saturation[i],
+                    self.hue[i],
+                    self.blur_sigma[i],
+                ]
+            })
+            .collect()
+    }
+
+    /// The inverse of [`ViewParams::to_floats`] (`floats` a whole number of images).
+    pub fn from_floats(floats: &[f32]) -> Self {
+        let mut p = Self::default();
+        for f in floats.chunks_exact(Self::FLOATS) {
+            p.crop.push([f[0], f[1], f[2], f[3]]);
+            p.brightness.push(f[4]);
+            p.contrast.push(f[5]);
+            p.saturation.push(f[6]);
+            p.hue.push(f[7]);
+            p.blur_sigma.push(f[8]);
+        }
+        p
+    }
+
+    /// Floats per image in [`ViewParams::to_floats`].
+    pub const FLOATS: usize = 9;
 
     /// The two views' parameters of a training step, in the order the step draws them.
     pub fn pair(rng: &mut Rng, n: usize, aug: &Augmentation, out_size: usize) -> [Self; 2] {
@@ -266,6 +327,27 @@ fn blur_kernel(sigma: f32, size: usize) -> Vec<f32> {
     raw.into_iter().map(|v| v / sum).collect()
 }
 
+/// What the tensor path does to a whole batch or not at all: the hue matrix (which at 0 is
+/// the identity only to about 2e-3) and the blur. A part of a batch computed elsewhere takes
+/// the whole batch's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BatchWide {
+    pub hue: bool,
+    pub blur: bool,
+}
+
+/// One view of the stored images `pixels` (RGB, `side` px) computed on the host: normalised
+/// [n, 3, s, s] row-major, `wide` as for the batch they belong to ([`ViewParams::batch_wide`]).
+pub fn host_view(
+    pixels: &[&[u8]],
+    side: usize,
+    p: &ViewParams,
+    out_size: usize,
+    wide: BatchWide,
+) -> Vec<f32> {
+    host::view(pixels, side, p, out_size, wide)
+}
+
 /// A training step's two views of the stored images `pixels` (RGB, `side` px), [n, 3, s, s]
 /// each, normalised, on `device`: on the CPU computed on the host ([`host::view`]), elsewhere
 /// with the tensor ops of [`augment`]. The same views either way (host.rs's test).
@@ -279,7 +361,7 @@ pub fn pair_views(
     let shape = [pixels.len(), 3, out_size, out_size];
     if on_cpu(device) {
         return params.each_ref().map(|p| {
-            let v = host::view(pixels, side, p, out_size);
+            let v = host::view(pixels, side, p, out_size, p.batch_wide());
             Tensor::from_data(TensorData::new(v, shape), device)
         });
     }

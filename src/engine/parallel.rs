@@ -32,11 +32,12 @@ pub use wire::{
     JobHeader, JobLevel, KeysHeader, KeysResult, ResultHeader, SliceJob, SliceResult, param_sizes,
 };
 
+use super::augment::{BatchWide, ViewParams, host_view, pair_views};
 use super::config::PclConfig;
 use super::error::EngineError;
 use super::kmeans::Level;
 use super::loss::{LossInputs, ProtoLevel, pcl_loss};
-use super::model::{BatchStats, Encoder, mean_stats, shuffled, unshuffled};
+use super::model::{BatchStats, Encoder, mean_stats, on_cpu, shuffled, unshuffled};
 use super::params::{flat_grads, flat_params, read_all};
 
 /// A helper's answer, when it comes.
@@ -93,11 +94,101 @@ pub fn chunks_in(b: usize, chunks: usize, rows: usize) -> usize {
     super::model::chunks_for(b, chunks) * rows / b.max(1)
 }
 
+/// A step's two views (the queries', the keys'), made where they are needed. On the CPU they
+/// are made on the host from the stored pixels, each worker its own rows: a helper makes its
+/// part's from the pixels in its job while the trainer makes its own, instead of waiting for
+/// the trainer to make the whole batch's. On a GPU, tensors of the whole batch.
+// One per step, made once and never moved in a loop: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Views<'a> {
+    /// The queries' and the keys' [b, 3, s, s], batch order.
+    Tensors([Tensor<4>; 2]),
+    Host {
+        pixels: Vec<&'a [u8]>,
+        side: usize,
+        params: [ViewParams; 2],
+        size: usize,
+        device: Device,
+    },
+}
+
+impl<'a> Views<'a> {
+    /// The views of the stored images `pixels` (RGB, `side` px) drawn with `params` (queries',
+    /// keys'), `size` px, on `device`.
+    pub fn new(
+        pixels: Vec<&'a [u8]>,
+        side: usize,
+        params: [ViewParams; 2],
+        size: usize,
+        device: &Device,
+    ) -> Self {
+        if on_cpu(device) {
+            return Views::Host {
+                pixels,
+                side,
+                params,
+                size,
+                device: device.clone(),
+            };
+        }
+        Views::Tensors(pair_views(&pixels, side, &params, size, device))
+    }
+
+    /// The queries' views of the batch rows `rows`: [rows, 3, s, s].
+    pub fn query(&self, rows: Range<usize>) -> Tensor<4> {
+        match self {
+            Views::Tensors(v) => v[0].clone().narrow(0, rows.start, rows.len()),
+            Views::Host { .. } => self.host(0, rows.collect()),
+        }
+    }
+
+    /// The keys' views of the whole batch, batch order: [b, 3, s, s].
+    pub fn keys(&self, b: usize) -> Tensor<4> {
+        match self {
+            Views::Tensors(v) => v[1].clone(),
+            Views::Host { .. } => self.host(1, (0..b).collect()),
+        }
+    }
+
+    /// The keys' views at the places `at` of the shuffled batch (image `perm[j]` at j).
+    pub fn keys_shuffled(&self, perm: &[usize], at: Range<usize>) -> Tensor<4> {
+        match self {
+            Views::Tensors(v) => {
+                shuffled(v[1].clone(), perm).narrow(0, at.start, at.len()) // [rows, 3, s, s]
+            }
+            Views::Host { .. } => self.host(1, perm[at].to_vec()),
+        }
+    }
+
+    /// View `which` (0 queries, 1 keys) of the batch rows `rows`, made on the host.
+    fn host(&self, which: usize, rows: Vec<usize>) -> Tensor<4> {
+        let Views::Host {
+            pixels,
+            side,
+            params,
+            size,
+            device,
+        } = self
+        else {
+            unreachable!("only host views are made here")
+        };
+        let p = &params[which];
+        let images: Vec<&[u8]> = rows.iter().map(|&i| pixels[i]).collect();
+        let v = host_view(
+            &images,
+            *side,
+            &p.select(rows.iter().copied()),
+            *size,
+            p.batch_wide(),
+        );
+        Tensor::from_data(TensorData::new(v, [rows.len(), 3, *size, *size]), device)
+    }
+}
+
 /// A training batch as the loss needs it, on the device.
-pub struct Batch {
-    pub views: Tensor<4>,                // [b, 3, s, s]: the queries' views
-    pub key_views: Tensor<4>,            // [b, 3, s, s]: the keys' views
-    pub perm: Vec<usize>,                // [b]: the key batch's shuffle across BatchNorm chunks
+pub struct Batch<'a> {
+    pub views: Views<'a>,
+    pub perm: Vec<usize>, // [b]: the key batch's shuffle across BatchNorm chunks
     pub masked: Option<Tensor<2, Bool>>, // [b, r]: queue rows that are no negative of a row
     /// Per prototype level in use: the batch's clusters [b] and (sampled mode) the negative
     /// prototypes shared by the batch.
@@ -133,7 +224,7 @@ pub struct Gradients {
 /// one per worker, summed here.
 pub async fn gradients(
     m: &StepModels<'_>,
-    batch: &Batch,
+    batch: &Batch<'_>,
     helpers: Option<&Rc<dyn Helpers>>,
 ) -> Result<Gradients, EngineError> {
     let b = batch.perm.len();
@@ -158,7 +249,7 @@ pub async fn gradients(
         // No helpers, or one failed in the key pass: the whole step runs here.
         let (k, stats) = m
             .key
-            .forward_shuffled(batch.key_views.clone(), chunks, &batch.perm); // k: [b, d], no gradient
+            .forward_shuffled(batch.views.keys(b), chunks, &batch.perm); // k: [b, d], no gradient
         (k, stats, Vec::new())
     });
     let parts = if pending.is_empty() {
@@ -170,7 +261,7 @@ pub async fn gradients(
     let inputs = |rows: Range<usize>| -> LossInputs {
         let n = rows.len();
         LossInputs {
-            views: batch.views.clone().narrow(0, rows.start, n),
+            views: batch.views.query(rows.clone()),
             keys: keys.clone().narrow(0, rows.start, n),
             queue: m.queue.clone(),
             masked: batch.masked.clone().map(|x| x.narrow(0, rows.start, n)),
@@ -261,13 +352,12 @@ async fn shared_keys(
     m: &StepModels<'_>,
     helpers: &Rc<dyn Helpers>,
     parts: &[Range<usize>],
-    batch: &Batch,
+    batch: &Batch<'_>,
 ) -> Result<Result<SharedKeys, String>, EngineError> {
     let b = batch.perm.len();
     let d = m.config.feature_dim;
-    let device = batch.views.device();
-    let key_views = shuffled(batch.key_views.clone(), &batch.perm); // [b, 3, s, s]
-    let jobs = jobs(m, batch, &parts[1..], &key_views).await?;
+    let device = m.queue.device();
+    let jobs = jobs(m, batch, &parts[1..]).await?;
     let submitted: Vec<_> = jobs
         .into_iter()
         .enumerate()
@@ -277,7 +367,7 @@ async fn shared_keys(
     let chunks = chunks_in(b, m.config.bn_chunks, own.len());
     let (k_own, s_own) = m
         .key
-        .forward_train(key_views.narrow(0, own.start, own.len()), chunks); // [rows, d]
+        .forward_train(batch.views.keys_shuffled(&batch.perm, own.clone()), chunks); // [rows, d]
     let layers: Vec<usize> = s_own.iter().map(|(mean, _)| mean.dims()[0]).collect();
     let (mut keys, mut stats) = (vec![k_own], vec![(own.len(), s_own)]);
     let mut results = Vec::new();
@@ -304,36 +394,52 @@ async fn shared_keys(
     Ok(Ok((k, mean_stats(stats), results)))
 }
 
-/// Host copies of what the helpers need for the batch rows `parts`; `key_views`: the key
-/// encoder's views in shuffled order.
+/// Host copies of what the helpers need for the batch rows `parts`: each gets the stored pixels
+/// and view parameters of its rows (and of its places in the shuffled key batch) and makes its
+/// views itself.
 async fn jobs(
     m: &StepModels<'_>,
-    batch: &Batch,
+    batch: &Batch<'_>,
     parts: &[Range<usize>],
-    key_views: &Tensor<4>,
 ) -> Result<Vec<SliceJob>, EngineError> {
-    let [b, _, side, _] = batch.views.dims();
+    let Views::Host {
+        pixels,
+        side: stored,
+        params: view_params,
+        size,
+        ..
+    } = &batch.views
+    else {
+        return Err(EngineError::Device(
+            "helpers share only steps whose batch is on the CPU".into(),
+        ));
+    };
+    let b = batch.perm.len();
     let [r, d] = m.queue.dims();
     let params = flat_params(m.query);
     let np = params.len();
     let mut reads = params;
     reads.extend(flat_params(m.key));
-    reads.push(batch.views.clone().reshape([-1]));
-    reads.push(key_views.clone().reshape([-1]));
     reads.push(m.queue.clone().reshape([-1]));
     if let Some(x) = &batch.masked {
         reads.push(x.clone().int().float().reshape([-1]));
     }
     let host = read_all(reads).await?;
-    let (views, key_views, queue) = (&host[2 * np], &host[2 * np + 1], &host[2 * np + 2]);
-    let mask = host.get(2 * np + 3);
-    let image = 3 * side * side;
+    let queue = &host[2 * np];
+    let mask = host.get(2 * np + 1);
+    let wide: [BatchWide; 2] = view_params.each_ref().map(ViewParams::batch_wide);
     Ok(parts
         .iter()
         .map(|rows| {
             let mut floats: Vec<f32> = host[..2 * np].concat();
-            floats.extend_from_slice(&views[rows.start * image..rows.end * image]);
-            floats.extend_from_slice(&key_views[rows.start * image..rows.end * image]);
+            let key_rows: Vec<usize> = batch.perm[rows.clone()].to_vec();
+            for images in [rows.clone().collect::<Vec<_>>(), key_rows.clone()] {
+                for &i in &images {
+                    floats.extend(pixels[i].iter().map(|&v| v as f32));
+                }
+            }
+            floats.extend(view_params[0].select(rows.clone()).to_floats());
+            floats.extend(view_params[1].select(key_rows).to_floats());
             floats.extend_from_slice(queue);
             let mut job_levels = Vec::new();
             for ((pos, neg), (level, _, _)) in batch.levels.iter().zip(&m.prototypes) {
@@ -357,7 +463,9 @@ async fn jobs(
                     encoder: m.config.encoder(),
                     params: host[..np].iter().map(Vec::len).collect(),
                     rows: rows.len(),
-                    side,
+                    stored: *stored,
+                    side: *size,
+                    wide,
                     dim: d,
                     queue_rows: r,
                     batch: b,

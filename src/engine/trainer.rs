@@ -8,14 +8,14 @@ use std::rc::Rc;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::augment::{ViewParams, pair_views};
+use super::augment::ViewParams;
 use super::config::{PclConfig, ProtoMode};
 use super::data::Dataset;
 use super::error::EngineError;
 use super::kmeans::{Level, Points, cluster_level};
 use super::loss::{sample_negatives, self_negatives};
 use super::model::{BN_MOMENTUM, Encoder, l2_normalize, shuffle_for_bn};
-use super::parallel::{self, Batch, Helpers, StepModels};
+use super::parallel::{self, Batch, Helpers, StepModels, Views};
 use super::params::{Sgd, ema_update};
 use super::rng::Rng;
 
@@ -364,7 +364,8 @@ impl Trainer {
         let idx = self.next_batch(n); // [b] image ids
         let imgs: Vec<&[u8]> = idx.iter().map(|&i| data.image(i)).collect();
         let params = ViewParams::pair(&mut self.rng, b, &self.config.aug(), s);
-        let [v1, v2] = pair_views(&imgs, data.side, &params, s, &self.device); // [b, 3, s, s] each
+        // [b, 3, s, s] each, made where they are used (on the CPU each worker its rows)
+        let views = Views::new(imgs, data.side, params, s, &self.device);
         // Shuffled BN: the key batch permuted across BatchNorm chunks, so that no query meets
         // its key in the same statistics.
         let perm = shuffle_for_bn(b, self.config.bn_chunks, &mut self.rng); // [b]
@@ -372,8 +373,7 @@ impl Trainer {
         let masked = masked.filter(|_| self.config.mask_self_negatives);
         let levels = self.batch_prototypes(&idx);
         let batch = Batch {
-            views: v1,
-            key_views: v2,
+            views,
             perm,
             masked,
             levels,

@@ -415,6 +415,12 @@ fn helper_messages_that_do_not_add_up_are_refused() {
         ("huge rows", Box::new(|j| j.header.rows = usize::MAX / 2)),
         ("huge side", Box::new(|j| j.header.side = usize::MAX)),
         (
+            "huge stored side",
+            Box::new(|j| j.header.stored = usize::MAX),
+        ),
+        ("no stored side", Box::new(|j| j.header.stored = 0)),
+        ("views too large", Box::new(|j| j.header.side = 4096)),
+        (
             "huge parameter",
             Box::new(|j| j.header.params[0] = usize::MAX),
         ),

@@ -5,16 +5,15 @@
 //! crop is two precomputed lists of taps (the crop is separable) and its colour work one loop
 //! over its pixels. The test below holds it to the tensor path on every kind of parameter.
 
-use super::{MEAN, STD, ViewParams, axis, blur_kernel, hue_matrix};
+use super::{BatchWide, MEAN, STD, ViewParams, axis, blur_kernel, hue_matrix};
 
 /// One view of every image: `pixels` stored RGB (HWC, `side` px) -> normalised [n, 3, s, s]
-/// (row-major), what [`super::augment`] gives for the same images [`super::upload`]ed.
-pub fn view(pixels: &[&[u8]], side: usize, p: &ViewParams, s: usize) -> Vec<f32> {
+/// (row-major), what [`super::augment`] gives for the same images [`super::upload`]ed, the
+/// hue matrix and the blur applied as `wide` says (the tensor path's choice for the batch).
+pub fn view(pixels: &[&[u8]], side: usize, p: &ViewParams, s: usize, wide: BatchWide) -> Vec<f32> {
     let plane = s * s;
     let mut out = vec![0f32; pixels.len() * 3 * plane];
-    // As the tensor path: the hue matrix and the blur run for the whole batch or not at all.
-    let hue = p.hue.iter().any(|&h| h != 0.0);
-    let blur = p.blur_sigma.iter().any(|&x| x != 0.0);
+    let BatchWide { hue, blur } = wide;
     let ax = axis(s);
     for (i, (img, o)) in pixels
         .iter()
@@ -182,7 +181,15 @@ mod tests {
                     .into_data()
                     .try_into_vec_as()
                     .unwrap();
-                let got = super::view(&refs, stored, &p, out);
+                let got = super::view(&refs, stored, &p, out, p.batch_wide());
+                // A part of the batch, as a helper computes it: its rows of the same views.
+                let rows = [1, 4, 5, 9];
+                let part: Vec<&[u8]> = rows.iter().map(|&i| refs[i]).collect();
+                let mine = super::view(&part, stored, &p.select(rows), out, p.batch_wide());
+                let plane = 3 * out * out;
+                for (k, &i) in rows.iter().enumerate() {
+                    assert_eq!(mine[k * plane..][..plane], got[i * plane..][..plane]);
+                }
                 let e = worst(&got, &want);
                 assert!(
                     e < 2e-5,
@@ -200,6 +207,9 @@ mod tests {
             .into_data()
             .try_into_vec_as()
             .unwrap();
-        assert!(worst(&super::view(&refs, 36, &p, 32), &want) < 2e-5);
+        assert!(worst(&super::view(&refs, 36, &p, 32, p.batch_wide()), &want) < 2e-5);
+        let floats = p.to_floats();
+        assert_eq!(floats.len(), 4 * super::ViewParams::FLOATS);
+        assert_eq!(super::ViewParams::from_floats(&floats), p);
     }
 }

@@ -47,8 +47,7 @@ pub async fn run_keys(
         .map(|r| job.floats[r.clone()].to_vec())
         .collect();
     let key = loaded(&mut models.key, &h.encoder, values, device)?;
-    let views = job.floats[s[2 * np + 1].clone()].to_vec();
-    let views = Tensor::from_data(TensorData::new(views, [h.rows, 3, h.side, h.side]), device);
+    let views = job.views(&s, 1, device); // [rows, 3, side, side]
     let (keys, stats) = key.forward_train(views, h.chunks); // keys: [rows, d]
     let mut reads = vec![keys.reshape([-1])];
     let channels = push_stats(stats, &mut reads);
@@ -92,12 +91,9 @@ pub async fn run_part(
         &device.clone().autodiff(),
     )?;
     let floats = |i: usize| job.floats[s[i].clone()].to_vec();
-    let views = Tensor::from_data(
-        TensorData::new(floats(2 * np), [rows, 3, h.side, h.side]),
-        device,
-    );
+    let views = job.views(&s, 0, device); // [rows, 3, side, side]
     let keys = Tensor::from_data(TensorData::new(keys, [rows, d]), device);
-    let queue = Tensor::from_data(TensorData::new(floats(2 * np + 2), [r, d]), device);
+    let queue = Tensor::from_data(TensorData::new(floats(2 * np + 4), [r, d]), device);
     let masked = (!h.masked.is_empty()).then(|| {
         let mut m = vec![false; rows * r];
         for &(i, j) in &h.masked {
@@ -116,10 +112,10 @@ pub async fn run_part(
         .enumerate()
         .map(|(m, l)| ProtoLevel {
             centroids: Tensor::from_data(
-                TensorData::new(floats(2 * np + 3 + 2 * m), [l.k, d]),
+                TensorData::new(floats(2 * np + 5 + 2 * m), [l.k, d]),
                 device,
             ),
-            phi: Tensor::from_data(TensorData::new(floats(2 * np + 4 + 2 * m), [l.k]), device),
+            phi: Tensor::from_data(TensorData::new(floats(2 * np + 6 + 2 * m), [l.k]), device),
             assign: ints(&l.assign),
             neg: (!l.neg.is_empty()).then(|| ints(&l.neg)),
         })

@@ -9,6 +9,7 @@ use burn::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::augment::{BatchWide, ViewParams, host_view};
 use crate::engine::config::ProtoMode;
 use crate::engine::error::EngineError;
 use crate::engine::model::{BatchStats, Encoder, EncoderConfig};
@@ -32,7 +33,11 @@ pub struct JobHeader {
     /// Values of each parameter tensor, in visiting order.
     pub params: Vec<usize>,
     pub rows: usize,
+    /// The stored images' side and the views' (px).
+    pub stored: usize,
     pub side: usize,
+    /// The queries' and the keys' whole-batch choices (see [`BatchWide`]).
+    pub wide: [BatchWide; 2],
     pub dim: usize,
     pub queue_rows: usize,
     pub batch: usize,
@@ -53,10 +58,12 @@ pub struct JobLevel {
     pub neg: Vec<u32>,
 }
 
-/// A part of a step for a helper: both encoders' parameters, the part's views, its chunks of
-/// the shuffled batch for the key encoder (the same rows of the shuffled order), the queue and
+/// A part of a step for a helper: both encoders' parameters, the stored pixels and view
+/// parameters of the part's rows and of its chunks of the shuffled batch for the key encoder
+/// (the same rows of the shuffled order), from which it makes the views itself, the queue and
 /// the prototypes, as host values. `floats`: the query encoder's parameters in visiting order,
-/// the key encoder's, views [rows, 3, side, side], key views [rows, 3, side, side], queue
+/// the key encoder's, pixels [rows, stored, stored, 3] (values 0-255), key pixels (the same),
+/// view parameters [rows, ViewParams::FLOATS], key view parameters (the same), queue
 /// [queue_rows, dim], then per level its centroids [k, dim] and concentrations [k].
 #[derive(Clone, Debug, PartialEq)]
 pub struct SliceJob {
@@ -80,6 +87,9 @@ pub struct SliceResult {
     pub floats: Vec<f32>,
 }
 
+/// The largest view a job may ask a helper to make (the settings allow up to 96 px).
+const MAX_VIEW_SIDE: usize = 512;
+
 pub(crate) fn bad(what: impl std::fmt::Display) -> EngineError {
     EngineError::Shape(format!("helper message: {what}"))
 }
@@ -92,19 +102,23 @@ pub(crate) fn total(sizes: impl IntoIterator<Item = Option<usize>>) -> Result<us
 }
 
 impl SliceJob {
-    /// The job's float sections in order: both encoders' parameters, views, key views, queue,
-    /// then per level centroids and concentrations. Checks every size against the floats.
+    /// The job's float sections in order: both encoders' parameters, pixels, key pixels, view
+    /// parameters, key view parameters, queue, then per level centroids and concentrations.
+    /// Checks every size against the floats.
     fn sections(&self) -> Result<Vec<Range<usize>>, EngineError> {
         let h = &self.header;
         let mut sizes: Vec<Option<usize>> = h.params.iter().map(|&p| Some(p)).collect();
         sizes.extend(h.params.iter().map(|&p| Some(p)));
-        let views = h
+        let pixels = h
             .rows
             .checked_mul(3)
-            .and_then(|v| v.checked_mul(h.side))
-            .and_then(|v| v.checked_mul(h.side));
-        sizes.push(views);
-        sizes.push(views);
+            .and_then(|v| v.checked_mul(h.stored))
+            .and_then(|v| v.checked_mul(h.stored));
+        sizes.push(pixels);
+        sizes.push(pixels);
+        let view_params = h.rows.checked_mul(ViewParams::FLOATS);
+        sizes.push(view_params);
+        sizes.push(view_params);
         sizes.push(h.queue_rows.checked_mul(h.dim));
         for l in &h.levels {
             sizes.push(l.k.checked_mul(h.dim));
@@ -134,8 +148,12 @@ impl SliceJob {
     pub fn check(&self) -> Result<Vec<Range<usize>>, EngineError> {
         let h = &self.header;
         let sections = self.sections()?;
-        if h.rows == 0 || h.dim == 0 || h.queue_rows == 0 || h.side == 0 {
+        if h.rows == 0 || h.dim == 0 || h.queue_rows == 0 || h.side == 0 || h.stored == 0 {
             return Err(bad("an empty part, embedding, queue or image"));
+        }
+        // The views are made here: their side is bounded as the settings bound it.
+        if h.side > MAX_VIEW_SIDE {
+            return Err(bad(format!("views of {} px", h.side)));
         }
         if h.first.checked_add(h.rows).is_none_or(|end| end > h.batch) {
             return Err(bad(format!(
@@ -171,6 +189,26 @@ impl SliceJob {
             }
         }
         Ok(sections)
+    }
+
+    /// The views `which` (0 the queries', 1 the keys') of the job's rows, made from its pixels
+    /// and view parameters: [rows, 3, side, side] on `device`. `sections` from [`Self::check`].
+    pub(crate) fn views(
+        &self,
+        sections: &[Range<usize>],
+        which: usize,
+        device: &Device,
+    ) -> Tensor<4> {
+        let h = &self.header;
+        let np = h.params.len();
+        let pixels: Vec<u8> = self.floats[sections[2 * np + which].clone()]
+            .iter()
+            .map(|&v| v as u8) // saturating; NaN gives 0
+            .collect();
+        let images: Vec<&[u8]> = pixels.chunks_exact(3 * h.stored * h.stored).collect();
+        let params = ViewParams::from_floats(&self.floats[sections[2 * np + 2 + which].clone()]);
+        let v = host_view(&images, h.stored, &params, h.side, h.wide[which]);
+        Tensor::from_data(TensorData::new(v, [h.rows, 3, h.side, h.side]), device)
     }
 
     /// The job as `(json header, floats)` for a message.
