@@ -27,7 +27,7 @@ pub use embed::{
     AfterChunk, EMBED_CHUNK, EmbedHeader, EmbedJob, EmbedResult, EmbeddedHeader, embed_images,
     run_embed,
 };
-pub use helper::{HelperModels, run_keys, run_part};
+pub use helper::{HelperModels, PreparedPart, finish_part, prepare_part, run_keys, run_part};
 pub use wire::{
     JobHeader, JobLevel, KeysHeader, KeysResult, ResultHeader, SliceJob, SliceResult, param_sizes,
 };

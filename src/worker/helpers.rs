@@ -15,7 +15,7 @@ use web_sys::{MessageEvent, Worker};
 use super::scope;
 use crate::engine::parallel::{
     EmbedJob, EmbedReply, EmbedResult, HelperModels, Helpers, KeysResult, SliceJob, SliceResult,
-    Submitted, run_embed, run_keys, run_part,
+    Submitted, finish_part, prepare_part, run_embed, run_keys,
 };
 use crate::protocol::{BUILD_ID, FromHelper, FromWorker, ToHelper};
 
@@ -379,13 +379,13 @@ async fn helper_job(
     KEYS_IN.set(Some((id, on_keys.resolve)));
     let (header, floats) = keys.to_parts();
     post_to_parent(FromHelper::PartKeys { id, header }, floats)?;
+    // The rest of the part's inputs while the keys are on their way.
+    let part = prepare_part(&job, &device, models).map_err(|e| e.to_string())?;
     let rows = wasm_bindgen_futures::JsFuture::from(arrived)
         .await
         .map_err(|e| format!("{e:?}"))?;
     let rows = js_sys::Float32Array::new(&rows).to_vec();
-    run_part(&job, rows, &device, models)
-        .await
-        .map_err(|e| e.to_string())
+    finish_part(part, rows).await.map_err(|e| e.to_string())
 }
 
 /// A helper's side: the keys of its rows arrived from the worker.

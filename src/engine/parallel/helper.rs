@@ -1,6 +1,7 @@
 //! A helper's side of a shared step: it keeps both encoders between jobs (only their values
 //! change), runs the key encoder on its chunks of the shuffled batch ([`run_keys`]) and, once it
-//! has the keys of its query rows, its part's loss and gradients ([`run_part`]).
+//! has the keys of its query rows, its part's loss and gradients ([`run_part`]: its inputs
+//! made while the keys are on their way, [`prepare_part`], then [`finish_part`]).
 
 use burn::prelude::*;
 
@@ -63,22 +64,34 @@ pub async fn run_keys(
 }
 
 /// A helper's second half: the part's loss and gradients, given the keys of its query rows
-/// ([rows, dim], batch order).
+/// ([rows, dim], batch order). [`prepare_part`] then [`finish_part`].
 pub async fn run_part(
     job: &SliceJob,
     keys: Vec<f32>,
     device: &Device,
     models: &mut HelperModels,
 ) -> Result<SliceResult, EngineError> {
+    finish_part(prepare_part(job, device, models)?, keys).await
+}
+
+/// The part's inputs other than the keys, and its query encoder: made while the helper waits
+/// for the keys (the trainer is still finishing its own), not after they come.
+pub struct PreparedPart {
+    model: Encoder,
+    inputs: LossInputs,
+    rows: usize,
+    dim: usize,
+}
+
+/// The query encoder and the loss's inputs of the job's part (the keys aside).
+pub fn prepare_part(
+    job: &SliceJob,
+    device: &Device,
+    models: &mut HelperModels,
+) -> Result<PreparedPart, EngineError> {
     let s = job.check()?;
     let h = &job.header;
     let (rows, d, r) = (h.rows, h.dim, h.queue_rows);
-    if keys.len() != rows * d {
-        return Err(bad(format!(
-            "{} key values for {rows} rows of {d}",
-            keys.len()
-        )));
-    }
     let np = h.params.len();
     let values: Vec<Vec<f32>> = s[..np]
         .iter()
@@ -92,7 +105,6 @@ pub async fn run_part(
     )?;
     let floats = |i: usize| job.floats[s[i].clone()].to_vec();
     let views = job.views(&s, 0, device); // [rows, 3, side, side]
-    let keys = Tensor::from_data(TensorData::new(keys, [rows, d]), device);
     let queue = Tensor::from_data(TensorData::new(floats(2 * np + 4), [r, d]), device);
     let masked = (!h.masked.is_empty()).then(|| {
         let mut m = vec![false; rows * r];
@@ -120,22 +132,45 @@ pub async fn run_part(
             neg: (!l.neg.is_empty()).then(|| ints(&l.neg)),
         })
         .collect();
-    let part = pcl_loss(
-        &model,
-        LossInputs {
-            views,
-            keys,
-            queue,
-            masked,
-            levels,
-            chunks: h.chunks,
-            tau: h.tau,
-            proto_weight: h.proto_weight,
-            mode: h.mode,
-            share: h.rows as f64 / h.batch as f64,
-            first: h.first,
-        },
-    );
+    let inputs = LossInputs {
+        views,
+        // replaced by the keys in finish_part
+        keys: Tensor::zeros([rows, d], device),
+        queue,
+        masked,
+        levels,
+        chunks: h.chunks,
+        tau: h.tau,
+        proto_weight: h.proto_weight,
+        mode: h.mode,
+        share: h.rows as f64 / h.batch as f64,
+        first: h.first,
+    };
+    Ok(PreparedPart {
+        model,
+        inputs,
+        rows,
+        dim: d,
+    })
+}
+
+/// The part's loss and gradients once the keys of its query rows came ([rows, dim], batch
+/// order).
+pub async fn finish_part(part: PreparedPart, keys: Vec<f32>) -> Result<SliceResult, EngineError> {
+    let PreparedPart {
+        model,
+        mut inputs,
+        rows,
+        dim: d,
+    } = part;
+    if keys.len() != rows * d {
+        return Err(bad(format!(
+            "{} key values for {rows} rows of {d}",
+            keys.len()
+        )));
+    }
+    inputs.keys = Tensor::from_data(TensorData::new(keys, [rows, d]), &inputs.queue.device());
+    let part = pcl_loss(&model, inputs);
     let grads = flat_grads(&model, &part.total.backward());
     let nv = part.values.len();
     let mut reads = part.values;
