@@ -103,13 +103,29 @@ pub fn chunks_in(b: usize, chunks: usize, rows: usize) -> usize {
 pub enum Views<'a> {
     /// The queries' and the keys' [b, 3, s, s], batch order.
     Tensors([Tensor<4>; 2]),
-    Host {
-        pixels: Vec<&'a [u8]>,
-        side: usize,
-        params: [ViewParams; 2],
-        size: usize,
-        device: Device,
-    },
+    Host(HostViews<'a>),
+}
+
+/// What a batch's views are made from on the host: the stored images (RGB, `side` px), the
+/// queries' and the keys' parameters, the views' side.
+pub struct HostViews<'a> {
+    pub pixels: Vec<&'a [u8]>,
+    pub side: usize,
+    pub params: [ViewParams; 2],
+    pub size: usize,
+    device: Device,
+}
+
+impl HostViews<'_> {
+    /// View `which` (0 queries, 1 keys) of the batch rows `rows`: [rows, 3, s, s].
+    fn make(&self, which: usize, rows: Vec<usize>) -> Tensor<4> {
+        let p = &self.params[which];
+        let images: Vec<&[u8]> = rows.iter().map(|&i| self.pixels[i]).collect();
+        let selected = p.select(rows.iter().copied());
+        let v = host_view(&images, self.side, &selected, self.size, p.batch_wide());
+        let s = self.size;
+        Tensor::from_data(TensorData::new(v, [rows.len(), 3, s, s]), &self.device)
+    }
 }
 
 impl<'a> Views<'a> {
@@ -123,13 +139,13 @@ impl<'a> Views<'a> {
         device: &Device,
     ) -> Self {
         if on_cpu(device) {
-            return Views::Host {
+            return Views::Host(HostViews {
                 pixels,
                 side,
                 params,
                 size,
                 device: device.clone(),
-            };
+            });
         }
         Views::Tensors(pair_views(&pixels, side, &params, size, device))
     }
@@ -138,7 +154,7 @@ impl<'a> Views<'a> {
     pub fn query(&self, rows: Range<usize>) -> Tensor<4> {
         match self {
             Views::Tensors(v) => v[0].clone().narrow(0, rows.start, rows.len()),
-            Views::Host { .. } => self.host(0, rows.collect()),
+            Views::Host(h) => h.make(0, rows.collect()),
         }
     }
 
@@ -146,7 +162,7 @@ impl<'a> Views<'a> {
     pub fn keys(&self, b: usize) -> Tensor<4> {
         match self {
             Views::Tensors(v) => v[1].clone(),
-            Views::Host { .. } => self.host(1, (0..b).collect()),
+            Views::Host(h) => h.make(1, (0..b).collect()),
         }
     }
 
@@ -156,32 +172,8 @@ impl<'a> Views<'a> {
             Views::Tensors(v) => {
                 shuffled(v[1].clone(), perm).narrow(0, at.start, at.len()) // [rows, 3, s, s]
             }
-            Views::Host { .. } => self.host(1, perm[at].to_vec()),
+            Views::Host(h) => h.make(1, perm[at].to_vec()),
         }
-    }
-
-    /// View `which` (0 queries, 1 keys) of the batch rows `rows`, made on the host.
-    fn host(&self, which: usize, rows: Vec<usize>) -> Tensor<4> {
-        let Views::Host {
-            pixels,
-            side,
-            params,
-            size,
-            device,
-        } = self
-        else {
-            unreachable!("only host views are made here")
-        };
-        let p = &params[which];
-        let images: Vec<&[u8]> = rows.iter().map(|&i| pixels[i]).collect();
-        let v = host_view(
-            &images,
-            *side,
-            &p.select(rows.iter().copied()),
-            *size,
-            p.batch_wide(),
-        );
-        Tensor::from_data(TensorData::new(v, [rows.len(), 3, *size, *size]), device)
     }
 }
 
@@ -402,13 +394,13 @@ async fn jobs(
     batch: &Batch<'_>,
     parts: &[Range<usize>],
 ) -> Result<Vec<SliceJob>, EngineError> {
-    let Views::Host {
+    let Views::Host(HostViews {
         pixels,
         side: stored,
         params: view_params,
         size,
         ..
-    } = &batch.views
+    }) = &batch.views
     else {
         return Err(EngineError::Device(
             "helpers share only steps whose batch is on the CPU".into(),
