@@ -156,7 +156,6 @@ pub struct ProtoLevel {
 /// What the loss of a batch, or of one part of it (a helper's), needs beyond the query
 /// encoder, on the device.
 pub struct LossInputs {
-    pub views: Tensor<4>,                // [n, 3, s, s]
     pub keys: Tensor<2>,                 // [n, d]
     pub queue: Tensor<2>,                // [r, d]
     pub masked: Option<Tensor<2, Bool>>, // [n, r]
@@ -179,12 +178,31 @@ pub struct PclLoss {
     pub stats: BatchStats,
 }
 
+/// The queries q = f_q(views) of a part in training mode, tracked for the backward pass, with
+/// their batch statistics: the half of the loss that needs no keys, so that a worker can run it
+/// while keys are on their way.
+pub struct Queries {
+    q: Tensor<2>, // [n, d]
+    stats: BatchStats,
+}
+
+/// The queries of `views` ([n, 3, s, s]) in `chunks` BatchNorm chunks.
+pub fn queries(model: &Encoder, views: Tensor<4>, chunks: usize) -> Queries {
+    let (q, stats) = model.forward_train(views.autodiff(), chunks); // q: [n, d], tracked
+    Queries { q, stats }
+}
+
 /// PCL's loss (eq. 11 of the paper) in training mode: the queries q = f_q(views), InfoNCE
 /// against their keys and the queue, plus `proto_weight` times the mean of the levels'
 /// ProtoNCE terms; of one part of a batch (the whole batch when `share` is 1).
-pub fn pcl_loss(model: &Encoder, p: LossInputs) -> PclLoss {
-    let n = p.views.dims()[0];
-    let (q, stats) = model.forward_train(p.views.autodiff(), p.chunks); // q: [n, d], tracked
+pub fn pcl_loss(model: &Encoder, views: Tensor<4>, p: LossInputs) -> PclLoss {
+    pcl_loss_of(queries(model, views, p.chunks), p)
+}
+
+/// [`pcl_loss`] of queries already made.
+pub fn pcl_loss_of(queries: Queries, p: LossInputs) -> PclLoss {
+    let Queries { q, stats } = queries;
+    let n = q.dims()[0];
     let (info, logits) = info_nce(
         q.clone(),
         p.keys,

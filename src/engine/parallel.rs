@@ -36,7 +36,7 @@ use super::augment::{BatchWide, ViewParams, host_view, pair_views};
 use super::config::PclConfig;
 use super::error::EngineError;
 use super::kmeans::Level;
-use super::loss::{LossInputs, ProtoLevel, pcl_loss};
+use super::loss::{LossInputs, ProtoLevel, Queries, pcl_loss, pcl_loss_of, queries};
 use super::model::{BatchStats, Encoder, mean_stats, on_cpu, shuffled, unshuffled};
 use super::params::{flat_grads, flat_params, read_all};
 
@@ -237,23 +237,30 @@ pub async fn gradients(
         },
         _ => None,
     };
-    let (keys, key_stats, pending) = shared.unwrap_or_else(|| {
+    let (keys, key_stats, pending, made) = shared.unwrap_or_else(|| {
         // No helpers, or one failed in the key pass: the whole step runs here.
         let (k, stats) = m
             .key
             .forward_shuffled(batch.views.keys(b), chunks, &batch.perm); // k: [b, d], no gradient
-        (k, stats, Vec::new())
+        (k, stats, Vec::new(), None)
     });
     let parts = if pending.is_empty() {
         std::iter::once(0..b).collect()
     } else {
         parts
     };
+    let own_queries = made.unwrap_or_else(|| {
+        let own = parts[0].clone();
+        queries(
+            m.query,
+            batch.views.query(own.clone()),
+            chunks_in(b, chunks, own.len()),
+        )
+    });
     let device = keys.device();
     let inputs = |rows: Range<usize>| -> LossInputs {
         let n = rows.len();
         LossInputs {
-            views: batch.views.query(rows.clone()),
             keys: keys.clone().narrow(0, rows.start, n),
             queue: m.queue.clone(),
             masked: batch.masked.clone().map(|x| x.narrow(0, rows.start, n)),
@@ -276,7 +283,7 @@ pub async fn gradients(
             first: rows.start,
         }
     };
-    let own = pcl_loss(m.query, inputs(parts[0].clone()));
+    let own = pcl_loss_of(own_queries, inputs(parts[0].clone()));
     let mut values: Vec<f32> = read_all(own.values).await?.into_iter().flatten().collect();
     let mut grads = flat_grads(m.query, &own.total.backward());
     let mut stats = vec![(parts[0].len(), own.stats)];
@@ -296,7 +303,11 @@ pub async fn gradients(
             Err(e) => {
                 // A helper that failed is not asked again; its part is done here.
                 helper_failure = Some(e.to_string());
-                let part = pcl_loss(m.query, inputs(rows.clone()));
+                let part = pcl_loss(
+                    m.query,
+                    batch.views.query(rows.clone()),
+                    inputs(rows.clone()),
+                );
                 let v = read_all(part.values).await?.into_iter().flatten().collect();
                 (v, flat_grads(m.query, &part.total.backward()), part.stats)
             }
@@ -333,13 +344,14 @@ fn ints(values: &[u32], device: &Device) -> Tensor<1, Int> {
     Tensor::from_data(TensorData::new(v, [values.len()]), device)
 }
 
-/// Keys, their statistics and the helpers' pending answers.
-type SharedKeys = (Tensor<2>, BatchStats, Vec<Reply>);
+/// Keys, their statistics, the helpers' pending answers and the trainer's own queries.
+type SharedKeys = (Tensor<2>, BatchStats, Vec<Reply>, Option<Queries>);
 
 /// The key pass with the helpers: each gets its job (the batch rows `parts[i + 1]` for its
 /// queries, the same rows of the shuffled batch for the key encoder) and sends its keys; the
-/// trainer runs the key encoder on its own rows, puts the keys in batch order and sends each
-/// helper those of its query rows. `Err(why)` when a helper failed.
+/// trainer runs the key encoder on its own rows, then its own queries while the helpers' keys
+/// are on their way, puts the keys in batch order and sends each helper those of its query
+/// rows. `Err(why)` when a helper failed.
 async fn shared_keys(
     m: &StepModels<'_>,
     helpers: &Rc<dyn Helpers>,
@@ -361,6 +373,7 @@ async fn shared_keys(
         .key
         .forward_train(batch.views.keys_shuffled(&batch.perm, own.clone()), chunks); // [rows, d]
     let layers: Vec<usize> = s_own.iter().map(|(mean, _)| mean.dims()[0]).collect();
+    let own_queries = queries(m.query, batch.views.query(own.clone()), chunks);
     let (mut keys, mut stats) = (vec![k_own], vec![(own.len(), s_own)]);
     let mut results = Vec::new();
     for (job, rows) in submitted.into_iter().zip(&parts[1..]) {
@@ -383,7 +396,7 @@ async fn shared_keys(
     for (i, rows) in parts[1..].iter().enumerate() {
         helpers.send_keys(i, host[rows.start * d..rows.end * d].to_vec());
     }
-    Ok(Ok((k, mean_stats(stats), results)))
+    Ok(Ok((k, mean_stats(stats), results, Some(own_queries))))
 }
 
 /// Host copies of what the helpers need for the batch rows `parts`: each gets the stored pixels

@@ -379,7 +379,7 @@ async fn helper_job(
     KEYS_IN.set(Some((id, on_keys.resolve)));
     let (header, floats) = keys.to_parts();
     post_to_parent(FromHelper::PartKeys { id, header }, floats)?;
-    // The rest of the part's inputs while the keys are on their way.
+    // The part's queries and other inputs while the keys are on their way.
     let part = prepare_part(&job, &device, models).map_err(|e| e.to_string())?;
     let rows = wasm_bindgen_futures::JsFuture::from(arrived)
         .await

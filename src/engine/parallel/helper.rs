@@ -1,13 +1,13 @@
 //! A helper's side of a shared step: it keeps both encoders between jobs (only their values
 //! change), runs the key encoder on its chunks of the shuffled batch ([`run_keys`]) and, once it
-//! has the keys of its query rows, its part's loss and gradients ([`run_part`]: its inputs
-//! made while the keys are on their way, [`prepare_part`], then [`finish_part`]).
+//! has the keys of its query rows, its part's loss and gradients ([`run_part`]: its queries
+//! and inputs made while the keys are on their way, [`prepare_part`], then [`finish_part`]).
 
 use burn::prelude::*;
 
 use super::wire::{KeysHeader, KeysResult, ResultHeader, SliceJob, SliceResult, bad};
 use crate::engine::error::EngineError;
-use crate::engine::loss::{LossInputs, ProtoLevel, pcl_loss};
+use crate::engine::loss::{LossInputs, ProtoLevel, Queries, pcl_loss_of, queries};
 use crate::engine::model::{BatchStats, Encoder, EncoderConfig};
 use crate::engine::params::{flat_grads, load_params, read_all};
 
@@ -74,16 +74,18 @@ pub async fn run_part(
     finish_part(prepare_part(job, device, models)?, keys).await
 }
 
-/// The part's inputs other than the keys, and its query encoder: made while the helper waits
-/// for the keys (the trainer is still finishing its own), not after they come.
+/// The part's queries, its loss's other inputs and its query encoder: made while the helper
+/// waits for the keys (the trainer is still finishing its own), not after they come.
 pub struct PreparedPart {
     model: Encoder,
+    queries: Queries,
     inputs: LossInputs,
     rows: usize,
     dim: usize,
 }
 
-/// The query encoder and the loss's inputs of the job's part (the keys aside).
+/// The query encoder, the queries and the loss's other inputs of the job's part (the keys
+/// aside).
 pub fn prepare_part(
     job: &SliceJob,
     device: &Device,
@@ -132,8 +134,8 @@ pub fn prepare_part(
             neg: (!l.neg.is_empty()).then(|| ints(&l.neg)),
         })
         .collect();
+    let queries = queries(&model, views, h.chunks);
     let inputs = LossInputs {
-        views,
         // replaced by the keys in finish_part
         keys: Tensor::zeros([rows, d], device),
         queue,
@@ -148,6 +150,7 @@ pub fn prepare_part(
     };
     Ok(PreparedPart {
         model,
+        queries,
         inputs,
         rows,
         dim: d,
@@ -159,6 +162,7 @@ pub fn prepare_part(
 pub async fn finish_part(part: PreparedPart, keys: Vec<f32>) -> Result<SliceResult, EngineError> {
     let PreparedPart {
         model,
+        queries,
         mut inputs,
         rows,
         dim: d,
@@ -170,7 +174,7 @@ pub async fn finish_part(part: PreparedPart, keys: Vec<f32>) -> Result<SliceResu
         )));
     }
     inputs.keys = Tensor::from_data(TensorData::new(keys, [rows, d]), &inputs.queue.device());
-    let part = pcl_loss(&model, inputs);
+    let part = pcl_loss_of(queries, inputs);
     let grads = flat_grads(&model, &part.total.backward());
     let nv = part.values.len();
     let mut reads = part.values;
