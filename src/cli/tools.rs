@@ -151,7 +151,7 @@ pub(super) fn views(args: &[String]) -> Result<(), String> {
     let (data, _) = images::load_folder(Path::new(images), side, &mut |_, _| {})?;
     let picked = data.preview_indices(count);
     let pixels: Vec<&[u8]> = picked.iter().map(|&i| data.image(i)).collect();
-    let size = config.image_size;
+    let size = config.view_side();
     let pairs = futures_lite::future::block_on(engine::augment::view_pairs(
         &pixels,
         side,

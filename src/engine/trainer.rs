@@ -359,7 +359,7 @@ impl Trainer {
     /// augmented views of a batch, queries and (shuffled-BN) keys, InfoNCE + ProtoNCE, backward,
     /// SGD, the key encoder's momentum update, the keys into the queue.
     async fn train_step(&mut self, data: &Dataset) -> Result<StepRecord, EngineError> {
-        let (n, b, s) = (data.len(), self.config.batch_size, self.config.image_size);
+        let (n, b, s) = (data.len(), self.config.batch_size, self.config.view_side());
         let steps = self.steps_per_epoch(n);
         let idx = self.next_batch(n); // [b] image ids
         let imgs: Vec<&[u8]> = idx.iter().map(|&i| data.image(i)).collect();

@@ -79,6 +79,11 @@ pub const SETTINGS: &[SettingDoc] = &[
         help: "channels of the encoder's first layer (the rest double)",
     },
     SettingDoc {
+        key: "view_size",
+        symbol: "",
+        help: "side of the training views in pixels; smaller = faster steps (the encoder still sees whole images at the image size); empty = the image size",
+    },
+    SettingDoc {
         key: "feature_dim",
         symbol: "d",
         help: "size of the embedding v",
@@ -219,6 +224,7 @@ pub fn range_words(key: &str) -> Option<String> {
         "seed" => return Some("any whole number".into()),
         "augmentation" => return Some("v1 or v2".into()),
         "flip" => return Some("yes or no; empty = the recipe's".into()),
+        "view_size" => return Some("from 16 up to the image size (32); empty = 32".into()),
         _ => {}
     }
     let l = LIMITS.iter().find(|l| l.key == key)?;
@@ -258,7 +264,7 @@ pub fn with_setting(config: &PclConfig, key: &str, text: &str) -> Result<PclConf
                 })
                 .collect::<Result<_, _>>()?,
         ),
-        ("queue_size" | "minutes", _) if text.is_empty() => serde_json::Value::Null,
+        ("queue_size" | "minutes" | "view_size", _) if text.is_empty() => serde_json::Value::Null,
         (k, _) if text.is_empty() && AUG_OPTIONAL.contains(&k) => serde_json::Value::Null,
         ("flip", _) => match text.to_lowercase().as_str() {
             "yes" | "true" | "on" => true.into(),
@@ -404,5 +410,16 @@ mod tests {
         assert!(e.contains("num_clusters is 1"), "{e}");
         assert!(checked_setting(&c, "tau", "0").is_err());
         assert_eq!(checked_setting(&c, "width", "16").unwrap().width, 16);
+        assert_eq!(
+            checked_setting(&c, "view_size", "24").unwrap().view_side(),
+            24
+        );
+        let e = checked_setting(&c, "view_size", "48").unwrap_err();
+        assert!(
+            e.contains("view_size is 48") && e.contains("up to image_size"),
+            "{e}"
+        );
+        let c = checked_setting(&c, "view_size", "").unwrap();
+        assert_eq!((c.view_size, c.view_side()), (None, 32));
     }
 }

@@ -278,15 +278,15 @@ async fn views(mut config: PclConfig, count: usize) {
     let data = STATE.with_borrow(|s| s.data.clone());
     let indices = data.preview_indices(count.min(64));
     let pixels: Vec<&[u8]> = indices.iter().map(|&i| data.image(i)).collect();
-    let aug = config.aug();
-    match augment::view_pairs(&pixels, data.side, &aug, config.seed, TRAIN_SIZE, &device).await {
+    let (aug, size) = (config.aug(), config.view_side());
+    match augment::view_pairs(&pixels, data.side, &aug, config.seed, size, &device).await {
         Ok(pairs) => {
             let bytes: Vec<u8> = pairs.into_iter().flatten().flatten().collect();
             let seed = config.seed;
             let msg = FromWorker::Views(ViewPairs {
                 indices,
                 seed,
-                size: TRAIN_SIZE,
+                size,
                 config,
                 pixels: Vec::new(),
             });

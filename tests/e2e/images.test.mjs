@@ -218,8 +218,10 @@ test('the augmentation panel shows the training views: the CLI\'s for the same s
     const mean = sum / flat.length;
     console.log(`views: page against CLI, mean difference ${mean.toFixed(3)}, max ${max}`);
     assert.ok(mean < 0.5 && max <= 3, `views differ from the CLI's: mean ${mean}, max ${max}`);
-    const first = web.pixels.slice(0, 32 * 32 * 3);
-    const second = web.pixels.slice(32 * 32 * 3, 2 * 32 * 32 * 3);
+    assert.equal(web.size, cli.size, 'the views have the training side');
+    const view = web.size * web.size * 3;
+    const first = web.pixels.slice(0, view);
+    const second = web.pixels.slice(view, 2 * view);
     assert.notDeepEqual(first, second, 'the two views of an image differ');
 
     // Every view grey: typed into the panel's settings, the views are drawn again.

@@ -326,14 +326,21 @@ fn augmentation_settings_are_taken_by_config_and_bad_ones_refused() {
         "the v1 recipe fills in what the file leaves out: {stdout}"
     );
     let png = image::open(out.join("grey.png")).unwrap().to_rgb8();
-    // A row: the stored image (36 px), a 4-px gap, the first view (32 px), the second.
-    let grey_tile = (36 + 4..36 + 4 + 32)
-        .flat_map(|x| (0..32).map(move |y| (x, y)))
+    // A row: the stored image (36 px), a 4-px gap, the first view (the quick demo's 24 px), a
+    // gap, the second.
+    assert_eq!(png.width(), 36 + 2 * (24 + 4), "the quick demo's views of 24 px");
+    let grey_tile = (36 + 4..36 + 4 + 24)
+        .flat_map(|x| (0..24).map(move |y| (x, y)))
         .all(|(x, y)| {
             let p = png.get_pixel(x, y).0;
             p[0].abs_diff(p[1]) <= 1 && p[1].abs_diff(p[2]) <= 1
         });
     assert!(grey_tile, "the first view is grey");
+    // Other training views: the stored image, then two views of 16 px.
+    let r = views(r#"{"view_size": 16}"#, "small");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let png = image::open(out.join("small.png")).unwrap();
+    assert_eq!(png.width(), 36 + 2 * (16 + 4), "views of 16 px");
     for (config, message) in [
         (r#"{"hue": 2}"#, "hue is 2; allowed: from 0 up to 0.5"),
         (
@@ -346,6 +353,14 @@ fn augmentation_settings_are_taken_by_config_and_bad_ones_refused() {
         ),
         (r#"{"flip": "sometimes"}"#, "not valid settings"),
         (r#"{"blur_probs": 0.5}"#, "did you mean 'blur_prob'"),
+        (
+            r#"{"view_size": 12}"#,
+            "view_size is 12; allowed: from 16 up to image_size (32)",
+        ),
+        (
+            r#"{"view_size": 40}"#,
+            "view_size is 40; allowed: from 16 up to image_size (32)",
+        ),
     ] {
         let r = views(config, "bad");
         let stderr = String::from_utf8_lossy(&r.stderr);

@@ -118,6 +118,28 @@ fn same_seed_same_losses() {
 }
 
 #[test]
+fn smaller_training_views_train_and_the_evaluation_sees_image_size() {
+    let data = planted_groups(2, 2, 16, 36, 2);
+    let labels = data.eval_labels().expect("labelled").to_vec();
+    let config = tiny(3);
+    let (_, full) = run(&config, &data);
+    let small = PclConfig {
+        view_size: Some(16),
+        ..config
+    };
+    let (t, losses) = run(&small, &data);
+    assert_eq!(losses.len(), full.len());
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    assert_ne!(losses, full, "views of 16 px are other views");
+    // The encoder pools over space: centre crops at image_size embed as before.
+    let e = block_on(evaluate(&t, &data, &labels)).unwrap();
+    assert!(
+        (0.0..=1.0).contains(&e.knn_accuracy) && e.ami.is_finite(),
+        "{e:?}"
+    );
+}
+
+#[test]
 fn resumed_run_matches_uninterrupted_run() {
     let data = planted_groups(2, 2, 16, 36, 3);
     let config = tiny(4);
