@@ -445,11 +445,11 @@ impl Preset {
             // 30 epochs, 3 seeds, AMI 0.300 +- 0.011 against 0.281 +- 0.014, ahead in every
             // seed; at 60, 0.310 +- 0.008 against 0.310 +- 0.004 (docs/measurements.md).
             //
-            // Training views of 24 px: at equal epochs the clusters were no worse (46 epochs,
-            // seeds 0 / 1: AMI 0.325 / 0.313 against 0.292 / -), and a step costs about half the
-            // arithmetic; the encoder pools over space, so it embeds whole images at 32 px as
-            // before (FixRes: a net trained on crops sees objects larger than a whole image
-            // shows them, and testing at a higher side evens that out).
+            // Training views of 24 px; the encoder pools over space, so it embeds whole images
+            // at 32 px as before. A crop shows its object larger than the whole image does, and
+            // a smaller view evens that out (FixRes). In 2 minutes, 3 seeds: AMI 0.324 +- 0.009
+            // against 0.307 +- 0.010 with views of 32 px (raw pixels 0.296); in the page above
+            // raw pixels in 3 runs of 3 against 2 of 3 (docs/measurements.md).
             Preset::Quick => PclConfig {
                 view_size: Some(24),
                 width: 16,
