@@ -328,7 +328,11 @@ fn augmentation_settings_are_taken_by_config_and_bad_ones_refused() {
     let png = image::open(out.join("grey.png")).unwrap().to_rgb8();
     // A row: the stored image (36 px), a 4-px gap, the first view (the quick demo's 24 px), a
     // gap, the second.
-    assert_eq!(png.width(), 36 + 2 * (24 + 4), "the quick demo's views of 24 px");
+    assert_eq!(
+        png.width(),
+        36 + 2 * (24 + 4),
+        "the quick demo's views of 24 px"
+    );
     let grey_tile = (36 + 4..36 + 4 + 24)
         .flat_map(|x| (0..24).map(move |y| (x, y)))
         .all(|(x, y)| {
