@@ -237,13 +237,16 @@ pub async fn gradients(
         },
         _ => None,
     };
-    let (keys, key_stats, pending, made) = shared.unwrap_or_else(|| {
-        // No helpers, or one failed in the key pass: the whole step runs here.
-        let (k, stats) = m
-            .key
-            .forward_shuffled(batch.views.keys(b), chunks, &batch.perm); // k: [b, d], no gradient
-        (k, stats, Vec::new(), None)
-    });
+    let (keys, key_stats, pending, made) = match shared {
+        Some((k, stats, pending, own)) => (k, stats, pending, Some(own)),
+        None => {
+            // No helpers, or one failed in the key pass: the whole step runs here.
+            let (k, stats) = m
+                .key
+                .forward_shuffled(batch.views.keys(b), chunks, &batch.perm); // k: [b, d], no gradient
+            (k, stats, Vec::new(), None)
+        }
+    };
     let parts = if pending.is_empty() {
         std::iter::once(0..b).collect()
     } else {
@@ -345,7 +348,7 @@ fn ints(values: &[u32], device: &Device) -> Tensor<1, Int> {
 }
 
 /// Keys, their statistics, the helpers' pending answers and the trainer's own queries.
-type SharedKeys = (Tensor<2>, BatchStats, Vec<Reply>, Option<Queries>);
+type SharedKeys = (Tensor<2>, BatchStats, Vec<Reply>, Queries);
 
 /// The key pass with the helpers: each gets its job (the batch rows `parts[i + 1]` for its
 /// queries, the same rows of the shuffled batch for the key encoder) and sends its keys; the
@@ -396,7 +399,7 @@ async fn shared_keys(
     for (i, rows) in parts[1..].iter().enumerate() {
         helpers.send_keys(i, host[rows.start * d..rows.end * d].to_vec());
     }
-    Ok(Ok((k, mean_stats(stats), results, Some(own_queries))))
+    Ok(Ok((k, mean_stats(stats), results, own_queries)))
 }
 
 /// Host copies of what the helpers need for the batch rows `parts`: each gets the stored pixels

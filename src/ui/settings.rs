@@ -81,7 +81,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc {
         key: "view_size",
         symbol: "",
-        help: "side of the training views in pixels; smaller = faster steps (the encoder still sees whole images at the image size); empty = the image size",
+        help: "side of the training views in pixels; smaller = less arithmetic per step (the encoder still sees whole images at the image size); empty = the image size",
     },
     SettingDoc {
         key: "feature_dim",
